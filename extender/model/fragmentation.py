@@ -1,0 +1,128 @@
+"""Fragmentation after FGD (Weng et al., USENIX ATC'23), applied to MIG slices.
+
+For a GPU state S and a demand distribution D over profile shapes,
+``F(S) = sum_p D(p) * (free compute slices of S that a stream of p-requests could not use)``.
+A node's F is the sum over its GPUs. The part inside the sum does not depend on D, so it is cached per
+GPU state (there are few distinct states) and F is a short dot product.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .placement import max_instances
+from .state import GpuState, NodeState
+
+# Named mixes of ../shared/data/README.md: shares of requests by count, per profile shape.
+NAMED_MIXES: dict[str, dict[str, float]] = {
+    "inference": {"1g": 0.45, "1g.2slot": 0.10, "2g": 0.20, "3g": 0.15, "4g": 0.05, "7g": 0.05},
+    "uniform": {"1g": 1, "1g.2slot": 1, "2g": 1, "3g": 1, "4g": 1, "7g": 1},
+    "training": {"1g": 0.05, "2g": 0.10, "3g": 0.20, "4g": 0.15, "7g": 0.50},
+}
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """A mix by name (``inference``) or as ``1g=0.5,3g=0.3,7g=0.2``; raises ValueError naming the problem."""
+    if text in NAMED_MIXES:
+        return dict(NAMED_MIXES[text])
+    if "=" not in text:
+        raise ValueError(f"demand mix {text!r} is neither a known name ({', '.join(NAMED_MIXES)}) nor weights")
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        shape, sep, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not sep or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"demand mix entry {part!r} is not shape=weight with a weight >= 0")
+        mix[shape.strip()] = weight
+    if not mix or sum(mix.values()) <= 0:
+        raise ValueError(f"demand mix {text!r} is neither a known name ({', '.join(NAMED_MIXES)}) nor weights")
+    return mix
+
+
+@dataclass
+class DemandDistribution:
+    """D: shares of recent MIG requests per profile shape, decayed over time, blended with a prior.
+
+    The prior acts as ``prior_weight`` pseudo-requests, so a quiet cluster falls back to it and a busy one
+    follows what it sees. Time is passed in by the caller (seconds, any monotonic origin).
+    """
+
+    prior: Mapping[str, float] = field(default_factory=lambda: dict(NAMED_MIXES["uniform"]))
+    prior_weight: float = 20.0
+    half_life_s: float = 3600.0
+    _counts: dict[str, float] = field(default_factory=dict)
+    _last: float | None = None
+
+    def _decay_to(self, now: float) -> None:
+        if self._last is not None and now > self._last:
+            factor = 0.5 ** ((now - self._last) / self.half_life_s)
+            self._counts = {k: v * factor for k, v in self._counts.items() if v * factor > 1e-9}
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def observe(self, shape: str, count: int, now: float) -> None:
+        self._decay_to(now)
+        self._counts[shape] = self._counts.get(shape, 0.0) + count
+
+    def weights(self, now: float | None = None) -> dict[str, float]:
+        """Normalised shares per shape (they sum to 1)."""
+        if now is not None:
+            self._decay_to(now)
+        prior_total = sum(self.prior.values()) or 1.0
+        blended = {k: self.prior_weight * v / prior_total for k, v in self.prior.items()}
+        for shape, count in self._counts.items():
+            blended[shape] = blended.get(shape, 0.0) + count
+        total = sum(blended.values()) or 1.0
+        return {k: v / total for k, v in sorted(blended.items()) if v > 0}
+
+
+_UNUSABLE: dict[tuple[object, ...], tuple[tuple[str, float], ...]] = {}
+
+
+def unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
+    """Per profile shape: free compute slices of this GPU that a stream of that shape could not use.
+
+    Cached by GPU state (model, instances, use), not by GPU index, so equal GPUs share one entry.
+    """
+    cached = _UNUSABLE.get(gpu.key)
+    if cached is None:
+        cached = _UNUSABLE[gpu.key] = _unusable_by_shape(gpu)
+    return cached
+
+
+def _unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
+    free = gpu.model.compute_slices - gpu.used_compute
+    result = []
+    for profile in gpu.model.base_profiles:
+        if not gpu.mig_enabled:
+            usable = 0
+        elif gpu.dynamic:
+            room = profile.max_instances - gpu.existing_count(profile)
+            usable = min(room, max_instances(gpu.model, profile, gpu.occupied)) * profile.compute_slices
+        else:
+            usable = gpu.free_count(profile) * profile.compute_slices
+        result.append((gpu.model.shape_of(profile), float(free - usable)))
+    return tuple(result)
+
+
+def gpu_fragmentation(gpu: GpuState, weights: Mapping[str, float]) -> float:
+    return sum(weights.get(shape, 0.0) * unusable for shape, unusable in unusable_by_shape(gpu))
+
+
+def node_fragmentation(gpus: Iterable[GpuState], weights: Mapping[str, float]) -> float:
+    return sum(gpu_fragmentation(g, weights) for g in gpus)
+
+
+def fragmentation_ratio(nodes: Iterable[NodeState], weights: Mapping[str, float]) -> float:
+    """Cluster F divided by its free compute slices: 0 when every free slice is usable, 1 when none is."""
+    total_f = 0.0
+    total_free = 0
+    for node in nodes:
+        total_f += node_fragmentation(node.gpus, weights)
+        total_free += node.total_compute - node.used_compute
+    return total_f / total_free if total_free else 0.0

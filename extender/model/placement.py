@@ -1,0 +1,189 @@
+"""Placements of GPU instances on one GPU, with occupancy as a bitmask of memory slices.
+
+NVML's rule (mig-hardware.md §1, §3.1): an instance at ``start`` occupies memory slices
+``[start, start + size)``; it is legal iff ``start`` is one of the profile's placements and the interval
+overlaps no occupied slice. Compute slices need no separate counter on these geometries (§3.1, derived),
+so the whole state of a GPU for placement purposes is one small integer.
+
+Everything here is pure and cached: a GPU has at most 2**8 occupancy states, so answers are table lookups
+after their first computation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from .catalog import GpuModel, Profile
+
+
+class PlacementError(ValueError):
+    """A placement that breaks NVML's rules, named with the slices in conflict."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Placement:
+    """One instance of ``profile`` at memory slice ``start``."""
+
+    start: int
+    profile: Profile
+
+    @property
+    def mask(self) -> int:
+        return self.profile.occupancy(self.start)
+
+    def __str__(self) -> str:
+        return f"{self.profile.name}@{self.start}"
+
+
+def is_legal(profile: Profile, start: int, occupied: int) -> bool:
+    """True if ``profile`` may be placed at ``start`` on a GPU whose occupied slices are ``occupied``."""
+    return start in profile.starts and not (profile.occupancy(start) & occupied)
+
+
+def free_starts(profile: Profile, occupied: int) -> tuple[int, ...]:
+    """The legal starts of ``profile`` that are still free."""
+    return tuple(s for s in profile.starts if not (profile.occupancy(s) & occupied))
+
+
+def occupancy_of(model: GpuModel, placements: Sequence[Placement]) -> int:
+    """The occupancy mask of ``placements``, checking every NVML rule; raises :class:`PlacementError`."""
+    occupied = 0
+    counts: dict[Profile, int] = {}
+    for placement in placements:
+        profile = placement.profile
+        if model.find_profile(profile.name) is not profile:
+            raise PlacementError(f"profile {profile.name} does not belong to GPU model {model.name}")
+        if placement.start not in profile.starts:
+            raise PlacementError(
+                f"{placement} is not a legal placement on {model.name}: {profile.name} may start only at "
+                f"{profile.placements_text()}"
+            )
+        if placement.mask & occupied:
+            slices = [i for i in range(model.memory_slices) if (placement.mask & occupied) >> i & 1]
+            raise PlacementError(f"{placement} overlaps memory slices {slices} already occupied on {model.name}")
+        counts[profile] = counts.get(profile, 0) + 1
+        if counts[profile] > profile.max_instances:
+            raise PlacementError(f"{model.name} allows at most {profile.max_instances} instance(s) of {profile.name}")
+        occupied |= placement.mask
+    return occupied
+
+
+# --- Placement strategies -------------------------------------------------------------------------------
+# A strategy picks one start among the free legal starts of a profile. Strategies are looked up by name
+# so that the simulator and benchmarks can compare them; an unknown name fails when settings are built.
+
+StartChooser = Callable[[GpuModel, Profile, int], int | None]
+
+
+@cache
+def surviving_placements(model: GpuModel, occupied: int) -> int:
+    """How many (profile, start) placements of base profiles are still legal on ``occupied``."""
+    return sum(len(free_starts(p, occupied)) for p in model.base_profiles)
+
+
+def choose_most_options(model: GpuModel, profile: Profile, occupied: int) -> int | None:
+    """The free start that leaves the most legal placements of every base profile open.
+
+    Ties go to the highest start: the top of the GPU is reachable by fewer profiles (slice 7 only by
+    the 2-slot 1g, 3g@4 and 7g), so filling it first keeps 4g and 3g@0 possible.
+    """
+    return _most_options(model, profile, occupied)
+
+
+@cache
+def _most_options(model: GpuModel, profile: Profile, occupied: int) -> int | None:
+    starts = free_starts(profile, occupied)
+    if not starts:
+        return None
+    return max(starts, key=lambda s: (surviving_placements(model, occupied | profile.occupancy(s)), s))
+
+
+def choose_first_fit(model: GpuModel, profile: Profile, occupied: int) -> int | None:
+    """The lowest free start, as NVIDIA's DRA allocator and simple schedulers take it."""
+    starts = free_starts(profile, occupied)
+    return starts[0] if starts else None
+
+
+START_CHOOSERS: dict[str, StartChooser] = {
+    "most-options": choose_most_options,
+    "first-fit": choose_first_fit,
+}
+
+
+def start_chooser(name: str) -> StartChooser:
+    try:
+        return START_CHOOSERS[name]
+    except KeyError:
+        raise ValueError(f"unknown placement strategy {name!r}; known: {', '.join(sorted(START_CHOOSERS))}") from None
+
+
+# --- Placing several instances on one GPU -----------------------------------------------------------------
+
+
+def _placements_of(model: GpuModel, wanted: tuple[Profile, ...], occupied: int) -> Iterator[tuple[Placement, ...]]:
+    """Every way to place all of ``wanted`` (sorted, largest first) on a GPU with ``occupied`` slices."""
+    if not wanted:
+        yield ()
+        return
+    head, rest = wanted[0], wanted[1:]
+    for start in free_starts(head, occupied):
+        placed = Placement(start, head)
+        for tail in _placements_of(model, rest, occupied | placed.mask):
+            # Instances of one profile are interchangeable: keep their starts ascending to skip permutations.
+            if tail and tail[0].profile is head and tail[0].start < start:
+                continue
+            yield (placed, *tail)
+
+
+def _largest_first(profiles: Sequence[Profile]) -> tuple[Profile, ...]:
+    return tuple(sorted(profiles, key=lambda p: (-p.memory_slices, -p.compute_slices, p.name)))
+
+
+@cache
+def place_all(
+    model: GpuModel, wanted: tuple[Profile, ...], occupied: int, strategy: str = "most-options"
+) -> tuple[Placement, ...] | None:
+    """Place every profile of ``wanted`` on one GPU, or None if they cannot all fit.
+
+    ``most-options`` searches every arrangement and keeps the one that leaves the most placements open;
+    ``first-fit`` places largest first, each at its lowest free start, with a full search as fallback so
+    that a feasible set is never reported infeasible.
+    """
+    ordered = _largest_first(wanted)
+    if strategy == "first-fit":
+        placed: list[Placement] = []
+        mask = occupied
+        for profile in ordered:
+            start = choose_first_fit(model, profile, mask)
+            if start is None:
+                break
+            placed.append(Placement(start, profile))
+            mask |= profile.occupancy(start)
+        else:
+            return tuple(placed)
+        return next(_placements_of(model, ordered, occupied), None)
+    if strategy != "most-options":
+        start_chooser(strategy)  # raises with the list of known names
+    best: tuple[Placement, ...] | None = None
+    best_key: tuple[int, tuple[int, ...]] = (-1, ())
+    for option in _placements_of(model, ordered, occupied):
+        after = occupied
+        for placement in option:
+            after |= placement.mask
+        key = (surviving_placements(model, after), tuple(sorted((p.start for p in option), reverse=True)))
+        if key > best_key:
+            best, best_key = option, key
+    return best
+
+
+@cache
+def max_instances(model: GpuModel, profile: Profile, occupied: int) -> int:
+    """How many more instances of ``profile`` fit on ``occupied`` (a stream of requests of one profile)."""
+    count = 0
+    # The legal starts of one profile never overlap each other, so every free start is one more instance.
+    for start in profile.starts:
+        if not (profile.occupancy(start) & occupied):
+            count += 1
+    return min(count, profile.max_instances)

@@ -1,0 +1,100 @@
+"""Node scores for a pod that fits: raw values per strategy, normalised once per request to 0..10.
+
+Strategies are looked up by name, as kube-scheduler's NodeResourcesFit does, so that the extender,
+the simulator and the benchmarks all compare the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .fit import FitResult
+from .fragmentation import node_fragmentation
+from .state import GpuState, NodeState
+
+MAX_EXTENDER_PRIORITY = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementEffect:
+    """What taking a fit's plan does to a node."""
+
+    gpus_before: tuple[GpuState, ...]
+    gpus_after: tuple[GpuState, ...]
+    opens_idle_gpu: bool
+    opens_idle_node: bool
+    fill_after: float
+
+
+def placement_effect(node: NodeState, result: FitResult) -> PlacementEffect:
+    touched: dict[int, GpuState] = {}
+    by_index = {g.index: g for g in node.gpus}
+    for planned in result.plan:
+        gpu = touched.get(planned.gpu_index, by_index[planned.gpu_index])
+        touched[planned.gpu_index] = gpu.with_used(planned.placement)
+    before = tuple(by_index[i] for i in touched)
+    after = tuple(touched.values())
+    added = sum(a.used_compute - b.used_compute for a, b in zip(after, before))
+    total = node.total_compute or 1
+    return PlacementEffect(
+        gpus_before=before,
+        gpus_after=after,
+        opens_idle_gpu=any(b.is_idle for b in before),
+        opens_idle_node=node.is_idle,
+        fill_after=(node.used_compute + added) / total,
+    )
+
+
+def packing_term(effect: PlacementEffect) -> float:
+    """In [0, 1): higher for fuller nodes and for placements that keep idle GPUs and nodes idle."""
+    return 0.5 * effect.fill_after + 0.25 * (not effect.opens_idle_gpu) + 0.2 * (not effect.opens_idle_node)
+
+
+Scorer = Callable[[NodeState, FitResult, Mapping[str, float]], float]
+
+
+def score_fragmentation(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
+    """The drop in F the placement causes (fragmentation gradient), packing breaking ties.
+
+    F is rounded to 1/1000 of a compute slice and scaled so that any difference in it outranks the
+    packing term, which stays below 1.
+    """
+    effect = placement_effect(node, result)
+    drop = node_fragmentation(effect.gpus_before, weights) - node_fragmentation(effect.gpus_after, weights)
+    return round(drop, 3) * 1000 + packing_term(effect)
+
+
+def score_packing(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
+    """Most-allocated: fullest node first, keeping idle GPUs and nodes idle."""
+    return packing_term(placement_effect(node, result))
+
+
+def score_spread(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
+    """Least-allocated: emptiest node first (a baseline; it fragments)."""
+    return 1.0 - placement_effect(node, result).fill_after
+
+
+SCORERS: dict[str, Scorer] = {
+    "fragmentation": score_fragmentation,
+    "packing": score_packing,
+    "spread": score_spread,
+}
+
+
+def scorer_named(name: str) -> Scorer:
+    try:
+        return SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scoring strategy {name!r}; known: {', '.join(sorted(SCORERS))}") from None
+
+
+def normalize(raw: Sequence[float], top: int = MAX_EXTENDER_PRIORITY) -> list[int]:
+    """Min-max scale raw scores to integers 0..top; equal scores all get ``top``."""
+    if not raw:
+        return []
+    low, high = min(raw), max(raw)
+    if high - low < 1e-12:
+        return [top] * len(raw)
+    span = high - low
+    return [round((value - low) * top / span) for value in raw]

@@ -1,0 +1,148 @@
+"""GPU and node state as the scheduler sees them: instances, which are used, and how well it is known."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from .catalog import GpuModel, Profile
+from .placement import Placement, occupancy_of
+
+
+class Fidelity(enum.StrEnum):
+    """How exactly a node's GPU state is known."""
+
+    EXACT = "exact"
+    """Per-GPU instances with placements and use, published by a node agent."""
+    LAYOUT = "derived-layout"
+    """Layout from the node's ``nvidia.com/mig.config`` in the mig-parted config; use and placement estimated."""
+    COUNTS = "derived-counts"
+    """Only allocatable counts per profile; GPU assignment and placement estimated."""
+
+
+class MigStrategy(enum.StrEnum):
+    """The NVIDIA device plugin's MIG strategy on the node."""
+
+    MIXED = "mixed"
+    SINGLE = "single"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    placement: Placement
+    used: bool
+
+    @property
+    def profile(self) -> Profile:
+        return self.placement.profile
+
+
+@dataclass(frozen=True, slots=True)
+class GpuState:
+    """One GPU: its model and MIG instances.
+
+    ``dynamic`` GPUs create instances when they are allocated (NVIDIA DRA DynamicMIG): only used
+    instances exist, and any free legal placement can be taken. Static GPUs carry pre-made instances
+    from a mig-parted layout, free or used. A GPU with MIG disabled has no instances; it is in use when
+    a whole-GPU pod holds it.
+    """
+
+    index: int
+    model: GpuModel
+    instances: tuple[Instance, ...] = ()
+    dynamic: bool = False
+    mig_enabled: bool = True
+    whole_gpu_used: bool = False
+    key: tuple[object, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        occupancy_of(self.model, [i.placement for i in self.instances])  # validates, raises PlacementError
+        instances = tuple(sorted(self.instances, key=lambda i: (i.placement.start, i.profile.name)))
+        object.__setattr__(self, "instances", instances)
+        object.__setattr__(
+            self,
+            "key",
+            (
+                self.model.name,
+                self.dynamic,
+                self.mig_enabled,
+                self.whole_gpu_used,
+                tuple((i.profile.name, i.placement.start, i.used) for i in instances),
+            ),
+        )
+
+    @property
+    def occupied(self) -> int:
+        """Memory slices held by any instance (free pre-made instances block new ones too)."""
+        mask = 0
+        for instance in self.instances:
+            mask |= instance.placement.mask
+        return mask
+
+    @property
+    def used_compute(self) -> int:
+        if not self.mig_enabled:
+            return self.model.compute_slices if self.whole_gpu_used else 0
+        return sum(i.profile.compute_slices for i in self.instances if i.used)
+
+    @property
+    def is_idle(self) -> bool:
+        """No used instance and no whole-GPU pod: the GPU may be re-partitioned."""
+        return not self.whole_gpu_used and not any(i.used for i in self.instances)
+
+    def free_count(self, profile: Profile) -> int:
+        return sum(1 for i in self.instances if not i.used and i.profile is profile)
+
+    def existing_count(self, profile: Profile) -> int:
+        return sum(1 for i in self.instances if i.profile is profile)
+
+    def with_used(self, placement: Placement) -> GpuState:
+        """The state after an instance at ``placement`` is taken by a pod."""
+        if self.dynamic:
+            return replace(self, instances=(*self.instances, Instance(placement, used=True)))
+        for position, instance in enumerate(self.instances):
+            if instance.placement == placement and not instance.used:
+                taken = (*self.instances[:position], Instance(placement, True), *self.instances[position + 1 :])
+                return replace(self, instances=taken)
+        raise ValueError(f"GPU {self.index} has no free instance {placement}")
+
+    def emptied(self) -> GpuState:
+        """The GPU with no pods: every instance free (dynamic GPUs drop their instances)."""
+        if self.dynamic:
+            return replace(self, instances=())
+        return replace(
+            self, instances=tuple(Instance(i.placement, False) for i in self.instances), whole_gpu_used=False
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """A node's GPUs and what is known about them."""
+
+    name: str
+    gpus: tuple[GpuState, ...]
+    fidelity: Fidelity = Fidelity.LAYOUT
+    strategy: MigStrategy = MigStrategy.MIXED
+    single_profile: Profile | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def models(self) -> frozenset[GpuModel]:
+        return frozenset(g.model for g in self.gpus)
+
+    @property
+    def total_compute(self) -> int:
+        return sum(g.model.compute_slices for g in self.gpus)
+
+    @property
+    def used_compute(self) -> int:
+        return sum(g.used_compute for g in self.gpus)
+
+    @property
+    def is_idle(self) -> bool:
+        return all(g.is_idle for g in self.gpus)
+
+    def replace_gpus(self, gpus: Iterable[GpuState]) -> NodeState:
+        updated = {g.index: g for g in gpus}
+        return replace(self, gpus=tuple(updated.get(g.index, g) for g in self.gpus))

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up and runs every check: ruff, mypy --strict, the import-layer contracts, and the whole pytest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== ruff"; ruff check . && ruff format --check .
+echo "== mypy --strict extender"; mypy extender
+echo "== import layers"; lint-imports
+echo "== pytest"; python3 -m pytest -q "$@"

@@ -1,0 +1,90 @@
+"""Fragmentation F, the demand distribution, and the scores built on them."""
+
+from __future__ import annotations
+
+import pytest
+
+from extender.model.demand import PodDemand
+from extender.model.fit import Allocator, fit
+from extender.model.fragmentation import (
+    DemandDistribution,
+    fragmentation_ratio,
+    gpu_fragmentation,
+    parse_mix,
+    unusable_by_shape,
+)
+from extender.model.scoring import normalize, score_fragmentation, scorer_named
+from tests.builders import gpu, node
+
+ONLY_3G = {"3g": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("the_gpu", "weights", "expected"),
+    [
+        # empty dynamic H100: a 3g stream takes 2x3g = 6 of 7 slices; 1 slice unusable
+        (gpu("H100-80GB", dynamic=True), ONLY_3G, 1.0),
+        # 1g@6 used: 6 free slices; 3g@4 is blocked so only 3g@0 (3 slices): 3 unusable
+        (gpu("H100-80GB", "1g.10gb@6", used="1g.10gb@6", dynamic=True), ONLY_3G, 3.0),
+        # 1g@3 and 1g@4 used: both 3g placements blocked, all 5 free slices unusable for 3g
+        (gpu("H100-80GB", "1g.10gb@3 1g.10gb@4", used="1g.10gb@3 1g.10gb@4", dynamic=True), ONLY_3G, 5.0),
+        # a 1g stream can use every free slice of an empty GPU (7 x 1g)
+        (gpu("H100-80GB", dynamic=True), {"1g": 1.0}, 0.0),
+        # static balanced layout, nothing used: 7 free slices, a 7g stream finds no 7g instance
+        (gpu("H100-80GB", "2g.20gb@0 1g.10gb@2 1g.10gb@3 3g.40gb@4"), {"7g": 1.0}, 7.0),
+        # ... a 1g stream uses the two 1g instances only: 7 - 2 = 5; half 1g, half 3g: (5 + 4) / 2
+        (gpu("H100-80GB", "2g.20gb@0 1g.10gb@2 1g.10gb@3 3g.40gb@4"), {"1g": 0.5, "3g": 0.5}, 4.5),
+    ],
+    ids=["empty-3g", "top-1g-3g", "middle-1g-3g", "empty-1g", "static-7g", "static-mix"],
+)
+def test_gpu_fragmentation(the_gpu, weights, expected) -> None:  # type: ignore[no-untyped-def]
+    assert gpu_fragmentation(the_gpu, weights) == pytest.approx(expected)
+
+
+def test_unusable_is_cached_per_state_not_per_index() -> None:
+    a = gpu("H100-80GB", "1g.10gb@6", used="1g.10gb@6", dynamic=True, index=0)
+    b = gpu("H100-80GB", "1g.10gb@6", used="1g.10gb@6", dynamic=True, index=5)
+    assert unusable_by_shape(a) is unusable_by_shape(b)
+
+
+def test_distribution_decays_towards_the_prior() -> None:
+    d = DemandDistribution(prior={"1g": 1, "7g": 1}, prior_weight=2, half_life_s=10)
+    d.observe("7g", 98, now=0)
+    assert d.weights(now=0)["7g"] == pytest.approx(0.99)
+    # after 10 half-lives 98 observations weigh ~0.1: the prior's two pseudo-requests dominate again
+    assert d.weights(now=100)["7g"] == pytest.approx((1 + 98 / 1024) / (2 + 98 / 1024), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("7g=-1", "weight >= 0"), ("oops", "neither a known name"), ("1g=x", "not shape=weight")]
+)
+def test_bad_mixes_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_mix(text)
+
+
+def test_fragmentation_score_prefers_the_placement_that_keeps_3g_room() -> None:
+    # Dynamic world with a placement-honouring allocator: a 1g on the GPU whose 3g@0 half is already
+    # broken costs nothing; on the clean GPU it would break a 3g placement.
+    clean = node("clean", gpu("H100-80GB", "3g.40gb@4", used="3g.40gb@4", dynamic=True))
+    broken = node("broken", gpu("H100-80GB", "1g.10gb@0", used="1g.10gb@0", dynamic=True))
+    weights = parse_mix("3g=1")
+    demand = PodDemand(mig=(("1g.10gb", 1),))
+    scores = {n.name: score_fragmentation(n, fit(n, demand, Allocator.IDEAL), weights) for n in (clean, broken)}
+    assert scores["broken"] > scores["clean"]
+
+
+def test_normalize_maps_to_0_10_once() -> None:
+    assert normalize([1.0, 2.0, 3.0]) == [0, 5, 10]
+    assert normalize([4.0, 4.0]) == [10, 10]
+    assert normalize([]) == []
+
+
+def test_unknown_scorer_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown scoring strategy 'best'; known: fragmentation, packing, spread"):
+        scorer_named("best")
+
+
+def test_cluster_ratio() -> None:
+    nodes = [node("a", gpu("H100-80GB", dynamic=True))]
+    assert fragmentation_ratio(nodes, ONLY_3G) == pytest.approx(1 / 7)
