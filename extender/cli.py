@@ -6,8 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from kubernetes_asyncio.config.config_exception import ConfigException
+
 from .model.catalog import CatalogError, GpuModel, model_named
 from .model.layouts import layout_text, maximal_layouts
+from .settings import ENV_PREFIX, FIELDS, SettingsError, describe, load_settings
+from .view.snapshot import SnapshotError
 
 
 def _model(value: str) -> GpuModel:
@@ -58,6 +62,40 @@ def cmd_layouts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .server.run import configure_logging, serve
+
+    overrides = {name: getattr(args, name) for name in FIELDS}
+    try:
+        settings = load_settings(overrides, config_file=args.config)
+    except SettingsError as exc:
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    try:
+        return asyncio.run(serve(settings))
+    except (SnapshotError, ConfigException) as exc:
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(describe())
+    return 0
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for name, spec in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        doc = spec.metadata["doc"] + f" (default: {spec.default}; env {ENV_PREFIX}{name.upper()})"
+        if spec.type == "bool":
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=doc)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=doc.replace("%", "%%"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mig-extender", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     layouts.add_argument("--gpu", type=_model, required=True, help="as for 'profiles'")
     layouts.add_argument("--profiles", help="comma-separated profiles to use (default: all base profiles)")
     layouts.set_defaults(handler=cmd_layouts)
+
+    serve = commands.add_parser("serve", help="run the scheduler extender (HTTP) over a live cluster or a snapshot")
+    serve.add_argument("--config", help="YAML or JSON file of settings (see 'mig-extender settings')")
+    _add_setting_flags(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    settings = commands.add_parser("settings", help="print every setting with its default and why (Markdown)")
+    settings.set_defaults(handler=cmd_settings)
     return parser
 
 

@@ -1,0 +1,162 @@
+"""The scheduling policy over many nodes: filter outcomes, scores, and the cluster-wide verdict for a pod.
+
+One place for the decisions that the HTTP extender, the simulator and the benchmarks all make, so that
+nothing is computed twice in different ways.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .catalog import GpuModel
+from .demand import PodDemand
+from .fit import Allocator, FitResult, Verdict, fit
+from .layouts import layout_text
+from .migparted import MigPartedConfig, MigPartedError
+from .placement import Placement
+from .scoring import Scorer, normalize
+from .state import GpuState, Instance, NodeState
+
+
+class Outcome(enum.StrEnum):
+    """Filter result codes, as kube-scheduler's framework names them."""
+
+    SUCCESS = "Success"
+    UNSCHEDULABLE = "Unschedulable"
+    UNRESOLVABLE = "UnschedulableAndUnresolvable"
+
+
+def outcome_of(result: FitResult) -> Outcome:
+    if result.fits_now:
+        return Outcome.SUCCESS
+    return Outcome.UNSCHEDULABLE if result.verdict.preemption_may_help else Outcome.UNRESOLVABLE
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    dynamic_allocator: Allocator = Allocator.FIRST_FIT
+
+
+def allocator_for(node: NodeState, config: PolicyConfig) -> Allocator:
+    """The node-side allocator: pre-made instances go to the kubelet; dynamic GPUs to the DRA allocator."""
+    return config.dynamic_allocator if any(g.dynamic for g in node.gpus) else Allocator.KUBELET
+
+
+def evaluate(node: NodeState, demand: PodDemand, config: PolicyConfig) -> FitResult:
+    return fit(node, demand, allocator_for(node, config))
+
+
+def scores(
+    candidates: Sequence[tuple[NodeState, FitResult]], scorer: Scorer, weights: Mapping[str, float]
+) -> list[int]:
+    """Scores 0..10 for nodes that fit, normalised once over the whole request; others get 0."""
+    fitting = [i for i, (_, result) in enumerate(candidates) if result.fits_now]
+    raw = [scorer(candidates[i][0], candidates[i][1], weights) for i in fitting]
+    result = [0] * len(candidates)
+    for i, value in zip(fitting, normalize(raw)):
+        result[i] = value
+    return result
+
+
+class PodVerdict(enum.StrEnum):
+    """What the cluster as a whole can do for a pending pod (the ``mig-extender.io/verdict`` values)."""
+
+    FITS = "fits"
+    RELAYOUT = "relayout"
+    NO_LAYOUT_FITS = "no-layout-fits"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterVerdict:
+    verdict: PodVerdict
+    reason: str
+    node: str | None = None
+    suggested_layout: str | None = None
+
+
+_PREFERRED_CONFIGS = ("all-balanced",)
+
+
+def _idle_node_with(
+    name: str, model: GpuModel, count: int, config: MigPartedConfig, config_name: str
+) -> NodeState | None:
+    gpus = []
+    for index in range(count):
+        try:
+            spec = config.resolve(config_name, model, index)
+        except MigPartedError:
+            return None
+        if spec is None or not spec.mig_enabled:
+            return None
+        gpus.append(GpuState(index, model, tuple(Instance(p, False) for p in spec.layout(model))))
+    return NodeState(name, tuple(gpus))
+
+
+def suggest_layout(demand: PodDemand, model: GpuModel, gpu_count: int, config: MigPartedConfig) -> str | None:
+    """A mig-parted config name under which an idle node of this shape hosts the demand, or a geometry."""
+    names = [n for n in _PREFERRED_CONFIGS if n in config.configs]
+    names += [n for n in config.names() if n not in names]
+    for config_name in names:
+        node = _idle_node_with("suggestion", model, gpu_count, config, config_name)
+        if node is not None and fit(node, demand).fits_now:
+            return config_name
+    empty = NodeState("suggestion", tuple(GpuState(i, model, (), dynamic=True) for i in range(gpu_count)))
+    planned = fit(empty, demand, Allocator.IDEAL)
+    if not planned.fits_now:
+        return None
+    per_gpu: dict[int, list[Placement]] = {}
+    for instance in planned.plan:
+        per_gpu.setdefault(instance.gpu_index, []).append(instance.placement)
+    return "; ".join(f"gpu{i}: {layout_text(p)}" for i, p in sorted(per_gpu.items()))
+
+
+def cluster_verdict(
+    demand: PodDemand,
+    nodes: Iterable[NodeState],
+    config: PolicyConfig,
+    mig_parted: MigPartedConfig,
+) -> ClusterVerdict:
+    """Can any node host the pod now, after re-partitioning idle GPUs, or does it need new capacity?"""
+    relayout: tuple[NodeState, FitResult] | None = None
+    relayout_changes = 0
+    shapes: dict[tuple[GpuModel, int], None] = {}
+    reasons: dict[str, int] = {}
+    for node in nodes:
+        result = evaluate(node, demand, config)
+        if result.fits_now:
+            return ClusterVerdict(PodVerdict.FITS, "fits on an existing node", node.name)
+        if result.verdict is Verdict.RELAYOUT:
+            # Prefer the node that needs the fewest GPUs re-partitioned.
+            changes = len({p.gpu_index for p in result.plan if p.relayout})
+            if relayout is None or changes < relayout_changes:
+                relayout, relayout_changes = (node, result), changes
+        reasons[result.reason] = reasons.get(result.reason, 0) + 1
+        if node.gpus and len(node.models) == 1:
+            shapes[(node.gpus[0].model, len(node.gpus))] = None
+    if relayout is not None:
+        node, result = relayout
+        model = node.gpus[0].model
+        suggestion = suggest_layout(demand, model, len(node.gpus), mig_parted)
+        return ClusterVerdict(
+            PodVerdict.RELAYOUT,
+            f"re-partitioning idle GPUs of node {node.name} would host {demand.text()}",
+            node.name,
+            suggestion,
+        )
+    for model, count in shapes:
+        suggestion = suggest_layout(demand, model, count, mig_parted)
+        if suggestion is not None:
+            return ClusterVerdict(
+                PodVerdict.NO_LAYOUT_FITS,
+                f"no existing node can host {demand.text()}; a new {count}x {model.name} node with "
+                f"layout {suggestion} would",
+                None,
+                suggestion,
+            )
+    # The most frequent distinct reasons, so that "H200 nodes are too small" is not hidden behind
+    # "A100 nodes lack the profile".
+    common = sorted(reasons, key=lambda r: -reasons[r])[:3]
+    text = "; ".join(r.removeprefix("MIG: ") for r in common) if common else "no MIG-capable node"
+    return ClusterVerdict(PodVerdict.NO_LAYOUT_FITS, f"no node shape in the cluster can host it: {text}")

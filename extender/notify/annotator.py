@@ -1,0 +1,182 @@
+"""Tell pending MIG pods why they wait: verdict annotations and Events, off the request path.
+
+Every ``pending_scan_s`` (and soon after a filter that passed no node) the pending MIG pods are evaluated
+against the whole cluster view, not just the nodes kube-scheduler sent: its own filters (the counted
+``nvidia.com/mig-*`` resources) may have removed the nodes that a re-layout would make fit. Pods with the
+same demand share one evaluation. A pod is patched only when its verdict or reason changes, with a merge
+patch (idempotent), at a bounded rate; its annotations are cleared once it is bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..metrics import Metrics
+from ..model.demand import PodDemand
+from ..model.migparted import MigPartedConfig
+from ..model.policy import ClusterVerdict, PodVerdict, PolicyConfig, cluster_verdict
+from ..model.state import NodeState
+from ..view.objects import ANNOTATION_PREFIX, PodInfo
+from ..view.store import ClusterView
+
+log = logging.getLogger(__name__)
+
+VERDICT = ANNOTATION_PREFIX + "verdict"
+DEMAND = ANNOTATION_PREFIX + "demand"
+REASON = ANNOTATION_PREFIX + "reason"
+SUGGESTED_LAYOUT = ANNOTATION_PREFIX + "suggested-layout"
+SINCE = ANNOTATION_PREFIX + "since"
+ALL_KEYS = (VERDICT, DEMAND, REASON, SUGGESTED_LAYOUT, SINCE)
+
+EVENT_REASONS = {
+    PodVerdict.NO_LAYOUT_FITS: ("MigNoLayoutFits", "Warning"),
+    PodVerdict.RELAYOUT: ("MigRelayoutPossible", "Normal"),
+}
+
+
+class PodWriter(Protocol):
+    """Where verdicts go: the API server, or a log when serving a snapshot."""
+
+    async def patch_annotations(self, pod: PodInfo, annotations: Mapping[str, str | None]) -> None: ...
+
+    async def post_event(self, pod: PodInfo, reason: str, kind: str, message: str) -> None: ...
+
+
+def desired_annotations(pod: PodInfo, verdict: ClusterVerdict | None, now: str) -> dict[str, str | None]:
+    """The verdict annotations the pod should carry; None values delete keys (merge-patch semantics)."""
+    if verdict is None or verdict.verdict is PodVerdict.FITS:
+        return {key: None for key in ALL_KEYS}
+    same = pod.annotations.get(VERDICT) == verdict.verdict
+    return {
+        VERDICT: str(verdict.verdict),
+        DEMAND: pod.demand.text(),
+        REASON: verdict.reason,
+        SUGGESTED_LAYOUT: verdict.suggested_layout,
+        SINCE: pod.annotations.get(SINCE, now) if same else now,
+    }
+
+
+def patch_for(pod: PodInfo, desired: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Only the keys that differ from what the pod carries: empty when nothing changes."""
+    return {k: v for k, v in desired.items() if pod.annotations.get(k) != v}
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    _tokens: float = 0.0
+    _last: float | None = None
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            if self._last is None:
+                self._tokens = self.burst
+            else:
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
+def _evaluate(
+    demands: list[PodDemand], nodes: list[NodeState], policy: PolicyConfig, mig_parted: MigPartedConfig
+) -> dict[PodDemand, ClusterVerdict]:
+    return {demand: cluster_verdict(demand, nodes, policy, mig_parted) for demand in demands}
+
+
+class Annotator:
+    def __init__(
+        self,
+        view: ClusterView,
+        writer: PodWriter,
+        metrics: Metrics,
+        *,
+        policy: PolicyConfig,
+        rate: float,
+        scan_interval_s: float,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        self.view = view
+        self.writer = writer
+        self.metrics = metrics
+        self.policy = policy
+        self.bucket = TokenBucket(rate=rate, burst=2 * rate)
+        self.scan_interval_s = scan_interval_s
+        self.now = now
+        self._poked = asyncio.Event()
+        self._verdicts: dict[PodDemand, ClusterVerdict] = {}
+        self._evaluated_generation = -1
+        self.verdicts_by_pod: dict[str, ClusterVerdict] = {}
+
+    def poke(self, uid: str = "") -> None:
+        """A filter found no node for a pod: evaluate soon rather than at the next scan."""
+        self._poked.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), timeout=self.scan_interval_s)
+            self._poked.clear()
+            await self.scan_once()
+
+    async def scan_once(self) -> None:
+        pending = [p for p in self.view.pending_mig_pods() if not p.demand_error]
+        if self.view.generation != self._evaluated_generation:
+            self._evaluated_generation = self.view.generation
+            demands = sorted({p.demand for p in pending}, key=lambda d: d.text())
+            nodes = list(self.view.node_states())
+            # NodeStates are immutable: evaluating them in a thread keeps the event loop answering.
+            self._verdicts = await asyncio.to_thread(_evaluate, demands, nodes, self.policy, self.view.mig_parted)
+        self._export(pending)
+        stamp = self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        for pod in pending:
+            verdict = self._verdicts.get(pod.demand)
+            if verdict is None:
+                continue
+            self.verdicts_by_pod[pod.uid] = verdict
+            await self._write(pod, verdict, stamp)
+        # Bound pods keep no verdict.
+        for pod in list(self.view.pods.values()):
+            if pod.node_name and VERDICT in pod.annotations:
+                self.verdicts_by_pod.pop(pod.uid, None)
+                await self._write(pod, None, stamp)
+
+    def _export(self, pending: list[PodInfo]) -> None:
+        self.metrics.pending_demand.clear()
+        for pod in pending:
+            verdict = self._verdicts.get(pod.demand)
+            label = str(verdict.verdict) if verdict else "unknown"
+            for name, count in pod.demand.mig:
+                self.metrics.pending_demand.labels(name, label).inc(count)
+
+    async def _write(self, pod: PodInfo, verdict: ClusterVerdict | None, stamp: str) -> None:
+        changes = patch_for(pod, desired_annotations(pod, verdict, stamp))
+        if not changes:
+            return
+        await self.bucket.take()
+        try:
+            await self.writer.patch_annotations(pod, changes)
+            self.metrics.annotation_patches.labels("ok").inc()
+        except Exception as exc:  # a failed patch is retried at the next scan; it must not stop the loop
+            self.metrics.annotation_patches.labels("error").inc()
+            log.warning("patching %s failed: %s", pod.key, exc)
+            return
+        if verdict is not None and verdict.verdict in EVENT_REASONS and VERDICT in changes:
+            reason, kind = EVENT_REASONS[verdict.verdict]
+            try:
+                await self.writer.post_event(pod, reason, kind, f"{pod.demand.text()}: {verdict.reason}")
+                self.metrics.events_posted.labels(reason, "ok").inc()
+            except Exception as exc:  # events are best effort
+                self.metrics.events_posted.labels(reason, "error").inc()
+                log.warning("event for %s failed: %s", pod.key, exc)

@@ -1,0 +1,135 @@
+"""Running the extender: the view's sources, the annotator and the HTTP server as supervised root tasks.
+
+As in kopf's ``run_tasks``: the root tasks run until a signal asks to stop or one of them ends; a root
+task that ends on its own is a bug or a fatal condition, logged loudly, and the process exits non-zero so
+that Kubernetes restarts it rather than leaving a frozen view behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from ..metrics import Metrics
+from ..model.fit import Allocator
+from ..model.policy import PolicyConfig
+from ..notify.annotator import Annotator
+from ..notify.writers import KubeWriter, LogWriter
+from ..settings import Settings
+from ..view.snapshot import load_snapshot
+from ..view.store import ClusterView, ConfigMapRef
+from ..view.watch import make_api_client, reflectors
+from .app import build_app
+from .scheduling import SchedulingService
+
+log = logging.getLogger(__name__)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+async def _wait_for_signal(stop: asyncio.Event) -> None:
+    await stop.wait()
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1)."""
+    view = ClusterView(
+        config_ref=ConfigMapRef(settings.mig_parted_namespace, settings.mig_parted_configmap, settings.mig_parted_key),
+        assume_ttl_s=settings.assume_ttl_s,
+    )
+    metrics = Metrics(view)
+    roots: dict[str, Coroutine[Any, Any, None]] = {}
+    api = None
+    if settings.snapshot:
+        counts = load_snapshot(view, settings.snapshot)
+        log.info("serving snapshot %s: %s", settings.snapshot, counts)
+        writer: KubeWriter | LogWriter = LogWriter(view)
+    else:
+        api = await make_api_client(settings.kubeconfig)
+        for reflector in reflectors(
+            view,
+            api,
+            timeout_s=settings.watch_timeout_s,
+            read_timeout_s=settings.watch_read_timeout_s,
+            observer=metrics,
+        ):
+            roots[f"watch {reflector.kind}"] = reflector.run()
+        writer = KubeWriter(api)
+    policy = PolicyConfig(dynamic_allocator=Allocator(settings.dynamic_allocator))
+    annotator = None
+    if settings.annotate:
+        annotator = Annotator(
+            view, writer, metrics, policy=policy, rate=settings.annotate_rate, scan_interval_s=settings.pending_scan_s
+        )
+        roots["annotator"] = annotator.run()
+    service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
+    app = build_app(settings, view, metrics, service)
+    runner = web.AppRunner(
+        app,
+        access_log=log if settings.access_log else None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("mig-extender listening on %s:%d", settings.host, settings.port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = {asyncio.create_task(coro, name=name): name for name, coro in roots.items()}
+    stopper = asyncio.create_task(_wait_for_signal(stop), name="signal")
+    exit_code = 0
+    try:
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is stopper:
+                log.info("stopping on signal")
+                continue
+            exit_code = 1
+            error = task.exception() if not task.cancelled() else None
+            log.critical("root task %r ended unexpectedly: %r; exiting", tasks[task], error)
+    finally:
+        for task in [stopper, *tasks]:
+            task.cancel()
+        for task in [stopper, *tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.shield(runner.cleanup())
+        if api is not None:
+            await api.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return exit_code

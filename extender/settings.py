@@ -1,0 +1,249 @@
+"""Every tunable of the extender in one typed object, with the reason for each default.
+
+Values come, from lowest to highest precedence, from the defaults below, an optional YAML or JSON config
+file (keys as the field names, with dashes or underscores), environment variables ``MIG_EXTENDER_<FIELD>``
+and command-line flags ``--<field-with-dashes>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .model.fit import Allocator
+from .model.fragmentation import parse_mix
+from .model.placement import START_CHOOSERS
+from .model.scoring import SCORERS
+
+ENV_PREFIX = "MIG_EXTENDER_"
+
+
+class SettingsError(ValueError):
+    """A setting with a bad value; the message names the setting and where it came from."""
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(
+        default="0.0.0.0",
+        metadata=_doc(
+            "Address to listen on. All interfaces in a pod, so kube-scheduler reaches it through the Service; "
+            "tests and demos pass 127.0.0.1."
+        ),
+    )
+    port: int = field(default=8888, metadata=_doc("HTTP port for /filter, /prioritize, probes and /metrics."))
+    kubeconfig: str | None = field(
+        default=None,
+        metadata=_doc("Kubeconfig file. Unset: the in-cluster service account, so a stray ~/.kube/config never wins."),
+    )
+    snapshot: str | None = field(
+        default=None,
+        metadata=_doc("Serve a Kubernetes List (YAML or JSON of Nodes, Pods, ConfigMaps) instead of a live cluster."),
+    )
+    mig_parted_namespace: str = field(
+        default="gpu-operator",
+        metadata=_doc("Namespace of the mig-parted ConfigMap: where the GPU Operator installs it by default."),
+    )
+    mig_parted_configmap: str = field(
+        default="default-mig-parted-config",
+        metadata=_doc("Name of the mig-parted ConfigMap that MIG Manager reads; the GPU Operator's default name."),
+    )
+    mig_parted_key: str = field(default="config.yaml", metadata=_doc("Key of the config inside the ConfigMap."))
+    max_body_bytes: int = field(
+        default=128 * 1024 * 1024,
+        metadata=_doc(
+            "Largest request body. With nodeCacheCapable false kube-scheduler sends every candidate Node: 5,000 "
+            "nodes of ~20 KB (labels, images, managed fields) are ~100 MB, so 128 MiB holds them."
+        ),
+    )
+    scoring: str = field(
+        default="fragmentation",
+        metadata=_doc("Node scoring strategy: fragmentation (FGD gradient, packing breaks ties), packing or spread."),
+    )
+    dynamic_allocator: str = field(
+        default=Allocator.FIRST_FIT.value,
+        metadata=_doc(
+            "Who picks the placement inside a DynamicMIG node: first-fit, as kube-scheduler's DRA allocator does "
+            "today, or ideal for an allocator that honours the policy's placement."
+        ),
+    )
+    placement: str = field(
+        default="most-options",
+        metadata=_doc("How placements are estimated where the extender chooses: most-options or first-fit."),
+    )
+    demand_prior: str = field(
+        default="uniform",
+        metadata=_doc(
+            "Prior mix of MIG requests for fragmentation: a named mix (inference, uniform, training) or "
+            "shape=weight pairs such as 1g=0.5,3g=0.3,7g=0.2."
+        ),
+    )
+    demand_prior_weight: float = field(
+        default=20.0,
+        metadata=_doc(
+            "How many requests the prior counts for: small enough that an hour of real traffic outweighs it."
+        ),
+    )
+    demand_half_life_s: float = field(
+        default=3600.0,
+        metadata=_doc("Half-life of observed requests in the demand mix: follows a daily cycle, forgets last week."),
+    )
+    stale_after_s: float = field(
+        default=180.0,
+        metadata=_doc(
+            "Readiness fails when the last good list or watch event (bookmarks included) is older than this. "
+            "The API server sends bookmarks about every minute, so three missed ones mean a stuck stream."
+        ),
+    )
+    watch_timeout_s: int = field(
+        default=300,
+        metadata=_doc(
+            "Server-side watch timeout; a random extra up to the same again spreads reconnects, as client-go does."
+        ),
+    )
+    watch_read_timeout_s: float = field(
+        default=90.0,
+        metadata=_doc(
+            "Client-side read timeout of a watch: longer than the bookmark interval, so only a dead stream trips."
+        ),
+    )
+    assume_ttl_s: float = field(
+        default=30.0,
+        metadata=_doc(
+            "How long a placement the extender expects (between its answer and the bind) is counted as used."
+        ),
+    )
+    annotate: bool = field(default=True, metadata=_doc("Write verdict annotations and events on pending MIG pods."))
+    annotate_rate: float = field(
+        default=5.0,
+        metadata=_doc("Pod patches per second at most (with a burst of twice as many): the API server is shared."),
+    )
+    pending_scan_s: float = field(
+        default=10.0,
+        metadata=_doc("How often pending MIG pods are re-evaluated for verdicts, besides right after a filter."),
+    )
+    log_format: str = field(default="text", metadata=_doc("text or json (one JSON object per line)."))
+    log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
+    access_log: bool = field(
+        default=False,
+        metadata=_doc(
+            "aiohttp access log. Off: it costs a third of throughput on small requests and metrics cover it."
+        ),
+    )
+    shutdown_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc("Grace for in-flight requests on SIGTERM; below the Deployment's terminationGracePeriodSeconds."),
+    )
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.scoring not in SCORERS:
+            errors.append(f"scoring: unknown strategy {self.scoring!r}; known: {', '.join(sorted(SCORERS))}")
+        if self.dynamic_allocator not in (Allocator.FIRST_FIT, Allocator.IDEAL):
+            errors.append(f"dynamic_allocator: {self.dynamic_allocator!r} is not first-fit or ideal")
+        if self.placement not in START_CHOOSERS:
+            errors.append(f"placement: unknown {self.placement!r}; known: {', '.join(sorted(START_CHOOSERS))}")
+        try:
+            parse_mix(self.demand_prior)
+        except ValueError as exc:
+            errors.append(f"demand_prior: {exc}")
+        if self.log_format not in ("text", "json"):
+            errors.append(f"log_format: {self.log_format!r} is not text or json")
+        if not 0 < self.port < 65536:
+            errors.append(f"port: {self.port} is outside 1..65535")
+        for name in (
+            "max_body_bytes",
+            "demand_half_life_s",
+            "stale_after_s",
+            "watch_timeout_s",
+            "watch_read_timeout_s",
+            "annotate_rate",
+            "pending_scan_s",
+        ):
+            if getattr(self, name) <= 0:
+                errors.append(f"{name}: must be positive, not {getattr(self, name)}")
+        if self.kubeconfig and self.snapshot:
+            errors.append("kubeconfig and snapshot: give one source of the cluster view, not both")
+        if errors:
+            raise SettingsError("; ".join(errors))
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    kind = FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{value!r} is not a boolean")
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(f"{value!r} is not a number")
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(f"{value!r} is not a number")
+            return float(value)
+        if value is None:
+            return None
+        return str(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name} (from {source}): {exc}") from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults, then the config file, then ``MIG_EXTENDER_*`` variables, then ``overrides`` (flags)."""
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            document = yaml.safe_load(pathlib.Path(config_file).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"config file {config_file}: {exc}") from None
+        if not isinstance(document, Mapping):
+            raise SettingsError(f"config file {config_file}: expected a mapping of settings")
+        for key, value in document.items():
+            name = str(key).replace("-", "_")
+            if name not in FIELDS:
+                raise SettingsError(f"config file {config_file}: unknown setting {key!r}")
+            values[name] = _convert(name, value, config_file)
+    env = os.environ if environ is None else environ
+    for name in FIELDS:
+        variable = ENV_PREFIX + name.upper()
+        if variable in env:
+            values[name] = _convert(name, env[variable], variable)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _convert(name, value, "--" + name.replace("_", "-"))
+    return Settings(**values)
+
+
+def describe() -> str:
+    """Markdown table of every setting, its default and why: the documentation is the code."""
+    rows = ["| setting | env | default | why |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        rows.append(
+            f"| `--{f.name.replace('_', '-')}` | `{ENV_PREFIX}{f.name.upper()}` | `{f.default}` | {f.metadata['doc']} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,135 @@
+"""Slim, immutable records of the Kubernetes objects the extender needs, read from raw JSON.
+
+Only the fields the policy reads are kept (GPU labels and allocatable, a pod's demand, binding and
+verdict annotations): a 100,000-pod view stays small, and no client model objects are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, DemandError, PodDemand, pod_demand
+
+ANNOTATION_PREFIX = "mig-extender.io/"
+NODE_GPUS_ANNOTATION = ANNOTATION_PREFIX + "gpus"
+MODE_LABEL = ANNOTATION_PREFIX + "mode"
+_KEPT_LABEL_PREFIXES = ("nvidia.com/", ANNOTATION_PREFIX)
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+class ObjectError(ValueError):
+    """A Kubernetes object without the fields every object of its kind has."""
+
+
+def _metadata(raw: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    metadata = raw.get("metadata")
+    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        raise ObjectError(f"{kind} without metadata.name")
+    return metadata
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _count(value: Any) -> int:
+    """An extended-resource count from allocatable (a quantity string); unreadable values count as 0."""
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    resource_version: str
+    labels: Mapping[str, str]
+    gpus_annotation: str | None
+    allocatable: Mapping[str, int]
+    unschedulable: bool
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> NodeInfo:
+        metadata = _metadata(raw, "Node")
+        labels = _string_map(metadata.get("labels"))
+        annotations = _string_map(metadata.get("annotations"))
+        status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
+        allocatable = _string_map(status.get("allocatable") if isinstance(status, Mapping) else None)
+        spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
+        return cls(
+            name=metadata["name"],
+            resource_version=str(metadata.get("resourceVersion", "")),
+            labels={k: v for k, v in labels.items() if k.startswith(_KEPT_LABEL_PREFIXES)},
+            gpus_annotation=annotations.get(NODE_GPUS_ANNOTATION),
+            allocatable={
+                k: _count(v) for k, v in allocatable.items() if k == GPU_RESOURCE or k.startswith(MIG_RESOURCE_PREFIX)
+            },
+            unschedulable=bool(isinstance(spec, Mapping) and spec.get("unschedulable")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    uid: str
+    namespace: str
+    name: str
+    resource_version: str
+    node_name: str | None
+    phase: str
+    demand: PodDemand
+    demand_error: str | None
+    annotations: Mapping[str, str]
+    unschedulable: bool
+    """PodScheduled is False with reason Unschedulable: kube-scheduler tried and found no node."""
+    scheduler_name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.phase not in TERMINAL_PHASES
+
+    @property
+    def is_pending_mig(self) -> bool:
+        return self.is_active and self.node_name is None and bool(self.demand.mig or self.demand.gpus)
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:
+        metadata = _metadata(raw, "Pod")
+        spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
+        status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
+        assert isinstance(spec, Mapping) and isinstance(status, Mapping)
+        try:
+            demand, error = pod_demand(raw), None
+        except DemandError as exc:
+            demand, error = PodDemand(), str(exc)
+        conditions = status.get("conditions")
+        unschedulable = isinstance(conditions, list) and any(
+            isinstance(c, Mapping)
+            and c.get("type") == "PodScheduled"
+            and c.get("status") == "False"
+            and c.get("reason") == "Unschedulable"
+            for c in conditions
+        )
+        annotations = _string_map(metadata.get("annotations"))
+        namespace = str(metadata.get("namespace") or "default")
+        return cls(
+            uid=str(metadata.get("uid") or f"{namespace}/{metadata['name']}"),
+            namespace=namespace,
+            name=metadata["name"],
+            resource_version=str(metadata.get("resourceVersion", "")),
+            node_name=str(spec.get("nodeName")) if spec.get("nodeName") else None,
+            phase=str(status.get("phase") or "Pending"),
+            demand=demand,
+            demand_error=error,
+            annotations={k: v for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX)},
+            unschedulable=unschedulable,
+            scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
+        )

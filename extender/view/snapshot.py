@@ -1,0 +1,78 @@
+"""Load a cluster view from a file: what ``kubectl get nodes,pods,configmaps -A -o yaml`` prints.
+
+Accepts a Kubernetes ``List`` (or ``NodeList``/``PodList``/``ConfigMapList``) in YAML or JSON, several
+YAML documents, or a bare list of objects. Objects of other kinds are skipped.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+import yaml
+
+from .store import ClusterView, Kind
+
+_KINDS = {"Node": Kind.NODES, "Pod": Kind.PODS, "ConfigMap": Kind.CONFIG}
+
+
+class SnapshotError(ValueError):
+    """A snapshot file that cannot be read; the message names the file and the problem."""
+
+
+def _documents(text: str, source: str) -> list[Any]:
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return [orjson.loads(text)]
+        except orjson.JSONDecodeError as exc:
+            raise SnapshotError(f"{source}: not valid JSON: {exc}") from None
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SnapshotError(f"{source}: not valid YAML: {exc}") from None
+
+
+def _objects(document: Any, source: str) -> Iterator[Mapping[str, Any]]:
+    if isinstance(document, list):
+        items: Any = document
+        list_kind = None
+    elif isinstance(document, Mapping) and "items" in document:
+        items = document["items"]
+        list_kind = str(document.get("kind", "List")).removesuffix("List") or None
+    elif isinstance(document, Mapping) and "kind" in document:
+        items = [document]
+        list_kind = None
+    else:
+        raise SnapshotError(f"{source}: expected a Kubernetes List, a list of objects or an object")
+    if not isinstance(items, list):
+        raise SnapshotError(f"{source}: 'items' must be a list")
+    for position, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise SnapshotError(f"{source}: items[{position}] is not an object")
+        # Items of typed lists (NodeList...) carry no kind of their own.
+        yield item if "kind" in item or not list_kind else {**item, "kind": list_kind}
+
+
+def load_snapshot_text(view: ClusterView, text: str, source: str = "snapshot") -> dict[str, int]:
+    """Replace ``view``'s contents with the snapshot's objects; returns how many of each kind it holds."""
+    grouped: dict[Kind, list[Mapping[str, Any]]] = {kind: [] for kind in Kind}
+    for document in _documents(text, source):
+        for item in _objects(document, source):
+            kind = _KINDS.get(str(item.get("kind")))
+            if kind is not None:
+                grouped[kind].append(item)
+    for kind, items in grouped.items():
+        view.replace(kind, items)
+    view.static = True
+    return {str(kind): len(items) for kind, items in grouped.items()}
+
+
+def load_snapshot(view: ClusterView, path: str) -> dict[str, int]:
+    try:
+        text = pathlib.Path(path).read_text()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror}") from None
+    return load_snapshot_text(view, text, path)

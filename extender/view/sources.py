@@ -1,0 +1,353 @@
+"""Layout sources: turn a node's labels, allocatable, annotation and bound pods into a :class:`NodeState`.
+
+- **exact**: the node annotation ``mig-extender.io/gpus`` (schema ``extender/schemas/node-gpus-v1.json``)
+  gives every GPU's instances with placements and use.
+- **derived layout**: GPU model and count from GPU Feature Discovery labels, the layout of each GPU from
+  the node's ``nvidia.com/mig.config`` resolved in the mig-parted config.
+- **derived counts**: only ``allocatable`` counts per profile, spread over the GPUs.
+
+In the derived sources which GPU and which placement a pod holds are estimates; the fidelity says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model.catalog import CatalogError, GpuModel, Profile, model_named, parse_product_label
+from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
+from ..model.layouts import place_counts
+from ..model.migparted import MigPartedConfig, MigPartedError
+from ..model.placement import Placement, PlacementError, place_all
+from ..model.state import Fidelity, GpuState, Instance, MigStrategy, NodeState
+from .objects import MODE_LABEL, NodeInfo
+
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+COUNT_LABEL = "nvidia.com/gpu.count"
+STRATEGY_LABEL = "nvidia.com/mig.strategy"
+CONFIG_LABEL = "nvidia.com/mig.config"
+CONFIG_STATE_LABEL = "nvidia.com/mig.config.state"
+MAX_GPUS_PER_NODE = 64
+
+
+class AnnotationError(ValueError):
+    """An invalid ``mig-extender.io/gpus`` annotation; the message names the field."""
+
+
+@dataclass
+class Usage:
+    """What bound (or assumed) pods hold on a node: MIG instances per profile name, and whole GPUs."""
+
+    mig: Counter[str] = field(default_factory=Counter)
+    gpus: int = 0
+
+    def add(self, demand: PodDemand) -> None:
+        for name, count in demand.mig:
+            self.mig[name] += count
+        self.gpus += demand.gpus
+
+
+def usage_of(demands: Iterable[PodDemand]) -> Usage:
+    usage = Usage()
+    for demand in demands:
+        usage.add(demand)
+    return usage
+
+
+def build_node_state(node: NodeInfo, usage: Usage, mig_parted: MigPartedConfig) -> NodeState:
+    """The node's GPUs from the best source available, with used instances marked."""
+    warnings: list[str] = []
+    if node.gpus_annotation is not None:
+        try:
+            return _exact(node, usage)
+        except AnnotationError as exc:
+            warnings.append(f"invalid {node.name} annotation mig-extender.io/gpus, using derived layout: {exc}")
+    state = _derived(node, usage, mig_parted, warnings)
+    return NodeState(state.name, state.gpus, state.fidelity, state.strategy, state.single_profile, tuple(warnings))
+
+
+# --- exact -------------------------------------------------------------------------------------------
+
+
+def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise AnnotationError(f"{where}.{key} must be {expected}, not {value!r}")
+    return value
+
+
+def parse_gpus_annotation(text: str) -> tuple[GpuState, ...]:
+    """Parse and validate a ``mig-extender.io/gpus`` value (version v1)."""
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise AnnotationError(f"not JSON: {exc}") from None
+    if not isinstance(document, Mapping):
+        raise AnnotationError("must be a JSON object")
+    if document.get("version") != "v1":
+        raise AnnotationError(f"version must be 'v1', not {document.get('version')!r}")
+    raw_gpus = _field(document, "gpus", list, "$")
+    if len(raw_gpus) > MAX_GPUS_PER_NODE:
+        raise AnnotationError(f"$.gpus lists {len(raw_gpus)} GPUs, more than {MAX_GPUS_PER_NODE}")
+    gpus: list[GpuState] = []
+    seen: set[int] = set()
+    for position, raw in enumerate(raw_gpus):
+        gpu = _parse_gpu(raw, f"$.gpus[{position}]")
+        if gpu.index in seen:
+            raise AnnotationError(f"$.gpus[{position}].index {gpu.index} is repeated")
+        seen.add(gpu.index)
+        gpus.append(gpu)
+    return tuple(sorted(gpus, key=lambda g: g.index))
+
+
+def _parse_gpu(raw: Any, where: str) -> GpuState:
+    if not isinstance(raw, Mapping):
+        raise AnnotationError(f"{where} must be an object")
+    index = _field(raw, "index", int, where)
+    if not 0 <= index < MAX_GPUS_PER_NODE:
+        raise AnnotationError(f"{where}.index {index} is outside 0..{MAX_GPUS_PER_NODE - 1}")
+    try:
+        model = model_named(_field(raw, "product", str, where))
+    except CatalogError as exc:
+        raise AnnotationError(f"{where}.product: {exc}") from None
+    mode = raw.get("mode", "static")
+    if mode not in ("static", "dynamic"):
+        raise AnnotationError(f"{where}.mode must be 'static' or 'dynamic', not {mode!r}")
+    enabled = raw.get("migEnabled", True)
+    if not isinstance(enabled, bool):
+        raise AnnotationError(f"{where}.migEnabled must be true or false")
+    items = raw.get("instances") or []
+    if not isinstance(items, list):
+        raise AnnotationError(f"{where}.instances must be a list")
+    instances = [
+        _parse_instance(model, item, mode == "dynamic", f"{where}.instances[{i}]") for i, item in enumerate(items)
+    ]
+    if not enabled and instances:
+        raise AnnotationError(f"{where} has MIG disabled but lists instances")
+    try:
+        return GpuState(index, model, tuple(instances), dynamic=mode == "dynamic", mig_enabled=enabled)
+    except PlacementError as exc:
+        raise AnnotationError(f"{where}: {exc}") from None
+
+
+def _parse_instance(model: GpuModel, item: Any, dynamic: bool, where: str) -> Instance:
+    if not isinstance(item, Mapping):
+        raise AnnotationError(f"{where} must be an object")
+    try:
+        profile = model.profile(_field(item, "profile", str, where))
+    except CatalogError as exc:
+        raise AnnotationError(f"{where}.profile: {exc}") from None
+    start = _field(item, "start", int, where)
+    size = item.get("size", profile.memory_slices)
+    if size != profile.memory_slices:
+        raise AnnotationError(f"{where}.size {size!r} is not {profile.name}'s {profile.memory_slices} slices")
+    used = item.get("used", False)
+    if not isinstance(used, bool):
+        raise AnnotationError(f"{where}.used must be true or false")
+    # Dynamic GPUs create instances only for pods: every listed instance is in use.
+    return Instance(Placement(start, profile), used or dynamic)
+
+
+def _exact(node: NodeInfo, usage: Usage) -> NodeState:
+    assert node.gpus_annotation is not None
+    gpus = parse_gpus_annotation(node.gpus_annotation)
+    # The agent may lag behind the binder: pods bound since its last update also hold instances.
+    gpus = _mark_used(gpus, usage, single=None)
+    return NodeState(node.name, gpus, Fidelity.EXACT, MigStrategy.MIXED)
+
+
+# --- derived -----------------------------------------------------------------------------------------
+
+
+def _derived(node: NodeInfo, usage: Usage, mig_parted: MigPartedConfig, warnings: list[str]) -> NodeState:
+    product = node.labels.get(PRODUCT_LABEL)
+    if not product:
+        return NodeState(node.name, (), Fidelity.COUNTS)
+    try:
+        label = parse_product_label(product)
+    except CatalogError as exc:
+        warnings.append(f"{node.name}: {exc}")
+        return NodeState(node.name, (), Fidelity.COUNTS)
+    model = label.model
+    single = label.single_profile
+    strategy = (
+        MigStrategy.SINGLE
+        if (node.labels.get(STRATEGY_LABEL) == "single" or single or label.invalid_layout)
+        else MigStrategy.MIXED
+    )
+    counts = _allocatable_counts(node, model, strategy, single, warnings)
+    gpu_count = _gpu_count(node, model, counts, warnings)
+    dynamic = node.labels.get(MODE_LABEL) == "dynamic"
+    fidelity = Fidelity.COUNTS
+    gpus: tuple[GpuState, ...] | None = None
+    if dynamic:
+        gpus = tuple(GpuState(i, model, (), dynamic=True) for i in range(gpu_count))
+    else:
+        config_name = node.labels.get(CONFIG_LABEL)
+        if config_name:
+            gpus = _from_config(node, model, gpu_count, config_name, mig_parted, counts, warnings)
+            if gpus is not None:
+                fidelity = Fidelity.LAYOUT
+        if gpus is None:
+            whole = node.allocatable.get(GPU_RESOURCE, 0) if strategy is MigStrategy.MIXED else 0
+            gpus = _from_counts(node, model, gpu_count, counts, whole, warnings)
+    gpus = _mark_used(gpus, usage, single if strategy is MigStrategy.SINGLE else None, warnings, node.name)
+    return NodeState(node.name, gpus, fidelity, strategy, single if strategy is MigStrategy.SINGLE else None)
+
+
+def _allocatable_counts(
+    node: NodeInfo, model: GpuModel, strategy: MigStrategy, single: Profile | None, warnings: list[str]
+) -> dict[Profile, int]:
+    counts: dict[Profile, int] = {}
+    if strategy is MigStrategy.SINGLE:
+        if single is not None and node.allocatable.get(GPU_RESOURCE):
+            counts[single] = node.allocatable[GPU_RESOURCE]
+        return counts
+    for resource, count in node.allocatable.items():
+        if not resource.startswith(MIG_RESOURCE_PREFIX) or not count:
+            continue
+        profile = model.find_profile(resource)
+        if profile is None:
+            warnings.append(f"{node.name}: allocatable {resource} is not a profile of {model.name}")
+            continue
+        counts[profile] = counts.get(profile, 0) + count
+    return counts
+
+
+def _gpu_count(node: NodeInfo, model: GpuModel, counts: Mapping[Profile, int], warnings: list[str]) -> int:
+    text = node.labels.get(COUNT_LABEL)
+    if text is not None:
+        try:
+            count = int(text)
+            if 0 < count <= MAX_GPUS_PER_NODE:
+                return count
+        except ValueError:
+            pass
+        warnings.append(f"{node.name}: label {COUNT_LABEL}={text!r} is not a GPU count")
+    # No usable count: as many GPUs as the instances need, at least one.
+    return max(1, len(_spread(model, MAX_GPUS_PER_NODE, counts)[0]))
+
+
+def _from_config(
+    node: NodeInfo,
+    model: GpuModel,
+    gpu_count: int,
+    config_name: str,
+    mig_parted: MigPartedConfig,
+    counts: Mapping[Profile, int],
+    warnings: list[str],
+) -> tuple[GpuState, ...] | None:
+    gpus = []
+    try:
+        for index in range(gpu_count):
+            spec = mig_parted.resolve(config_name, model, index)
+            if spec is None:
+                warnings.append(f"{node.name}: mig-parted config {config_name!r} has no entry for GPU {index}")
+                return None
+            layout = spec.layout(model)
+            gpus.append(GpuState(index, model, tuple(Instance(p, False) for p in layout), mig_enabled=spec.mig_enabled))
+    except MigPartedError as exc:
+        warnings.append(f"{node.name}: {exc}")
+        return None
+    configured = Counter(i.profile for g in gpus for i in g.instances)
+    state = node.labels.get(CONFIG_STATE_LABEL, "success")
+    if counts and dict(configured) != dict(counts):
+        # MIG Manager has not (or not fully) applied the config: what the device plugin advertises wins.
+        warnings.append(
+            f"{node.name}: allocatable differs from mig-parted config {config_name!r} "
+            f"(mig.config.state={state}); using allocatable counts"
+        )
+        return None
+    return tuple(gpus)
+
+
+def _spread(model: GpuModel, gpu_count: int, counts: Mapping[Profile, int]) -> tuple[list[list[Placement]], int]:
+    """Spread instances over GPUs, largest first, each on the first GPU where it fits."""
+    wanted = sorted(
+        (p for p, n in counts.items() for _ in range(n)), key=lambda p: (-p.memory_slices, -p.compute_slices)
+    )
+    per_gpu: list[list[Placement]] = []
+    left_over = 0
+    for profile in wanted:
+        for placed in per_gpu:
+            candidate = place_all(model, (*(p.profile for p in placed), profile), 0)
+            if candidate is not None:
+                placed[:] = candidate
+                break
+        else:
+            if len(per_gpu) < gpu_count:
+                per_gpu.append([Placement(profile.starts[0], profile)])
+            else:
+                left_over += 1
+    return per_gpu, left_over
+
+
+def _from_counts(
+    node: NodeInfo,
+    model: GpuModel,
+    gpu_count: int,
+    counts: Mapping[Profile, int],
+    whole_gpus: int,
+    warnings: list[str],
+) -> tuple[GpuState, ...]:
+    per_gpu, left_over = _spread(model, gpu_count, counts)
+    if left_over:
+        warnings.append(f"{node.name}: {left_over} allocatable MIG instances do not fit on {gpu_count} GPUs")
+    # GPUs left without instances are whole GPUs (MIG disabled) as far as nvidia.com/gpu counts them.
+    whole = whole_gpus
+    gpus = []
+    for index in range(gpu_count):
+        placements = per_gpu[index] if index < len(per_gpu) else []
+        if placements:
+            placements = list(place_counts(model, Counter(p.profile for p in placements)))
+        enabled = bool(placements) or whole <= 0
+        whole -= 0 if enabled else 1
+        gpus.append(GpuState(index, model, tuple(Instance(p, False) for p in placements), mig_enabled=enabled))
+    return tuple(gpus)
+
+
+def _mark_used(
+    gpus: tuple[GpuState, ...],
+    usage: Usage,
+    single: Profile | None,
+    warnings: list[str] | None = None,
+    node_name: str = "",
+) -> tuple[GpuState, ...]:
+    """Mark instances used by pods, beyond those already marked (lowest GPU index first: an estimate)."""
+    wanted: Counter[str] = Counter(usage.mig)
+    if single is not None and usage.gpus:
+        wanted[single.name] += usage.gpus
+    result = list(gpus)
+    for name, count in wanted.items():
+        already = sum(1 for g in result for i in g.instances if i.used and g.model.find_profile(name) is i.profile)
+        missing = count - already
+        for position, gpu in enumerate(result):
+            profile = gpu.model.find_profile(name)
+            if profile is None or missing <= 0:
+                continue
+            updated = gpu
+            if gpu.dynamic:
+                while missing > 0:
+                    placed = place_all(gpu.model, (profile,), updated.occupied, "first-fit")
+                    if placed is None:
+                        break
+                    updated = updated.with_used(placed[0])
+                    missing -= 1
+            else:
+                for instance in gpu.instances:
+                    if missing > 0 and instance.profile is profile and not instance.used:
+                        updated = updated.with_used(instance.placement)
+                        missing -= 1
+            result[position] = updated
+        if missing > 0 and warnings is not None:
+            warnings.append(f"{node_name}: pods hold {missing} more {name} than the node has instances")
+    whole = usage.gpus if single is None else 0
+    for position, gpu in enumerate(result):
+        if whole and not gpu.mig_enabled and not gpu.whole_gpu_used:
+            result[position] = GpuState(gpu.index, gpu.model, (), mig_enabled=False, whole_gpu_used=True)
+            whole -= 1
+    return tuple(result)

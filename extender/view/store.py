@@ -1,0 +1,290 @@
+"""The in-memory cluster view that every answer comes from: nodes, pods, the mig-parted config.
+
+Writers are the watch streams (or a snapshot); readers are the HTTP handlers. Everything runs on one event
+loop, so no locks: a re-list builds new dictionaries and swaps them in. A node's :class:`NodeState` is
+built lazily and cached until an event touches that node (the node itself, a pod bound to it, an assumed
+placement on it, or the mig-parted config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import TTLCache
+
+from ..model.demand import PodDemand
+from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig, MigPartedError, parse_config
+from ..model.state import Fidelity, NodeState
+from .objects import NodeInfo, ObjectError, PodInfo
+from .sources import Usage, build_node_state
+
+log = logging.getLogger(__name__)
+
+
+class Kind(enum.StrEnum):
+    NODES = "nodes"
+    PODS = "pods"
+    CONFIG = "configmap"
+
+
+@dataclass
+class SyncState:
+    synced: bool = False
+    last_ok: float | None = None
+    relists: int = 0
+
+
+@dataclass(frozen=True)
+class ConfigMapRef:
+    namespace: str = "gpu-operator"
+    name: str = "default-mig-parted-config"
+    key: str = "config.yaml"
+
+
+@dataclass
+class ViewCounters:
+    """Counts that metrics export; kept here so the view needs no metrics library."""
+
+    invalid_objects: int = 0
+    invalid_configs: int = 0
+    invalid_annotations: int = 0
+    node_warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class ClusterView:
+    def __init__(
+        self,
+        *,
+        config_ref: ConfigMapRef | None = None,
+        assume_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config_ref = config_ref or ConfigMapRef()
+        self.clock = clock
+        self.nodes: dict[str, NodeInfo] = {}
+        self.pods: dict[str, PodInfo] = {}
+        self._pods_on_node: dict[str, dict[str, PodInfo]] = {}
+        self._states: dict[str, NodeState] = {}
+        self.mig_parted: MigPartedConfig = DEFAULT_CONFIG
+        self.mig_parted_source = "built-in defaults"
+        self._assumed: TTLCache[str, tuple[str, PodDemand]] = TTLCache(maxsize=100_000, ttl=assume_ttl_s, timer=clock)
+        self.sync = {kind: SyncState() for kind in Kind}
+        self.counters = ViewCounters()
+        self.static = False
+        """A snapshot: nothing streams into the view, so it cannot go stale."""
+        self.generation = 0
+        """Bumped on every change: lets callers cache whole-view computations."""
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def _changed(self, node: str | None = None) -> None:
+        self.generation += 1
+        if node is None:
+            self._states.clear()
+        else:
+            self._states.pop(node, None)
+
+    def mark_ok(self, kind: Kind) -> None:
+        """A list, an event or a bookmark arrived: the stream of this kind is alive."""
+        self.sync[kind].last_ok = self.clock()
+
+    def replace(self, kind: Kind, items: Iterable[Mapping[str, Any]]) -> None:
+        """A (re-)list: the store becomes exactly ``items``; objects not listed were deleted meanwhile."""
+        if kind is Kind.NODES:
+            nodes = {}
+            for raw in items:
+                node = self._read(NodeInfo.from_raw, raw)
+                if node is not None:
+                    nodes[node.name] = node
+            self.nodes = nodes
+        elif kind is Kind.PODS:
+            pods: dict[str, PodInfo] = {}
+            on_node: dict[str, dict[str, PodInfo]] = {}
+            for raw in items:
+                pod = self._read(PodInfo.from_raw, raw)
+                if pod is not None:
+                    pods[pod.uid] = pod
+                    if pod.node_name and pod.is_active:
+                        on_node.setdefault(pod.node_name, {})[pod.uid] = pod
+            self.pods, self._pods_on_node = pods, on_node
+            for uid in [u for u in self._assumed if u in pods and pods[u].node_name]:
+                self._assumed.pop(uid, None)
+        else:
+            found = [raw for raw in items if self._is_config_map(raw)]
+            self._set_config(found[0] if found else None)
+        state = self.sync[kind]
+        state.relists += 1
+        state.synced = True
+        self.mark_ok(kind)
+        self._changed()
+
+    def apply(self, kind: Kind, event_type: str, raw: Mapping[str, Any]) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        self.mark_ok(kind)
+        if kind is Kind.NODES:
+            node = self._read(NodeInfo.from_raw, raw)
+            if node is None:
+                return
+            if event_type == "DELETED":
+                self.nodes.pop(node.name, None)
+            else:
+                self.nodes[node.name] = node
+            self._changed(node.name)
+        elif kind is Kind.PODS:
+            pod = self._read(PodInfo.from_raw, raw)
+            if pod is not None:
+                self._apply_pod(pod, deleted=event_type == "DELETED")
+        elif self._is_config_map(raw):
+            self._set_config(None if event_type == "DELETED" else raw)
+            self._changed()
+
+    def _apply_pod(self, pod: PodInfo, *, deleted: bool) -> None:
+        old = self.pods.pop(pod.uid, None)
+        if old is not None and old.node_name:
+            self._pods_on_node.get(old.node_name, {}).pop(pod.uid, None)
+            self._changed(old.node_name)
+        if deleted:
+            self.unassume(pod.uid)
+            return
+        self.pods[pod.uid] = pod
+        if pod.node_name:
+            self.unassume(pod.uid)
+            if pod.is_active:
+                self._pods_on_node.setdefault(pod.node_name, {})[pod.uid] = pod
+            self._changed(pod.node_name)
+        else:
+            self.generation += 1
+
+    def annotate(self, pod_uid: str, changes: Mapping[str, str | None]) -> None:
+        """Apply an annotation merge patch to the view's copy of a pod (where no API server echoes it)."""
+        pod = self.pods.get(pod_uid)
+        if pod is None:
+            return
+        annotations = {**pod.annotations, **{k: v for k, v in changes.items() if v is not None}}
+        for key in [k for k, v in changes.items() if v is None]:
+            annotations.pop(key, None)
+        self.pods[pod_uid] = dataclasses.replace(pod, annotations=annotations)
+
+    def _read(self, parse: Callable[[Mapping[str, Any]], Any], raw: Mapping[str, Any]) -> Any:
+        try:
+            return parse(raw)
+        except ObjectError as exc:
+            self.counters.invalid_objects += 1
+            log.warning("ignoring malformed object: %s", exc)
+            return None
+
+    def _is_config_map(self, raw: Mapping[str, Any]) -> bool:
+        metadata = raw.get("metadata") or {}
+        return (
+            raw.get("kind", "ConfigMap") == "ConfigMap"
+            and metadata.get("name") == self.config_ref.name
+            and metadata.get("namespace", self.config_ref.namespace) == self.config_ref.namespace
+        )
+
+    def _set_config(self, raw: Mapping[str, Any] | None) -> None:
+        where = f"ConfigMap {self.config_ref.namespace}/{self.config_ref.name}"
+        if raw is None:
+            self.mig_parted, self.mig_parted_source = DEFAULT_CONFIG, "built-in defaults"
+            return
+        text = (raw.get("data") or {}).get(self.config_ref.key)
+        try:
+            if not isinstance(text, str):
+                raise MigPartedError(f"key {self.config_ref.key!r} is missing")
+            self.mig_parted = parse_config(text)
+            self.mig_parted_source = where
+        except MigPartedError as exc:
+            # Keep the last good config: a bad edit must not change how every node is read.
+            self.counters.invalid_configs += 1
+            log.warning("%s is invalid, keeping %s: %s", where, self.mig_parted_source, exc)
+
+    # --- assumed placements ----------------------------------------------------------------------------
+
+    def assume(self, pod_uid: str, node: str, demand: PodDemand) -> None:
+        """Count ``demand`` as used on ``node`` until the pod's binding is seen or the TTL passes."""
+        previous = self._assumed.get(pod_uid)
+        if previous is not None:
+            self._changed(previous[0])
+        self._assumed[pod_uid] = (node, demand)
+        self._changed(node)
+
+    def unassume(self, pod_uid: str) -> None:
+        previous = self._assumed.pop(pod_uid, None)
+        if previous is not None:
+            self._changed(previous[0])
+
+    def _expire_assumed(self) -> None:
+        for _, (node, _) in self._assumed.expire():
+            self._changed(node)
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def node_state(self, name: str) -> NodeState | None:
+        """The node's GPUs, or None for a node the view does not know."""
+        self._expire_assumed()
+        state = self._states.get(name)
+        if state is None:
+            node = self.nodes.get(name)
+            if node is None:
+                return None
+            state = self._states[name] = self._build(node)
+        return state
+
+    def node_state_for(self, node: NodeInfo) -> NodeState:
+        """The state of a node object sent in a request; the cached one if it is the version the view has."""
+        known = self.nodes.get(node.name)
+        if known is not None and known.resource_version == node.resource_version:
+            state = self.node_state(node.name)
+            if state is not None:
+                return state
+        return self._build(node)
+
+    def _build(self, node: NodeInfo) -> NodeState:
+        usage = Usage()
+        for pod in self._pods_on_node.get(node.name, {}).values():
+            usage.add(pod.demand)
+        for uid, (assumed_node, demand) in self._assumed.items():
+            if assumed_node == node.name and uid not in self._pods_on_node.get(node.name, {}):
+                usage.add(demand)
+        state = build_node_state(node, usage, self.mig_parted)
+        if state.warnings:
+            if self.counters.node_warnings.get(node.name) != state.warnings:
+                for warning in state.warnings:
+                    log.warning("%s", warning)
+                if node.gpus_annotation is not None and state.fidelity is not Fidelity.EXACT:
+                    self.counters.invalid_annotations += 1
+            self.counters.node_warnings[node.name] = state.warnings
+        else:
+            self.counters.node_warnings.pop(node.name, None)
+        return state
+
+    def node_states(self) -> Iterator[NodeState]:
+        for name in list(self.nodes):
+            state = self.node_state(name)
+            if state is not None:
+                yield state
+
+    def pending_mig_pods(self) -> Iterator[PodInfo]:
+        return (p for p in self.pods.values() if p.is_pending_mig)
+
+    def readiness(self, stale_after_s: float) -> tuple[bool, str]:
+        """Ready when every stream has synced and each was heard from within ``stale_after_s``."""
+        now = self.clock()
+        for kind, state in self.sync.items():
+            if not state.synced:
+                return False, f"{kind} not synced yet"
+            if self.static:
+                continue
+            if state.last_ok is None or now - state.last_ok > stale_after_s:
+                age = "never" if state.last_ok is None else f"{now - state.last_ok:.0f}s ago"
+                return False, f"{kind} view is stale (last good sync {age})"
+        return True, "ok"
+
+    def staleness(self) -> dict[str, float]:
+        now = self.clock()
+        return {str(k): (now - s.last_ok if s.last_ok is not None else float("inf")) for k, s in self.sync.items()}

@@ -1,0 +1,241 @@
+"""List+watch of Nodes, Pods and the mig-parted ConfigMap with kubernetes-asyncio, raw JSON throughout.
+
+Follows client-go's reflector and kopf's watcher (python-style-and-watch.md, part 2):
+- list, replace the store, then watch from the list's resourceVersion with bookmarks;
+- 410 Gone (expired resourceVersion) means re-list, which replaces the store;
+- a client-side read timeout above the bookmark interval detects a stream that went silent;
+- a server-side timeout, randomised, makes every watch end and restart now and then;
+- failures back off exponentially with jitter (0.8 s doubling to 30 s, reset after 2 minutes of health),
+  and a watch that ends at once without events counts as a failure;
+- the loop never gives up; readiness reports a stale view meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from .store import ClusterView, Kind
+
+log = logging.getLogger(__name__)
+
+# kubernetes-asyncio's list methods; with _preload_content=False they return the raw aiohttp response.
+ListCall = Callable[..., Awaitable[Any]]
+
+
+class WatchObserver(Protocol):
+    """What the watch reports, for metrics; the view layer does not import a metrics library."""
+
+    def restarted(self, kind: Kind, reason: str) -> None: ...
+
+    def relisted(self, kind: Kind) -> None: ...
+
+
+class _NullObserver:
+    def restarted(self, kind: Kind, reason: str) -> None:
+        pass
+
+    def relisted(self, kind: Kind) -> None:
+        pass
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class Gone(Exception):
+    """The resourceVersion expired (HTTP 410): only a re-list can continue."""
+
+
+@dataclass
+class Backoff:
+    initial: float = 0.8
+    cap: float = 30.0
+    healthy_reset_s: float = 120.0
+    _current: float = 0.0
+    _since: float = 0.0
+
+    def healthy(self) -> None:
+        if self._current and time.monotonic() - self._since > self.healthy_reset_s:
+            self._current = 0.0
+
+    async def wait(self) -> None:
+        self._current = min(self.cap, self._current * 2 if self._current else self.initial)
+        self._since = time.monotonic()
+        await asyncio.sleep(self._current * random.uniform(0.5, 1.0))
+
+
+async def make_api_client(kubeconfig: str | None) -> client.ApiClient:
+    """One ApiClient for the whole process: in-cluster service account, or a kubeconfig file."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except ConfigException as exc:
+            raise ConfigException(f"not in a pod ({exc}); pass --kubeconfig or --snapshot") from None
+    return client.ApiClient(configuration)
+
+
+async def _check(response: aiohttp.ClientResponse) -> None:
+    if response.status != 200:
+        body = (await response.read())[:500].decode(errors="replace")
+        response.release()
+        if response.status == 410:
+            raise Gone(body)
+        raise ApiError(response.status, body)
+
+
+class Reflector:
+    """Keeps one kind of object in the view in step with the API server, forever."""
+
+    def __init__(
+        self,
+        view: ClusterView,
+        kind: Kind,
+        list_call: ListCall,
+        *,
+        timeout_s: int = 300,
+        read_timeout_s: float = 90.0,
+        observer: WatchObserver | None = None,
+        list_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.view = view
+        self.kind = kind
+        self.list_call = list_call
+        self.timeout_s = timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.observer = observer or _NullObserver()
+        self.list_kwargs = dict(list_kwargs or {})
+        self.resource_version: str | None = None
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                if self.resource_version is None:
+                    await self.list()
+                started = time.monotonic()
+                events = await self.watch()
+                if events == 0 and time.monotonic() - started < 1.0:
+                    raise ApiError(0, "watch ended at once without events")
+                backoff.healthy()
+            except Gone:
+                log.info("%s: resourceVersion expired, re-listing", self.kind)
+                self.observer.restarted(self.kind, "gone")
+                self.resource_version = None
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, ApiError, ValueError, KeyError, TypeError) as exc:
+                reason = type(exc).__name__
+                log.warning("%s: watch failed (%s: %s); retrying", self.kind, reason, exc)
+                self.observer.restarted(self.kind, reason)
+                await backoff.wait()
+
+    async def list(self) -> None:
+        response: aiohttp.ClientResponse = await self.list_call(
+            **self.list_kwargs,
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
+        )
+        await _check(response)
+        body = orjson.loads(await response.read())
+        items = body.get("items") or []
+        self.view.replace(self.kind, items)
+        self.resource_version = str(body["metadata"]["resourceVersion"])
+        self.observer.relisted(self.kind)
+        log.info("%s: listed %d objects at resourceVersion %s", self.kind, len(items), self.resource_version)
+
+    async def watch(self) -> int:
+        """Stream events until the server ends the watch; returns how many arrived."""
+        response: aiohttp.ClientResponse = await self.list_call(
+            **self.list_kwargs,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=self.resource_version,
+            timeout_seconds=self.timeout_s + random.randint(0, self.timeout_s),
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=self.read_timeout_s),
+        )
+        await _check(response)
+        events = 0
+        pending = bytearray()
+        try:
+            # Lines can be large (a Node with many images): split chunks ourselves instead of readline().
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                while (end := pending.find(b"\n")) >= 0:
+                    line = bytes(pending[:end])
+                    del pending[: end + 1]
+                    if line.strip():
+                        self._handle(orjson.loads(line))
+                        events += 1
+        finally:
+            response.release()
+        return events
+
+    def _handle(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code", 0)
+            if code == 410:
+                raise Gone(str(obj.get("message", "")))
+            raise ApiError(int(code), str(obj.get("message", "")))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind == "BOOKMARK":
+            self.view.mark_ok(self.kind)
+        elif kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.view.apply(self.kind, kind, obj)
+        else:
+            log.warning("%s: ignoring watch event of type %r", self.kind, kind)
+            return
+        if version:
+            self.resource_version = str(version)
+
+
+def reflectors(
+    view: ClusterView,
+    api: client.ApiClient,
+    *,
+    timeout_s: int,
+    read_timeout_s: float,
+    observer: WatchObserver | None = None,
+) -> list[Reflector]:
+    core = client.CoreV1Api(api)
+    ref = view.config_ref
+
+    def make(kind: Kind, call: ListCall, **list_kwargs: Any) -> Reflector:
+        return Reflector(
+            view,
+            kind,
+            call,
+            timeout_s=timeout_s,
+            read_timeout_s=read_timeout_s,
+            observer=observer,
+            list_kwargs=list_kwargs,
+        )
+
+    return [
+        make(Kind.NODES, core.list_node),
+        make(Kind.PODS, core.list_pod_for_all_namespaces),
+        make(
+            Kind.CONFIG,
+            core.list_namespaced_config_map,
+            namespace=ref.namespace,
+            field_selector=f"metadata.name={ref.name}",
+        ),
+    ]
