@@ -19,6 +19,7 @@ from typing import Any
 
 from ..model.catalog import CatalogError, GpuModel, Profile, model_named, parse_product_label
 from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
+from ..model.fit import Allocator, fit
 from ..model.layouts import place_counts
 from ..model.migparted import MigPartedConfig, MigPartedError
 from ..model.placement import Placement, PlacementError, place_all
@@ -39,15 +40,25 @@ class AnnotationError(ValueError):
 
 @dataclass
 class Usage:
-    """What bound (or assumed) pods hold on a node: MIG instances per profile name, and whole GPUs."""
+    """What pods hold on a node: MIG instances per profile name, and whole GPUs.
+
+    ``mig`` and ``gpus`` are bound pods; ``assumed`` is what the extender expects pods it just answered
+    for to take, which no node agent can have reported yet.
+    """
 
     mig: Counter[str] = field(default_factory=Counter)
     gpus: int = 0
+    assumed: Counter[str] = field(default_factory=Counter)
+    assumed_gpus: int = 0
 
-    def add(self, demand: PodDemand) -> None:
+    def add(self, demand: PodDemand, *, assumed: bool = False) -> None:
+        target = self.assumed if assumed else self.mig
         for name, count in demand.mig:
-            self.mig[name] += count
-        self.gpus += demand.gpus
+            target[name] += count
+        if assumed:
+            self.assumed_gpus += demand.gpus
+        else:
+            self.gpus += demand.gpus
 
 
 def usage_of(demands: Iterable[PodDemand]) -> Usage:
@@ -229,7 +240,7 @@ def _gpu_count(node: NodeInfo, model: GpuModel, counts: Mapping[Profile, int], w
             pass
         warnings.append(f"{node.name}: label {COUNT_LABEL}={text!r} is not a GPU count")
     # No usable count: as many GPUs as the instances need, at least one.
-    return max(1, len(_spread(model, MAX_GPUS_PER_NODE, counts)[0]))
+    return max(1, len(_first_fit(model, MAX_GPUS_PER_NODE, counts)[0]))
 
 
 def _from_config(
@@ -265,8 +276,8 @@ def _from_config(
     return tuple(gpus)
 
 
-def _spread(model: GpuModel, gpu_count: int, counts: Mapping[Profile, int]) -> tuple[list[list[Placement]], int]:
-    """Spread instances over GPUs, largest first, each on the first GPU where it fits."""
+def _first_fit(model: GpuModel, gpu_count: int, counts: Mapping[Profile, int]) -> tuple[list[list[Placement]], int]:
+    """Spread instances over GPUs, largest first, each on the first GPU where it fits; and what is left."""
     wanted = sorted(
         (p for p, n in counts.items() for _ in range(n)), key=lambda p: (-p.memory_slices, -p.compute_slices)
     )
@@ -284,6 +295,22 @@ def _spread(model: GpuModel, gpu_count: int, counts: Mapping[Profile, int]) -> t
             else:
                 left_over += 1
     return per_gpu, left_over
+
+
+def _spread(model: GpuModel, gpu_count: int, counts: Mapping[Profile, int]) -> tuple[list[list[Placement]], int]:
+    """Spread instances over GPUs: first fit, and where that leaves some over, an exact search."""
+    per_gpu, left_over = _first_fit(model, gpu_count, counts)
+    if not left_over:
+        return per_gpu, 0
+    # First fit can strand instances (3g+3g on one GPU leaves no 3g for the next): search exactly.
+    empty = NodeState("spread", tuple(GpuState(i, model, (), dynamic=True) for i in range(gpu_count)))
+    result = fit(empty, PodDemand(mig=tuple(sorted((p.name, n) for p, n in counts.items() if n))), Allocator.IDEAL)
+    if not result.fits_now:
+        return per_gpu, left_over
+    exact: list[list[Placement]] = [[] for _ in range(gpu_count)]
+    for planned in result.plan:
+        exact[planned.gpu_index].append(planned.placement)
+    return exact, 0
 
 
 def _from_counts(
@@ -318,13 +345,16 @@ def _mark_used(
     node_name: str = "",
 ) -> tuple[GpuState, ...]:
     """Mark instances used by pods, beyond those already marked (lowest GPU index first: an estimate)."""
-    wanted: Counter[str] = Counter(usage.mig)
-    if single is not None and usage.gpus:
-        wanted[single.name] += usage.gpus
+    bound: Counter[str] = Counter(usage.mig)
+    assumed: Counter[str] = Counter(usage.assumed)
+    if single is not None:
+        bound[single.name] += usage.gpus
+        assumed[single.name] += usage.assumed_gpus
     result = list(gpus)
-    for name, count in wanted.items():
+    for name in bound.keys() | assumed.keys():
+        # Instances already marked used (by a node agent) may be the bound pods' own: count them once.
         already = sum(1 for g in result for i in g.instances if i.used and g.model.find_profile(name) is i.profile)
-        missing = count - already
+        missing = max(0, bound[name] - already) + assumed[name]
         for position, gpu in enumerate(result):
             profile = gpu.model.find_profile(name)
             if profile is None or missing <= 0:
@@ -345,7 +375,7 @@ def _mark_used(
             result[position] = updated
         if missing > 0 and warnings is not None:
             warnings.append(f"{node_name}: pods hold {missing} more {name} than the node has instances")
-    whole = usage.gpus if single is None else 0
+    whole = usage.gpus + usage.assumed_gpus if single is None else 0
     for position, gpu in enumerate(result):
         if whole and not gpu.mig_enabled and not gpu.whole_gpu_used:
             result[position] = GpuState(gpu.index, gpu.model, (), mig_enabled=False, whole_gpu_used=True)

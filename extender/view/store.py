@@ -250,7 +250,7 @@ class ClusterView:
             usage.add(pod.demand)
         for uid, (assumed_node, demand) in self._assumed.items():
             if assumed_node == node.name and uid not in self._pods_on_node.get(node.name, {}):
-                usage.add(demand)
+                usage.add(demand, assumed=True)
         state = build_node_state(node, usage, self.mig_parted)
         if state.warnings:
             if self.counters.node_warnings.get(node.name) != state.warnings:
