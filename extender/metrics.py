@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -59,6 +59,8 @@ class _ViewCollector(Collector):
 
 class Metrics:
     def __init__(self, view: ClusterView | None = None) -> None:
+        # The *_created series double every counter's cardinality and no dashboard reads them.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
         self.request_seconds = Histogram(

@@ -280,7 +280,7 @@ async def test_probes_and_metrics(client: TestClient[Any, Any]) -> None:
     await client.post("/filter", data=args(mig_pod("p", "3g.40gb"), names=ALL_NODES))
     text = await (await client.get("/metrics")).text()
     assert 'mig_extender_request_duration_seconds_count{verb="filter"} 1.0' in text
-    assert 'mig_extender_filter_node_outcomes_total{outcome="Success",reason="fits-now"}' in text
+    assert 'mig_extender_filter_node_outcomes_total{outcome="Success",verdict="fits-now"}' in text
     assert 'mig_extender_view_objects{kind="nodes"} 8.0' in text
 
 
