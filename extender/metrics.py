@@ -75,8 +75,8 @@ class Metrics:
         )
         self.filter_outcomes = Counter(
             "mig_extender_filter_node_outcomes_total",
-            "Nodes per filter outcome and reason (reason is empty for nodes that pass).",
-            ["outcome", "reason"],
+            "Nodes per filter outcome (kube-scheduler's result code) and fit verdict.",
+            ["outcome", "verdict"],
             registry=r,
         )
         self.nodes_per_request = Histogram(

@@ -49,6 +49,11 @@ class Profile:
         """The extended resource the device plugin advertises in the mixed strategy."""
         return "nvidia.com/mig-" + self.name.replace("+", ".")
 
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        """The resource name and those of its aliases (older drivers name ``7g.80gb`` ``7g.79gb``)."""
+        return tuple("nvidia.com/mig-" + n.replace("+", ".") for n in (self.name, *self.aliases))
+
     def occupancy(self, start: int) -> int:
         """Bitmask of the memory slices an instance placed at ``start`` occupies."""
         return ((1 << self.memory_slices) - 1) << start
@@ -501,6 +506,11 @@ def model_for_pci_id(device_id: str) -> GpuModel | None:
 def known_profile_names() -> frozenset[str]:
     """Every canonical profile name and alias of every model, for spotting misspellings."""
     return frozenset(n for m in MODELS for p in m.profiles for n in (p.name, *p.aliases))
+
+
+def mig_resource_names() -> list[str]:
+    """Every ``nvidia.com/mig-*`` resource any catalog model is advertised as, aliases included, sorted."""
+    return sorted({n for m in MODELS for p in m.profiles for n in p.resource_names})
 
 
 def closest_profile_names(name: str, models: Iterable[GpuModel] = MODELS) -> str:

@@ -48,7 +48,7 @@ class KubeWriter:
         body: dict[str, Any] = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
+            "metadata": {"generateName": f"{pod.name[:200]}-", "namespace": pod.namespace},
             # MicroTime: exactly six fraction digits, or the API server rejects the event.
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": REPORTING_CONTROLLER,
