@@ -6,4 +6,6 @@ bash scripts/setup.sh
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy --strict extender"; mypy extender
 echo "== import layers"; lint-imports
+echo "== control plane binaries (kube-apiserver, kube-scheduler, etcd from Go modules; cached)"
+bash scripts/build-control-plane.sh
 echo "== pytest"; python3 -m pytest -q "$@"
