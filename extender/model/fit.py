@@ -116,7 +116,21 @@ class _World(enum.Enum):
     ANY_LAYOUT = "any-layout"
 
 
-def _gpu_vectors(gpu: GpuState, names: Sequence[str], caps: Vector, world: _World) -> tuple[Vector, ...]:
+_GPU_VECTORS: dict[tuple[int, tuple[str, ...], Vector, _World], tuple[Vector, ...]] = {}
+
+
+def _gpu_vectors(gpu: GpuState, names: tuple[str, ...], caps: Vector, world: _World) -> tuple[Vector, ...]:
+    """What one GPU can hold of the demand in a world; cached by GPU state (GPUs repeat across nodes)."""
+    key = (gpu.state_id, names, caps, world)
+    found = _GPU_VECTORS.get(key)
+    if found is None:
+        if len(_GPU_VECTORS) > 500_000:  # bounded: the states of a fleet are far fewer
+            _GPU_VECTORS.clear()
+        found = _GPU_VECTORS[key] = _compute_gpu_vectors(gpu, names, caps, world)
+    return found
+
+
+def _compute_gpu_vectors(gpu: GpuState, names: Sequence[str], caps: Vector, world: _World) -> tuple[Vector, ...]:
     profiles = tuple(gpu.model.find_profile(n) for n in names)
     if world is _World.ANY_LAYOUT or (world is _World.RELAYOUT_IDLE and gpu.is_idle):
         return _vectors_on_mask(gpu.model, profiles, caps, 0)
@@ -162,7 +176,7 @@ def _gpu_order(gpus: Sequence[GpuState], allocator: Allocator) -> list[GpuState]
 
 
 def _plan_gpu(
-    gpu: GpuState, names: Sequence[str], vector: Vector, relayout: bool, allocator: Allocator
+    gpu: GpuState, names: tuple[str, ...], vector: Vector, relayout: bool, allocator: Allocator
 ) -> tuple[PlannedInstance, ...]:
     wanted: list[Profile] = []
     for name, count in zip(names, vector):
@@ -189,7 +203,7 @@ def _plan_gpu(
 
 
 def _try(
-    node: NodeState, names: Sequence[str], demand: Vector, world: _World, allocator: Allocator
+    node: NodeState, names: tuple[str, ...], demand: Vector, world: _World, allocator: Allocator
 ) -> tuple[PlannedInstance, ...] | None:
     gpus = _gpu_order(node.gpus, allocator)
     options = [_gpu_vectors(g, names, demand, world) for g in gpus]

@@ -81,7 +81,7 @@ class DemandDistribution:
         return {k: v / total for k, v in sorted(blended.items()) if v > 0}
 
 
-_UNUSABLE: dict[tuple[object, ...], tuple[tuple[str, float], ...]] = {}
+_UNUSABLE: dict[int, tuple[tuple[str, float], ...]] = {}
 
 
 def unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
@@ -89,9 +89,9 @@ def unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
 
     Cached by GPU state (model, instances, use), not by GPU index, so equal GPUs share one entry.
     """
-    cached = _UNUSABLE.get(gpu.key)
+    cached = _UNUSABLE.get(gpu.state_id)
     if cached is None:
-        cached = _UNUSABLE[gpu.key] = _unusable_by_shape(gpu)
+        cached = _UNUSABLE[gpu.state_id] = _unusable_by_shape(gpu)
     return cached
 
 

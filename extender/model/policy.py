@@ -10,6 +10,8 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cachetools import LRUCache
+
 from .catalog import GpuModel
 from .demand import PodDemand
 from .fit import Allocator, FitResult, Verdict, fit
@@ -44,8 +46,18 @@ def allocator_for(node: NodeState, config: PolicyConfig) -> Allocator:
     return config.dynamic_allocator if any(g.dynamic for g in node.gpus) else Allocator.KUBELET
 
 
+# Nodes with equal state ids get equal answers: a fleet of a few layouts costs a few fits per demand.
+_FITS: LRUCache[tuple[int, PodDemand, Allocator], FitResult] = LRUCache(maxsize=200_000)
+
+
 def evaluate(node: NodeState, demand: PodDemand, config: PolicyConfig) -> FitResult:
-    return fit(node, demand, allocator_for(node, config))
+    """``fit`` with the node's own allocator, cached by node state and demand."""
+    allocator = allocator_for(node, config)
+    key = (node.state_id, demand, allocator)
+    result = _FITS.get(key)
+    if result is None:
+        result = _FITS[key] = fit(node, demand, allocator)
+    return result
 
 
 def scores(
@@ -53,11 +65,18 @@ def scores(
 ) -> list[int]:
     """Scores 0..10 for nodes that fit, normalised once over the whole request; others get 0."""
     fitting = [i for i, (_, result) in enumerate(candidates) if result.fits_now]
-    raw = [scorer(candidates[i][0], candidates[i][1], weights) for i in fitting]
-    result = [0] * len(candidates)
-    for i, value in zip(fitting, normalize(raw)):
-        result[i] = value
-    return result
+    seen: dict[int, float] = {}  # nodes in equal states score equally: score each state once
+    raw = []
+    for i in fitting:
+        node, fit_result = candidates[i]
+        value = seen.get(node.state_id)
+        if value is None:
+            value = seen[node.state_id] = scorer(node, fit_result, weights)
+        raw.append(value)
+    normalized = [0] * len(candidates)
+    for i, score in zip(fitting, normalize(raw)):
+        normalized[i] = score
+    return normalized
 
 
 class PodVerdict(enum.StrEnum):

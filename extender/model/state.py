@@ -9,6 +9,19 @@ from dataclasses import dataclass, field, replace
 from .catalog import GpuModel, Profile
 from .placement import Placement, occupancy_of
 
+_INTERNED: dict[tuple[object, ...], int] = {}
+
+
+def intern_key(key: tuple[object, ...]) -> int:
+    """A small integer standing for ``key``: hashing an int is cheap, hashing a nested tuple is not.
+
+    Distinct GPU and node states are few (layouts times use patterns), so the table stays small.
+    """
+    found = _INTERNED.get(key)
+    if found is None:
+        found = _INTERNED[key] = len(_INTERNED)
+    return found
+
 
 class Fidelity(enum.StrEnum):
     """How exactly a node's GPU state is known."""
@@ -55,9 +68,23 @@ class GpuState:
     mig_enabled: bool = True
     whole_gpu_used: bool = False
     key: tuple[object, ...] = field(init=False, repr=False, compare=False)
+    """Everything that decides placements on this GPU (not its index): equal keys, equal answers."""
+    state_id: int = field(init=False, repr=False, compare=False)
+    occupied: int = field(init=False, repr=False, compare=False)
+    """Memory slices held by any instance (free pre-made instances block new ones too)."""
+    used_compute: int = field(init=False, repr=False, compare=False)
+    is_idle: bool = field(init=False, repr=False, compare=False)
+    """No used instance and no whole-GPU pod: the GPU may be re-partitioned."""
 
     def __post_init__(self) -> None:
-        occupancy_of(self.model, [i.placement for i in self.instances])  # validates, raises PlacementError
+        # Validates (raises PlacementError) and gives the occupancy; the derived fields are read on hot paths.
+        object.__setattr__(self, "occupied", occupancy_of(self.model, [i.placement for i in self.instances]))
+        if self.mig_enabled:
+            used = sum(i.profile.compute_slices for i in self.instances if i.used)
+        else:
+            used = self.model.compute_slices if self.whole_gpu_used else 0
+        object.__setattr__(self, "used_compute", used)
+        object.__setattr__(self, "is_idle", not self.whole_gpu_used and not any(i.used for i in self.instances))
         instances = tuple(sorted(self.instances, key=lambda i: (i.placement.start, i.profile.name)))
         object.__setattr__(self, "instances", instances)
         object.__setattr__(
@@ -71,25 +98,7 @@ class GpuState:
                 tuple((i.profile.name, i.placement.start, i.used) for i in instances),
             ),
         )
-
-    @property
-    def occupied(self) -> int:
-        """Memory slices held by any instance (free pre-made instances block new ones too)."""
-        mask = 0
-        for instance in self.instances:
-            mask |= instance.placement.mask
-        return mask
-
-    @property
-    def used_compute(self) -> int:
-        if not self.mig_enabled:
-            return self.model.compute_slices if self.whole_gpu_used else 0
-        return sum(i.profile.compute_slices for i in self.instances if i.used)
-
-    @property
-    def is_idle(self) -> bool:
-        """No used instance and no whole-GPU pod: the GPU may be re-partitioned."""
-        return not self.whole_gpu_used and not any(i.used for i in self.instances)
+        object.__setattr__(self, "state_id", intern_key(self.key))
 
     def free_count(self, profile: Profile) -> int:
         return sum(1 for i in self.instances if not i.used and i.profile is profile)
@@ -126,6 +135,16 @@ class NodeState:
     strategy: MigStrategy = MigStrategy.MIXED
     single_profile: Profile | None = None
     warnings: tuple[str, ...] = ()
+    state_id: int = field(init=False, repr=False, compare=False)
+    """Equal for nodes whose GPUs (in index order) and strategy are equal: their fits are equal too."""
+
+    def __post_init__(self) -> None:
+        key = (
+            self.strategy,
+            self.single_profile.name if self.single_profile else None,
+            tuple((g.index, g.state_id) for g in self.gpus),
+        )
+        object.__setattr__(self, "state_id", intern_key(key))
 
     @property
     def models(self) -> frozenset[GpuModel]:

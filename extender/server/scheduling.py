@@ -78,9 +78,6 @@ class SchedulingService:
         )
         self.on_unschedulable = on_unschedulable or (lambda uid: None)
         self.clock = clock
-        self._fits: TTLCache[tuple[str, str], tuple[NodeState, FitResult]] = TTLCache(
-            maxsize=50_000, ttl=60, timer=clock
-        )
         self._observed: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600, timer=clock)
 
     # --- shared steps --------------------------------------------------------------------------------
@@ -99,7 +96,7 @@ class SchedulingService:
                 except ObjectError as exc:
                     raise BadRequest(f"ExtenderArgs.Nodes.items: {exc}") from None
         else:
-            states = [self.view.node_state(name) for name in args.candidate_names()]
+            states = self.view.node_states_for(args.candidate_names())
         return _Request(uid, demand, states)
 
     def _observe(self, request: _Request) -> None:
@@ -113,14 +110,19 @@ class SchedulingService:
             if shape:
                 self.distribution.observe(shape, count, now)
 
-    def _fit(self, request: _Request, state: NodeState) -> FitResult:
-        key = (request.uid, state.name)
-        cached = self._fits.get(key)
-        if cached is not None and cached[0] is state:
-            return cached[1]
-        result = evaluate(state, request.demand, self.policy)
-        self._fits[key] = (state, result)
-        return result
+    def _fits(self, request: _Request) -> list[FitResult | None]:
+        """One fit per distinct node state in the request (many nodes share a state)."""
+        seen: dict[int, FitResult] = {}
+        results: list[FitResult | None] = []
+        for state in request.states:
+            if state is None:
+                results.append(None)
+                continue
+            result = seen.get(state.state_id)
+            if result is None:
+                result = seen[state.state_id] = evaluate(state, request.demand, self.policy)
+            results.append(result)
+        return results
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -137,12 +139,11 @@ class SchedulingService:
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         counts: Counter[tuple[str, str]] = Counter()
-        for index, (name, state) in enumerate(zip(names, request.states)):
-            if state is None:
+        for index, (name, result) in enumerate(zip(names, self._fits(request))):
+            if result is None:
                 failed[name] = UNKNOWN_NODE
                 counts[(str(Outcome.UNSCHEDULABLE), "unknown-node")] += 1
                 continue
-            result = self._fit(request, state)
             outcome = outcome_of(result)
             if outcome is Outcome.SUCCESS:
                 passed.append(index)
@@ -169,9 +170,9 @@ class SchedulingService:
         weights = self.distribution.weights(self.clock())
         candidates = []
         positions = []
-        for index, state in enumerate(request.states):
-            if state is not None:
-                candidates.append((state, self._fit(request, state)))
+        for index, (state, result) in enumerate(zip(request.states, self._fits(request))):
+            if state is not None and result is not None:
+                candidates.append((state, result))
                 positions.append(index)
         node_scores = [0] * len(names)
         for index, score in zip(positions, scores(candidates, self.scorer, weights)):

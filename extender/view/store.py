@@ -235,6 +235,20 @@ class ClusterView:
             state = self._states[name] = self._build(node)
         return state
 
+    def node_states_for(self, names: Iterable[str]) -> list[NodeState | None]:
+        """``node_state`` for many names at once (one expiry pass for the whole request)."""
+        self._expire_assumed()
+        states = self._states
+        result: list[NodeState | None] = []
+        for name in names:
+            state = states.get(name)
+            if state is None:
+                node = self.nodes.get(name)
+                if node is not None:
+                    state = states[name] = self._build(node)
+            result.append(state)
+        return result
+
     def node_state_for(self, node: NodeInfo) -> NodeState:
         """The state of a node object sent in a request; the cached one if it is the version the view has."""
         known = self.nodes.get(node.name)
