@@ -2,7 +2,8 @@
 
 Follows client-go's reflector and kopf's watcher (python-style-and-watch.md, part 2):
 - list, replace the store, then watch from the list's resourceVersion with bookmarks;
-- 410 Gone (expired resourceVersion) means re-list, which replaces the store;
+- 410 Gone (expired resourceVersion) means re-list, which replaces the store (after a backoff when the
+  version a list has just returned is refused: re-listing at once would only spin);
 - a client-side read timeout above the bookmark interval detects a stream that went silent;
 - a server-side timeout, randomised, makes every watch end and restart now and then;
 - failures back off exponentially with jitter (0.8 s doubling to 30 s, reset after 2 minutes of health),
@@ -72,6 +73,9 @@ class Backoff:
             self._current = 0.0
 
     async def wait(self) -> None:
+        # As client-go's backoff manager: a failure long after the last one starts again from the initial
+        # delay, even if no watch ended cleanly in between (a proxy that cuts every long stream).
+        self.healthy()
         self._current = min(self.cap, self._current * 2 if self._current else self.initial)
         self._since = time.monotonic()
         await asyncio.sleep(self._current * random.uniform(0.5, 1.0))
@@ -121,6 +125,8 @@ class Reflector:
         self.observer = observer or _NullObserver()
         self.list_kwargs = dict(list_kwargs or {})
         self.resource_version: str | None = None
+        self._fresh_list = False
+        """The resourceVersion came from a list and no watch has accepted it yet."""
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -130,13 +136,19 @@ class Reflector:
                     await self.list()
                 started = time.monotonic()
                 events = await self.watch()
+                self._fresh_list = False
                 if events == 0 and time.monotonic() - started < 1.0:
                     raise ApiError(0, "watch ended at once without events")
                 backoff.healthy()
             except Gone:
                 log.info("%s: resourceVersion expired, re-listing", self.kind)
                 self.observer.restarted(self.kind, "gone")
+                # Expired after a working watch: re-list at once. Gone for the version a list just returned
+                # (or from the list itself) would only repeat: back off, or list+watch would spin.
+                rejected_at_once = self.resource_version is None or self._fresh_list
                 self.resource_version = None
+                if rejected_at_once:
+                    await backoff.wait()
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, TimeoutError, ApiError, ValueError, KeyError, TypeError) as exc:
@@ -153,9 +165,14 @@ class Reflector:
         )
         await _check(response)
         body = orjson.loads(await response.read())
+        if not isinstance(body, Mapping):
+            raise ValueError(f"list answer is not an object: {type(body).__name__}")
+        # Read the version first: a list the watch cannot continue from must not replace the store.
+        version = str(body["metadata"]["resourceVersion"])
         items = body.get("items") or []
         self.view.replace(self.kind, items)
-        self.resource_version = str(body["metadata"]["resourceVersion"])
+        self.resource_version = version
+        self._fresh_list = True
         self.observer.relisted(self.kind)
         log.info("%s: listed %d objects at resourceVersion %s", self.kind, len(items), self.resource_version)
 
@@ -187,15 +204,21 @@ class Reflector:
             response.release()
         return events
 
-    def _handle(self, event: Mapping[str, Any]) -> None:
+    def _handle(self, event: Any) -> None:
+        # A malformed line is a failed watch (back off, resume), never an AttributeError that ends the loop.
+        if not isinstance(event, Mapping):
+            raise ValueError(f"watch event is not an object: {type(event).__name__}")
         kind = event.get("type")
         obj = event.get("object") or {}
+        metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+        if not isinstance(obj, Mapping) or not isinstance(metadata or {}, Mapping):
+            raise ValueError(f"watch event {kind!r} carries a malformed object")
         if kind == "ERROR":
             code = obj.get("code", 0)
             if code == 410:
                 raise Gone(str(obj.get("message", "")))
             raise ApiError(int(code), str(obj.get("message", "")))
-        version = (obj.get("metadata") or {}).get("resourceVersion")
+        version = (metadata or {}).get("resourceVersion")
         if kind == "BOOKMARK":
             self.view.mark_ok(self.kind)
         elif kind in ("ADDED", "MODIFIED", "DELETED"):
@@ -205,6 +228,7 @@ class Reflector:
             return
         if version:
             self.resource_version = str(version)
+            self._fresh_list = False
 
 
 def reflectors(
