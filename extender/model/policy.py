@@ -43,7 +43,7 @@ class PolicyConfig:
 
 def allocator_for(node: NodeState, config: PolicyConfig) -> Allocator:
     """The node-side allocator: pre-made instances go to the kubelet; dynamic GPUs to the DRA allocator."""
-    return config.dynamic_allocator if any(g.dynamic for g in node.gpus) else Allocator.KUBELET
+    return config.dynamic_allocator if node.dynamic else Allocator.KUBELET
 
 
 # Nodes with equal state ids get equal answers: a fleet of a few layouts costs a few fits per demand.
@@ -61,11 +61,18 @@ def evaluate(node: NodeState, demand: PodDemand, config: PolicyConfig) -> FitRes
 
 
 def scores(
-    candidates: Sequence[tuple[NodeState, FitResult]], scorer: Scorer, weights: Mapping[str, float]
+    candidates: Sequence[tuple[NodeState, FitResult]],
+    scorer: Scorer,
+    weights: Mapping[str, float],
+    memo: dict[int, float] | None = None,
 ) -> list[int]:
-    """Scores 0..10 for nodes that fit, normalised once over the whole request; others get 0."""
+    """Scores 0..10 for nodes that fit, normalised once over the whole request; others get 0.
+
+    Nodes in equal states score equally: each state is scored once. ``memo`` (state id -> raw score)
+    may carry raw scores across requests for the same demand, scorer and weights.
+    """
     fitting = [i for i, (_, result) in enumerate(candidates) if result.fits_now]
-    seen: dict[int, float] = {}  # nodes in equal states score equally: score each state once
+    seen: dict[int, float] = {} if memo is None else memo
     raw = []
     for i in fitting:
         node, fit_result = candidates[i]

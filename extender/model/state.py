@@ -137,8 +137,11 @@ class NodeState:
     warnings: tuple[str, ...] = ()
     state_id: int = field(init=False, repr=False, compare=False)
     """Equal for nodes whose GPUs (in index order) and strategy are equal: their fits are equal too."""
+    dynamic: bool = field(init=False, repr=False, compare=False)
+    """Some GPU creates instances on allocation (DRA DynamicMIG)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dynamic", any(g.dynamic for g in self.gpus))
         key = (
             self.strategy,
             self.single_profile.name if self.single_profile else None,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from ..metrics import Metrics
 from ..model.catalog import MODELS
@@ -32,6 +32,7 @@ from .wire import BadRequest, ExtenderArgs, filter_result, host_priorities
 log = logging.getLogger(__name__)
 
 UNKNOWN_NODE = "MIG: node not yet in the extender's view"
+WEIGHTS_REFRESH_S = 5.0  # the demand mix moves over minutes; scores may lag it by this much
 
 
 def shape_of_profile_name(name: str) -> str | None:
@@ -79,6 +80,10 @@ class SchedulingService:
         self.on_unschedulable = on_unschedulable or (lambda uid: None)
         self.clock = clock
         self._observed: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600, timer=clock)
+        self._weights: Mapping[str, float] | None = None
+        self._weights_at = 0.0
+        self._score_memos: LRUCache[PodDemand, dict[int, float]] = LRUCache(maxsize=256)
+        self._fit_memos: LRUCache[PodDemand, dict[int, FitResult]] = LRUCache(maxsize=256)
 
     # --- shared steps --------------------------------------------------------------------------------
 
@@ -111,17 +116,20 @@ class SchedulingService:
                 self.distribution.observe(shape, count, now)
 
     def _fits(self, request: _Request) -> list[FitResult | None]:
-        """One fit per distinct node state in the request (many nodes share a state)."""
-        seen: dict[int, FitResult] = {}
+        """One fit per distinct node state and demand, remembered across requests (states repeat)."""
+        memo = self._fit_memos.get(request.demand)
+        if memo is None or len(memo) > 200_000:
+            memo = self._fit_memos[request.demand] = {}
         results: list[FitResult | None] = []
+        append = results.append
         for state in request.states:
             if state is None:
-                results.append(None)
+                append(None)
                 continue
-            result = seen.get(state.state_id)
+            result = memo.get(state.state_id)
             if result is None:
-                result = seen[state.state_id] = evaluate(state, request.demand, self.policy)
-            results.append(result)
+                result = memo[state.state_id] = evaluate(state, request.demand, self.policy)
+            append(result)
         return results
 
     # --- verbs ---------------------------------------------------------------------------------------
@@ -139,21 +147,26 @@ class SchedulingService:
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         counts: Counter[tuple[str, str]] = Counter()
+        # Outcome per distinct node state; the per-node loop only files names.
+        outcomes: dict[int, tuple[Outcome, FitResult]] = {}
         for index, (name, result) in enumerate(zip(names, self._fits(request))):
             if result is None:
                 failed[name] = UNKNOWN_NODE
                 counts[(str(Outcome.UNSCHEDULABLE), "unknown-node")] += 1
                 continue
-            outcome = outcome_of(result)
+            known = outcomes.get(id(result))
+            if known is None:
+                known = outcomes[id(result)] = (outcome_of(result), result)
+            outcome = known[0]
             if outcome is Outcome.SUCCESS:
                 passed.append(index)
             elif outcome is Outcome.UNSCHEDULABLE:
                 failed[name] = result.reason
             else:
                 unresolvable[name] = result.reason
-            counts[(str(outcome), str(result.verdict))] += 1
+            counts[(outcome, result.verdict)] += 1
         for (outcome_label, verdict), count in counts.items():
-            self.metrics.filter_outcomes.labels(outcome_label, verdict).inc(count)
+            self.metrics.filter_outcomes.labels(str(outcome_label), str(verdict)).inc(count)
         if not passed:
             self.on_unschedulable(request.uid)
         elif len(passed) == 1:
@@ -167,7 +180,7 @@ class SchedulingService:
         self.metrics.nodes_per_request.labels("prioritize").observe(len(names))
         if not request.demand.mig and not request.demand.gpus:
             return host_priorities(names, [0] * len(names))
-        weights = self.distribution.weights(self.clock())
+        weights, memo = self._scoring_state(request.demand)
         candidates = []
         positions = []
         for index, (state, result) in enumerate(zip(request.states, self._fits(request))):
@@ -175,12 +188,28 @@ class SchedulingService:
                 candidates.append((state, result))
                 positions.append(index)
         node_scores = [0] * len(names)
-        for index, score in zip(positions, scores(candidates, self.scorer, weights)):
+        for index, score in zip(positions, scores(candidates, self.scorer, weights, memo)):
             node_scores[index] = score
         best = max(range(len(names)), key=lambda i: node_scores[i], default=None)
         if best is not None and candidates and any(r.fits_now for _, r in candidates):
             self._assume(request, names[best])
         return host_priorities(names, node_scores)
+
+    def _scoring_state(self, demand: PodDemand) -> tuple[Mapping[str, float], dict[int, float]]:
+        """The demand mix, refreshed every few seconds, and the raw scores already known under it.
+
+        Between two pods only the nodes they touched change state, so raw scores of the rest carry over.
+        """
+        now = self.clock()
+        if self._weights is None or now - self._weights_at >= WEIGHTS_REFRESH_S:
+            self._weights, self._weights_at = self.distribution.weights(now), now
+            self._score_memos.clear()
+        memo = self._score_memos.get(demand)
+        if memo is None:
+            memo = self._score_memos[demand] = {}
+        if len(memo) > 200_000:
+            memo.clear()
+        return self._weights, memo
 
     def _assume(self, request: _Request, node: str) -> None:
         if request.demand.mig or request.demand.gpus:

@@ -1,0 +1,256 @@
+"""Re-layout planning: which idle GPU or node to re-partition into which valid layout, for waiting pods.
+
+Pure (no I/O): the re-layout controller and the simulator call the same code. Given nodes that have GPUs
+with no used instance, the MIG demands that wait, and the expected demand mix, it chooses
+
+1. the node, by the fit verdict ``relayout`` (used instances stay untouched), preferring the fewest GPUs
+   re-partitioned, then busy nodes over idle ones (idle nodes stay whole: for large or multi-GPU pods, for
+   scale-down), then the fullest node;
+2. for every GPU it re-partitions, a maximal layout that holds that GPU's share of the waiting demand and,
+   with the rest of its slices, brings the cluster's free instances closest to the expected mix while
+   wasting the fewest compute slices (a layout such as 4x ``1g.2slot`` leaves 3 of 7 compute slices dead).
+
+Later waiting demands are planned against the states the earlier plans produce, so one re-layout can
+host several of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .catalog import GpuModel, Profile
+from .demand import PodDemand
+from .fit import FitResult, Verdict
+from .layouts import Layout, layout_counts, maximal_layouts, place_counts
+from .migparted import DEFAULT_CONFIG, MigPartedError
+from .policy import PolicyConfig, evaluate
+from .state import GpuState, Instance, NodeState
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRelayout:
+    """One GPU re-partitioned into ``layout`` (every instance free)."""
+
+    gpu_index: int
+    layout: Layout
+    config_name: str | None = None
+    """The GPU Operator's default mig-parted config with this layout (``all-1g.10gb``...), if one has it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayoutPlan:
+    node: str
+    gpus: tuple[GpuRelayout, ...]
+    hosts: tuple[PodDemand, ...]
+    """The waiting demands that this plan is meant to host."""
+
+    @property
+    def config_name(self) -> str | None:
+        """One default config name for the node when every GPU of the plan shares it."""
+        names = {g.config_name for g in self.gpus}
+        return names.pop() if len(names) == 1 else None
+
+    def apply(self, node: NodeState) -> NodeState:
+        """``node`` with the plan's GPUs re-partitioned; raises ValueError if one is not idle."""
+        if node.name != self.node:
+            raise ValueError(f"plan is for node {self.node}, not {node.name}")
+        by_index = {g.index: g for g in node.gpus}
+        changed = []
+        for relayout in self.gpus:
+            gpu = by_index[relayout.gpu_index]
+            if not gpu.is_idle or gpu.dynamic:
+                raise ValueError(f"GPU {gpu.index} of node {node.name} is not an idle static GPU")
+            changed.append(relayout_gpu(gpu, relayout.layout))
+        return node.replace_gpus(changed)
+
+
+DEFAULT_WASTE_WEIGHT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerConfig:
+    waste_weight: float = DEFAULT_WASTE_WEIGHT
+    """Cost of one dead compute slice of the layout, per GPU compute slice, against the mix mismatch."""
+    max_plans: int = 16
+    """At most this many re-layouts per call (the controller acts on a few nodes at a time)."""
+
+
+_KUBELET = PolicyConfig()  # static GPUs: evaluate() gives them the kubelet allocator
+
+
+def relayout_gpu(gpu: GpuState, layout: Layout) -> GpuState:
+    """The idle static ``gpu`` re-partitioned into ``layout``, every instance free."""
+    return GpuState(gpu.index, gpu.model, tuple(Instance(p, False) for p in layout), dynamic=False)
+
+
+def planning_profiles(model: GpuModel) -> tuple[Profile, ...]:
+    """The profiles layouts are built from: base profiles without attributes (no ``+me``)."""
+    return model.base_profiles
+
+
+def free_supply(nodes: Sequence[NodeState]) -> Counter[str]:
+    """Free compute slices of pre-made instances per shape (``1g``, ``3g``...) over ``nodes``."""
+    supply: Counter[str] = Counter()
+    for node in nodes:
+        for gpu in node.gpus:
+            if gpu.dynamic:
+                continue
+            for instance in gpu.instances:
+                if not instance.used:
+                    supply[gpu.model.shape_of(instance.profile)] += instance.profile.compute_slices
+    return supply
+
+
+_CONFIG_NAMES: dict[tuple[str, tuple[tuple[str, int], ...]], str | None] = {}
+
+
+def config_name_for(model: GpuModel, layout: Layout) -> str | None:
+    """The default mig-parted config (``all-balanced``, ``all-<profile>``) whose layout has these counts."""
+    counts = tuple(sorted(layout_counts(layout).items()))
+    key = (model.name, counts)
+    if key not in _CONFIG_NAMES:
+        found = None
+        for name in DEFAULT_CONFIG.names():
+            try:
+                spec = DEFAULT_CONFIG.resolve(name, model, 0)
+            except MigPartedError:
+                continue
+            if spec is not None and spec.mig_enabled and tuple(sorted((p.name, n) for p, n in spec.counts)) == counts:
+                found = name
+                break
+        _CONFIG_NAMES[key] = found
+    return _CONFIG_NAMES[key]
+
+
+def _target_shares(weights: Mapping[str, float], model: GpuModel) -> dict[str, float]:
+    """Expected demand in compute slices per shape, as shares summing to 1."""
+    slices = {}
+    for shape, weight in weights.items():
+        profile = model.profile_for_shape(shape)
+        if profile is not None and weight > 0:
+            slices[shape] = weight * profile.compute_slices
+    total = sum(slices.values()) or 1.0
+    return {s: v / total for s, v in slices.items()}
+
+
+def _layout_cost(
+    model: GpuModel,
+    layout: Layout,
+    required: Counter[Profile],
+    supply: Counter[str],
+    target: Mapping[str, float],
+    waste_weight: float,
+) -> float:
+    """Mismatch between free supply (with this layout's spare instances) and the mix, plus dead slices."""
+    spare = Counter(p.profile for p in layout)
+    spare.subtract(required)
+    after = Counter(supply)
+    for profile, count in spare.items():
+        if count > 0:
+            after[model.shape_of(profile)] += count * profile.compute_slices
+    total = sum(after.values()) or 1
+    shapes = set(after) | set(target)
+    mismatch = sum(abs(after.get(s, 0) / total - target.get(s, 0.0)) for s in shapes)
+    dead = model.compute_slices - sum(p.profile.compute_slices for p in layout)
+    return mismatch + waste_weight * dead / model.compute_slices
+
+
+def choose_layout(
+    model: GpuModel,
+    required: Sequence[Profile],
+    weights: Mapping[str, float],
+    supply: Mapping[str, int] | None = None,
+    waste_weight: float = DEFAULT_WASTE_WEIGHT,
+) -> Layout | None:
+    """The maximal layout that holds ``required`` and best serves the expected mix; None if none holds it."""
+    need = Counter(required)
+    target = _target_shares(weights, model)
+    current: Counter[str] = Counter(supply or {})
+    best: Layout | None = None
+    best_key: tuple[float, int, str] = (float("inf"), 0, "")
+    for layout in maximal_layouts(model, planning_profiles(model)):
+        have = Counter(p.profile for p in layout)
+        if any(have[p] < n for p, n in need.items()):
+            continue
+        cost = _layout_cost(model, layout, need, current, target, waste_weight)
+        # Ties: the layout with the largest instance (keeps large profiles possible), then a stable order.
+        largest = max(p.profile.compute_slices for p in layout)
+        key = (round(cost, 9), -largest, " ".join(str(p) for p in layout))
+        if key < best_key:
+            best, best_key = layout, key
+    if best is None and need:
+        try:  # e.g. a profile outside the planning set (``+me``): its counts alone
+            return place_counts(model, dict(need))
+        except ValueError:
+            return None
+    return best
+
+
+def _touches(plan: RelayoutPlan | None, result: FitResult) -> bool:
+    """True if ``result`` would re-partition a GPU that ``plan`` already re-partitions."""
+    if plan is None:
+        return False
+    planned = {g.gpu_index for g in plan.gpus}
+    return any(p.relayout and p.gpu_index in planned for p in result.plan)
+
+
+def _node_key(node: NodeState, result: FitResult) -> tuple[int, bool, int, str]:
+    changes = len({p.gpu_index for p in result.plan if p.relayout})
+    return (changes, node.is_idle, -node.used_compute, node.name)
+
+
+def plan_relayouts(
+    nodes: Sequence[NodeState],
+    waiting: Sequence[PodDemand],
+    weights: Mapping[str, float],
+    supply: Mapping[str, int] | None = None,
+    config: PlannerConfig = PlannerConfig(),
+) -> list[RelayoutPlan]:
+    """Re-layouts of idle GPUs that host ``waiting`` (in order) and then the expected mix.
+
+    ``nodes`` are the candidates (nodes with idle static GPUs; others are ignored) and ``supply`` the free
+    compute slices per shape in the whole cluster (:func:`free_supply`; computed over ``nodes`` if None).
+    A demand that already fits on a candidate, or on a node an earlier plan re-partitioned, gets no plan.
+    Never touches a GPU with a used instance.
+    """
+    states = {n.name: n for n in nodes if any(g.is_idle and not g.dynamic and g.mig_enabled for g in n.gpus)}
+    current: Counter[str] = Counter(supply) if supply is not None else free_supply(list(states.values()))
+    plans: dict[str, RelayoutPlan] = {}
+    for demand in waiting:
+        if len(plans) >= config.max_plans:
+            break
+        results = [(node, evaluate(node, demand, _KUBELET)) for node in states.values()]
+        if any(r.fits_now for _, r in results):
+            continue
+        options = [(n, r) for n, r in results if r.verdict is Verdict.RELAYOUT and not _touches(plans.get(n.name), r)]
+        if not options:
+            continue
+        node, result = min(options, key=lambda option: _node_key(*option))
+        required: dict[int, list[Profile]] = {}
+        for planned in result.plan:
+            if planned.relayout:
+                required.setdefault(planned.gpu_index, []).append(planned.placement.profile)
+        by_index = {g.index: g for g in node.gpus}
+        relayouts = []
+        for index, profiles in sorted(required.items()):
+            gpu = by_index[index]
+            layout = choose_layout(gpu.model, profiles, weights, current, config.waste_weight)
+            if layout is None:
+                break
+            for placement in layout:
+                current[gpu.model.shape_of(placement.profile)] += placement.profile.compute_slices
+            for profile in profiles:
+                current[gpu.model.shape_of(profile)] -= profile.compute_slices
+            relayouts.append(GpuRelayout(index, layout, config_name_for(gpu.model, layout)))
+        else:
+            previous = plans.get(node.name)
+            plan = RelayoutPlan(
+                node.name,
+                (*(previous.gpus if previous else ()), *relayouts),
+                (*(previous.hosts if previous else ()), demand),
+            )
+            plans[node.name] = plan
+            states[node.name] = RelayoutPlan(node.name, tuple(relayouts), ()).apply(node)
+    return list(plans.values())
