@@ -37,13 +37,15 @@ def create_pods(kube: Kube, count: int) -> None:
         kube.create_pod(f"p-{i:05d}", {MIX[i % len(MIX)]: 1})
 
 
-def one_round(plane: ControlPlane, kube: Kube, workdir: Path, pods: int, extender_url: str | None) -> float:
+def one_round(
+    plane: ControlPlane, kube: Kube, workdir: Path, pods: int, extender_url: str | None, qps: int | None
+) -> float:
     kube.call("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", ok=(200,))
     while kube.call("GET", f"/api/v1/namespaces/{NAMESPACE}/pods?limit=1")["items"]:
         time.sleep(0.2)
     create_pods(kube, pods)
     started = time.monotonic()
-    handle = start_scheduler(plane, workdir, "extender", extender_url)
+    handle = start_scheduler(plane, workdir, "extender", extender_url, qps=qps)
     try:
         while bound_count(kube) < pods:
             if time.monotonic() - started > 900:
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each, alternating")
+    parser.add_argument("--qps", type=int, help="kube-scheduler's API client rate (default: its own, 50/s)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mig-bench-e2e-") as tmp:
@@ -73,8 +76,8 @@ def main() -> None:
             try:
                 times: dict[str, list[float]] = {"without": [], "with": []}
                 for _ in range(args.rounds):
-                    times["without"].append(one_round(plane, kube, workdir, args.pods, None))
-                    times["with"].append(one_round(plane, kube, workdir, args.pods, extender.url))
+                    times["without"].append(one_round(plane, kube, workdir, args.pods, None, args.qps))
+                    times["with"].append(one_round(plane, kube, workdir, args.pods, extender.url, args.qps))
             finally:
                 extender.stop()
     without = statistics.median(times["without"])
@@ -83,6 +86,7 @@ def main() -> None:
         "nodes": args.nodes,
         "gpus_per_node": 8,
         "pods": args.pods,
+        "scheduler_qps": args.qps or 50,
         "seconds_without": times["without"],
         "seconds_with": times["with"],
         "pods_per_s_without": round(args.pods / without, 1),

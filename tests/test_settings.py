@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     config = tmp_path / "settings.yaml"
     config.write_text("port: 9000\nscoring: packing\nannotate: false\nstale-after-s: 60\n")
-    settings = load_settings({"port": "9100"}, config_file=str(config),
-                             environ={"MIG_EXTENDER_PORT": "9050", "MIG_EXTENDER_SCORING": "spread"})
+    settings = load_settings(
+        {"port": "9100"},
+        config_file=str(config),
+        environ={"MIG_EXTENDER_PORT": "9050", "MIG_EXTENDER_SCORING": "spread"},
+    )
     assert settings.port == 9100
     assert settings.scoring == "spread"
     assert settings.annotate is False and settings.stale_after_s == 60.0

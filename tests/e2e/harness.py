@@ -264,12 +264,16 @@ def scheduler_config(mode: str, extender_url: str, kubeconfig: Path) -> dict[str
     return dict(config)
 
 
-def start_scheduler(plane: ControlPlane, workdir: Path, mode: str, extender_url: str | None) -> SchedulerHandle:
+def start_scheduler(
+    plane: ControlPlane, workdir: Path, mode: str, extender_url: str | None, *, qps: int | None = None
+) -> SchedulerHandle:
     if extender_url is None:  # the baseline: the same profile without the extender
         config = scheduler_config(mode, "http://unused", plane.kubeconfig)
         del config["extenders"]
     else:
         config = scheduler_config(mode, extender_url, plane.kubeconfig)
+    if qps is not None:  # the API client's rate limit (default 50/s) caps binds per second
+        config["clientConnection"].update({"qps": qps, "burst": 2 * qps})
     path = workdir / f"scheduler-{mode}-{free_port()}.yaml"
     path.write_text(yaml.safe_dump(config))
     return plane.start_scheduler(path, f"{mode}-{path.stem}")
