@@ -1,0 +1,538 @@
+"""The simulation: one policy in one world, in fill or churn mode, deciding with the extender's own code.
+
+Nodes are :class:`NodeState` values, grouped by ``state_id``: nodes in equal states get equal fits and
+scores, so each arrival costs one ``evaluate`` per new state and one score per fitting state. Inside the
+chosen node the world decides: ``static`` (the kubelet takes a random free instance of the profile,
+seeded), ``dynamic-first-fit`` (the plan of the first-fit allocator), ``dynamic-ideal`` (the plan the
+policy prefers). Ties between top-scored nodes are broken at random, as kube-scheduler's selectHost does.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..model.catalog import GpuModel
+from ..model.demand import PodDemand
+from ..model.fit import Allocator, FitResult, Verdict
+from ..model.fragmentation import DemandDistribution, parse_mix
+from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig
+from ..model.placement import Placement
+from ..model.policy import PolicyConfig, evaluate, scores
+from ..model.relayout import RelayoutPlan, free_supply, plan_relayouts
+from ..model.scoring import Scorer
+from ..model.state import GpuState, Instance, NodeState
+from .baselines import PolicySpec, plan_naive
+from .workload import NodeSpec, SimPod
+
+
+class World(enum.StrEnum):
+    STATIC = "static"
+    DYNAMIC_FIRST_FIT = "dynamic-first-fit"
+    DYNAMIC_IDEAL = "dynamic-ideal"
+
+
+class Mode(enum.StrEnum):
+    FILL = "fill"
+    CHURN = "churn"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    model: GpuModel
+    world: World = World.STATIC
+    mode: Mode = Mode.FILL
+    relayout: bool = True
+    arrival: float = 1.3
+    seed: int = 1
+    layout: str = "all-balanced"
+    """mig-parted config of static nodes at the start (and of nodes the autoscaler adds)."""
+    prior: str = "uniform"
+    weights_every: int = 25
+    """The demand distribution is read every this many arrivals (scores are cached in between)."""
+    relayout_delay_s: float = 300.0
+    scale_up_after_s: float = 120.0
+    node_startup_s: float = 300.0
+    scale_down_after_s: float = 600.0
+    autoscale: bool = True
+    new_node_gpus: int = 8
+    curve_points: int = 200
+    mig_parted: MigPartedConfig = DEFAULT_CONFIG
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    capacity_slices: int = 0
+    allocated_slices: int = 0
+    submitted_slices: int = 0
+    pods_placed: int = 0
+    pods_failed: int = 0
+    first_failure_demand_ratio: float | None = None
+    relayouts: int = 0
+    relayout_gpus: int = 0
+    seconds: float = 0.0
+    node_hours: float | None = None
+    mean_wait_s: float | None = None
+    nodes_added: int = 0
+    nodes_removed: int = 0
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    """(submitted demand / capacity, allocated / capacity) during the run."""
+    node_counts: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def allocated_slice_ratio(self) -> float:
+        return self.allocated_slices / self.capacity_slices if self.capacity_slices else 0.0
+
+    def figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "allocated_slice_ratio": round(self.allocated_slice_ratio, 6),
+            "unallocated_slices": self.capacity_slices - self.allocated_slices,
+            "allocated_slices": self.allocated_slices,
+            "capacity_slices": self.capacity_slices,
+            "submitted_slices": self.submitted_slices,
+            "pods_placed": self.pods_placed,
+            "pods_failed": self.pods_failed,
+            "first_failure_demand_ratio": (
+                None if self.first_failure_demand_ratio is None else round(self.first_failure_demand_ratio, 6)
+            ),
+            "relayouts": self.relayouts,
+            "relayout_gpus": self.relayout_gpus,
+            "seconds": round(self.seconds, 2),
+        }
+        if self.node_hours is not None:
+            out["node_hours"] = round(self.node_hours, 3)
+            out["mean_wait_s"] = None if self.mean_wait_s is None else round(self.mean_wait_s, 3)
+            out["nodes_added"] = self.nodes_added
+            out["nodes_removed"] = self.nodes_removed
+        return out
+
+
+def initial_node(name: str, model: GpuModel, gpus: int, world: World, config: SimConfig) -> NodeState:
+    if world is World.STATIC:
+        states = []
+        for index in range(gpus):
+            spec = config.mig_parted.resolve(config.layout, model, index)
+            layout = spec.layout(model) if spec is not None else ()
+            states.append(GpuState(index, model, tuple(Instance(p, False) for p in layout)))
+        return NodeState(name, tuple(states))
+    return NodeState(name, tuple(GpuState(i, model, (), dynamic=True) for i in range(gpus)))
+
+
+def release(gpu: GpuState, placement: Placement) -> GpuState:
+    """The GPU after the pod holding ``placement`` leaves (dynamic GPUs drop the instance)."""
+    for position, instance in enumerate(gpu.instances):
+        if instance.placement == placement and instance.used:
+            rest = gpu.instances[:position] + gpu.instances[position + 1 :]
+            if gpu.dynamic:
+                return replace(gpu, instances=rest)
+            return replace(gpu, instances=(*rest, Instance(placement, False)))
+    raise ValueError(f"GPU {gpu.index} holds no used instance {placement}")
+
+
+class _CachedScorer:
+    """The policy's scorer, memoised per (node state, demand) for one reading of the demand distribution."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+        self.cache: dict[tuple[int, PodDemand], float] = {}
+        self.demand = PodDemand()
+
+    def __call__(self, node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
+        key = (node.state_id, self.demand)
+        value = self.cache.get(key)
+        if value is None:
+            value = self.cache[key] = self.scorer(node, result, weights)
+        return value
+
+
+class Simulation:
+    """One policy, one world, one workload."""
+
+    def __init__(self, config: SimConfig, policy: PolicySpec, nodes: Sequence[NodeSpec]) -> None:
+        self.config = config
+        self.policy = policy
+        self.rng = random.Random(config.seed)
+        allocator = Allocator.IDEAL if config.world is World.DYNAMIC_IDEAL else Allocator.FIRST_FIT
+        self.policy_config = PolicyConfig(dynamic_allocator=allocator)
+        self.scorer = _CachedScorer(policy.scorer)
+        self.distribution = DemandDistribution(prior=parse_mix(config.prior))
+        self.weights: dict[str, float] = self.distribution.weights()
+        self.arrivals = 0
+        self.nodes: dict[int, NodeState] = {}
+        self.ids: dict[str, int] = {}
+        self.groups: dict[int, dict[int, None]] = {}
+        self.fits: dict[PodDemand, dict[int, FitResult]] = {}
+        self.supply_of: dict[int, Counter[str]] = {}
+        self.result = PolicyResult(policy.name)
+        self.next_id = 0
+        for spec in nodes:
+            self.add_node(initial_node(spec.name, config.model, spec.gpus, config.world, config))
+
+    # --- node bookkeeping ------------------------------------------------------------------------------
+
+    def add_node(self, state: NodeState) -> int:
+        node_id = self.next_id
+        self.next_id += 1
+        self.ids[state.name] = node_id
+        self.result.capacity_slices += state.total_compute
+        self._enter(node_id, state)
+        return node_id
+
+    def remove_node(self, node_id: int) -> None:
+        state = self.nodes[node_id]
+        self._leave(node_id)
+        del self.ids[state.name]
+        self.result.capacity_slices -= state.total_compute
+
+    def _enter(self, node_id: int, state: NodeState) -> None:
+        self.nodes[node_id] = state
+        group = self.groups.get(state.state_id)
+        if group is None:
+            group = self.groups[state.state_id] = {}
+            for demand, fitting in self.fits.items():
+                found = evaluate(state, demand, self.policy_config)
+                if found.fits_now:
+                    fitting[state.state_id] = found
+        group[node_id] = None
+
+    def _leave(self, node_id: int) -> NodeState:
+        state = self.nodes.pop(node_id)
+        group = self.groups[state.state_id]
+        del group[node_id]
+        if not group:
+            del self.groups[state.state_id]
+            for fitting in self.fits.values():
+                fitting.pop(state.state_id, None)
+        return state
+
+    def set_node(self, node_id: int, state: NodeState) -> None:
+        self._leave(node_id)
+        self._enter(node_id, state)
+
+    def rep(self, state_id: int) -> NodeState:
+        return self.nodes[next(iter(self.groups[state_id]))]
+
+    def fitting(self, demand: PodDemand) -> dict[int, FitResult]:
+        found = self.fits.get(demand)
+        if found is None:
+            found = self.fits[demand] = {}
+            for state_id in self.groups:
+                result = evaluate(self.rep(state_id), demand, self.policy_config)
+                if result.fits_now:
+                    found[state_id] = result
+        return found
+
+    # --- deciding ---------------------------------------------------------------------------------------
+
+    def observe(self, pod: SimPod, now: float) -> None:
+        self.distribution.observe(pod.shape, pod.count, now)
+        self.arrivals += 1
+        if self.arrivals % self.config.weights_every == 0:
+            self.weights = self.distribution.weights(now)
+            self.scorer.cache.clear()
+
+    def choose(self, demand: PodDemand) -> tuple[int, FitResult] | None:
+        """The node the extender's scores pick (random among the top), and the fit there."""
+        fitting = self.fitting(demand)
+        if not fitting:
+            return None
+        candidates = [(self.rep(sid), result) for sid, result in fitting.items()]
+        self.scorer.demand = demand
+        normalized = scores(candidates, self.scorer, self.weights)
+        top = max(normalized)
+        tops = [candidates[i] for i, value in enumerate(normalized) if value == top]
+        total = sum(len(self.groups[node.state_id]) for node, _ in tops)
+        pick = self.rng.randrange(total)
+        for node, result in tops:
+            group = self.groups[node.state_id]
+            if pick < len(group):
+                return next(itertools.islice(group, pick, None)), result
+            pick -= len(group)
+        raise AssertionError("unreachable")
+
+    def allocate(self, node_id: int, demand: PodDemand, result: FitResult) -> list[tuple[int, Placement]]:
+        """Take the instances as the world's node-side allocator would; returns (gpu index, placement)."""
+        node = self.nodes[node_id]
+        gpus = {g.index: g for g in node.gpus}
+        taken: list[tuple[int, Placement]] = []
+        if self.config.world is World.STATIC:
+            for name, count in demand.mig:
+                free = [
+                    (g.index, i.placement)
+                    for g in node.gpus
+                    for i in g.instances
+                    if not i.used and i.profile is g.model.find_profile(name)
+                ]
+                taken.extend(self.rng.sample(free, count))
+        else:
+            taken = [(p.gpu_index, p.placement) for p in result.plan]
+        for index, placement in taken:
+            gpus[index] = gpus[index].with_used(placement)
+        self.set_node(node_id, node.replace_gpus(gpus.values()))
+        return taken
+
+    def place(self, pod: SimPod) -> tuple[int, list[tuple[int, Placement]]] | None:
+        chosen = self.choose(pod.demand)
+        if chosen is None:
+            return None
+        node_id, result = chosen
+        taken = self.allocate(node_id, pod.demand, result)
+        self.result.allocated_slices += pod.slices
+        self.result.pods_placed += 1
+        return node_id, taken
+
+    # --- re-layout ----------------------------------------------------------------------------------------
+
+    def relayout_candidates(self, exclude: Collection[int] = ()) -> list[NodeState]:
+        found = []
+        for group in self.groups.values():
+            node_id = next((n for n in group if n not in exclude), None)
+            if node_id is None:
+                continue
+            node = self.nodes[node_id]
+            if any(g.is_idle and not g.dynamic for g in node.gpus):
+                found.append(node)
+        found.sort(key=lambda n: self.ids[n.name])
+        return found
+
+    def supply(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for state_id, group in self.groups.items():
+            counts = self.supply_of.get(state_id)
+            if counts is None:
+                counts = self.supply_of[state_id] = free_supply([self.rep(state_id)])
+            for shape, value in counts.items():
+                total[shape] += value * len(group)
+        return total
+
+    def plan(self, waiting: Sequence[PodDemand], exclude: Collection[int] = ()) -> list[RelayoutPlan]:
+        if self.config.world is not World.STATIC or not self.config.relayout or not waiting:
+            return []
+        candidates = self.relayout_candidates(exclude)
+        if self.policy.planner == "ours":
+            return plan_relayouts(candidates, waiting, self.weights, self.supply())
+        return plan_naive(candidates, waiting)
+
+    def apply_plan(self, plan: RelayoutPlan) -> None:
+        node_id = self.ids[plan.node]
+        self.set_node(node_id, plan.apply(self.nodes[node_id]))
+        self.result.relayouts += 1
+        self.result.relayout_gpus += len(plan.gpus)
+
+    # --- fill -----------------------------------------------------------------------------------------------
+
+    def run_fill(self, pods: Sequence[SimPod]) -> PolicyResult:
+        started = time.perf_counter()
+        capacity = self.result.capacity_slices
+        every = max(1, len(pods) // self.config.curve_points)
+        for n, pod in enumerate(pods):
+            self.observe(pod, pod.arrival_s)
+            self.result.submitted_slices += pod.slices
+            placed = self.place(pod)
+            if placed is None:
+                for plan in self.plan([pod.demand]):
+                    self.apply_plan(plan)
+                placed = self.place(pod)
+            if placed is None:
+                self.result.pods_failed += 1
+                if self.result.first_failure_demand_ratio is None:
+                    self.result.first_failure_demand_ratio = self.result.submitted_slices / capacity
+            if n % every == 0 or n == len(pods) - 1:
+                self.result.curve.append(
+                    (self.result.submitted_slices / capacity, self.result.allocated_slices / capacity)
+                )
+        self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    # --- churn ------------------------------------------------------------------------------------------------
+
+    def run_churn(self, pods: Sequence[SimPod]) -> PolicyResult:
+        return Churn(self).run(pods)
+
+
+class _Event(enum.IntEnum):
+    # At equal times: departures first (they free room), then finished changes, then arrivals, then checks.
+    DEPART = 0
+    RELAYOUT_DONE = 1
+    NODE_READY = 2
+    ARRIVE = 3
+    SCALE_UP_CHECK = 4
+    SCALE_DOWN_CHECK = 5
+
+
+@dataclass
+class _Pending:
+    pod: SimPod
+    since: float
+
+
+class Churn:
+    """Arrivals and departures at trace times; re-layouts and new nodes take time; empty nodes go away."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.config = sim.config
+        self.events: list[tuple[float, int, int, Any]] = []
+        self.seq = itertools.count()
+        self.pending: dict[str, _Pending] = {}
+        self.running: dict[str, tuple[int, list[tuple[int, Placement]]]] = {}
+        self.changing: dict[int, RelayoutPlan] = {}
+        self.starting = 0
+        self.node_version: dict[int, int] = {}
+        self.waits: list[float] = []
+        self.now = 0.0
+        self.last = 0.0
+        self.node_seconds = 0.0
+
+    def push(self, when: float, kind: _Event, payload: Any) -> None:
+        heapq.heappush(self.events, (when, int(kind), next(self.seq), payload))
+
+    def live_nodes(self) -> int:
+        return len(self.sim.nodes)  # nodes under re-layout stay in sim.nodes, outside the groups
+
+    def advance(self, when: float) -> None:
+        self.node_seconds += (when - self.last) * (self.live_nodes() + self.starting)
+        self.last = when
+        self.now = when
+
+    def run(self, pods: Sequence[SimPod]) -> PolicyResult:
+        sim = self.sim
+        started = time.perf_counter()
+        for arriving in pods:
+            self.push(arriving.arrival_s, _Event.ARRIVE, arriving)
+        self.last = self.now = pods[0].arrival_s if pods else 0.0
+        sim.result.node_counts.append((self.now, self.live_nodes()))
+        for node_id in list(sim.nodes):
+            self.push(self.now + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, 0))
+        while self.events:
+            when, kind, _, payload = heapq.heappop(self.events)
+            self.advance(when)
+            if kind == _Event.ARRIVE:
+                pod: SimPod = payload
+                sim.observe(pod, when)
+                sim.result.submitted_slices += pod.slices
+                self.pending[pod.name] = _Pending(pod, when)
+                self.push(when + self.config.scale_up_after_s, _Event.SCALE_UP_CHECK, pod.name)
+            elif kind == _Event.DEPART:
+                self.depart(payload)
+            elif kind == _Event.RELAYOUT_DONE:
+                node_id = payload
+                plan = self.changing.pop(node_id)
+                sim._enter(node_id, plan.apply(sim.nodes.pop(node_id)))
+                version = self.node_version.get(node_id, 0)
+                self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, version))
+            elif kind == _Event.NODE_READY:
+                self.starting -= 1
+                node_id = sim.add_node(payload)
+                sim.result.nodes_added += 1
+                self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, 0))
+            elif kind == _Event.SCALE_UP_CHECK:
+                if payload in self.pending:
+                    self.scale_up()
+                continue
+            elif kind == _Event.SCALE_DOWN_CHECK:
+                self.scale_down(*payload)
+                continue
+            self.schedule_pending()
+            sim.result.node_counts.append((when, self.live_nodes() + self.starting))
+        sim.result.pods_failed = len(self.pending)
+        sim.result.node_hours = self.node_seconds / 3600.0
+        sim.result.mean_wait_s = sum(self.waits) / len(self.waits) if self.waits else None
+        capacity = max(1, sim.result.capacity_slices)
+        sim.result.curve.append((sim.result.submitted_slices / capacity, sim.result.allocated_slices / capacity))
+        sim.result.seconds = time.perf_counter() - started
+        return sim.result
+
+    def schedule_pending(self) -> None:
+        sim = self.sim
+        failed: set[PodDemand] = set()
+        for name in list(self.pending):
+            waiting = self.pending[name]
+            if waiting.pod.demand in failed:
+                continue
+            placed = sim.place(waiting.pod)
+            if placed is None:
+                failed.add(waiting.pod.demand)
+                continue
+            del self.pending[name]
+            node_id, taken = placed
+            self.node_version[node_id] = self.node_version.get(node_id, 0) + 1
+            self.running[name] = (node_id, taken)
+            self.waits.append(self.now - waiting.since)
+            self.push(self.now + waiting.pod.duration_s, _Event.DEPART, (name, waiting.pod.slices))
+        if self.pending and sim.config.relayout and sim.config.world is World.STATIC:
+            demands = list(dict.fromkeys(p.pod.demand for p in self.pending.values()))[:32]
+            for plan in sim.plan(demands, exclude=set(self.changing)):
+                node_id = sim.ids[plan.node]
+                self.changing[node_id] = plan
+                # Tainted while MIG Manager changes it: out of the groups, so it takes no pod meanwhile.
+                sim.nodes[node_id] = sim._leave(node_id)
+                sim.result.relayouts += 1
+                sim.result.relayout_gpus += len(plan.gpus)
+                self.push(self.now + self.config.relayout_delay_s, _Event.RELAYOUT_DONE, node_id)
+
+    def depart(self, payload: tuple[str, int]) -> None:
+        sim = self.sim
+        name, slices = payload
+        node_id, taken = self.running.pop(name)
+        node = sim.nodes[node_id]
+        gpus = {g.index: g for g in node.gpus}
+        for index, placement in taken:
+            gpus[index] = release(gpus[index], placement)
+        state = node.replace_gpus(gpus.values())
+        if node_id in self.changing:
+            sim.nodes[node_id] = state
+        else:
+            sim.set_node(node_id, state)
+        sim.result.allocated_slices -= slices
+        version = self.node_version.get(node_id, 0)
+        if state.is_idle:
+            self.push(self.now + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, version))
+
+    def scale_up(self) -> None:
+        """Pods have waited past the threshold: add nodes if no layout of any node hosts them."""
+        sim = self.sim
+        if not self.config.autoscale or self.starting:
+            return
+        in_flight = {d for plan in self.changing.values() for d in plan.hosts}
+        overdue = [
+            p
+            for p in self.pending.values()
+            if self.now - p.since >= self.config.scale_up_after_s and p.pod.demand not in in_flight
+        ]
+        needed = 0
+        for waiting in overdue:
+            hosted = any(
+                evaluate(sim.rep(sid), waiting.pod.demand, sim.policy_config).verdict
+                in (Verdict.FITS_NOW, Verdict.RELAYOUT)
+                for sid in sim.groups
+            )
+            if not hosted or sim.config.world is not World.STATIC or not sim.config.relayout:
+                needed += waiting.pod.slices
+        if not needed:
+            return
+        per_node = self.config.new_node_gpus * self.config.model.compute_slices
+        for _ in range(min(10, math.ceil(needed / per_node))):
+            name = f"sim-new-{sim.next_id + self.starting:06d}"
+            state = initial_node(name, self.config.model, self.config.new_node_gpus, self.config.world, self.config)
+            self.starting += 1
+            self.push(self.now + self.config.node_startup_s, _Event.NODE_READY, state)
+
+    def scale_down(self, node_id: int, version: int) -> None:
+        sim = self.sim
+        state = sim.nodes.get(node_id)
+        if state is None or node_id in self.changing or self.node_version.get(node_id, 0) != version:
+            return
+        if state.is_idle:
+            sim.remove_node(node_id)
+            sim.result.nodes_removed += 1
+            sim.result.node_counts.append((self.now, self.live_nodes() + self.starting))

@@ -1,0 +1,102 @@
+"""`mig-extender serve --snapshot` as a user runs it: answers, then stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import DEMO_SNAPSHOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_a_snapshot_and_stop_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "extender",
+            "serve",
+            "--snapshot",
+            str(DEMO_SNAPSHOT),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-format",
+            "json",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < deadline, "not ready in 30 s"
+                time.sleep(0.1)
+        body = json.dumps(
+            {
+                "Pod": {
+                    "metadata": {"name": "p", "namespace": "ml"},
+                    "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/mig-3g.40gb": "1"}}}]},
+                },
+                "Nodes": None,
+                "NodeNames": ["h100-exact", "a100-balanced"],
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/filter", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read())["NodeNames"] == ["h100-exact"]
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+    lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith("{")]
+    assert any(entry["message"] == "stopping on signal" for entry in lines)
+
+
+def test_a_missing_snapshot_is_a_clear_error() -> None:
+    result = subprocess.run(  # noqa: PLW1510 - the exit code is what is tested
+        [
+            sys.executable,
+            "-m",
+            "extender",
+            "serve",
+            "--snapshot",
+            "/nonexistent.yaml",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot read snapshot /nonexistent.yaml: No such file or directory" in result.stderr
