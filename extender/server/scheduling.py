@@ -49,13 +49,24 @@ def _uid_of(pod: Mapping[str, Any]) -> str:
     return str(metadata.get("uid") or f"{metadata.get('namespace', 'default')}/{metadata.get('name')}")
 
 
+@dataclass(slots=True)
+class _Group:
+    """Candidate nodes (by position in the request) that share one state, hence one fit and one score."""
+
+    state: NodeState
+    positions: list[int]
+    fit: FitResult | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     """Per-request state, computed once (kube-scheduler's CycleState)."""
 
     uid: str
     demand: PodDemand
-    states: list[NodeState | None]
+    groups: list[_Group]
+    unknown: list[int]
+    """Positions of nodes the view does not know."""
 
 
 class SchedulingService:
@@ -92,7 +103,6 @@ class SchedulingService:
             demand = pod_demand(args.pod)
         except DemandError as exc:
             raise BadRequest(f"ExtenderArgs.Pod: {exc}") from None
-        uid = _uid_of(args.pod)
         if args.nodes is not None:
             states: list[NodeState | None] = []
             for raw in args.nodes:
@@ -102,7 +112,22 @@ class SchedulingService:
                     raise BadRequest(f"ExtenderArgs.Nodes.items: {exc}") from None
         else:
             states = self.view.node_states_for(args.candidate_names())
-        return _Request(uid, demand, states)
+        # Group nodes by state: a fleet has far fewer distinct states than nodes.
+        groups: dict[int, _Group] = {}
+        unknown: list[int] = []
+        for position, state in enumerate(states):
+            if state is None:
+                unknown.append(position)
+                continue
+            group = groups.get(state.state_id)
+            if group is None:
+                groups[state.state_id] = _Group(state, [position])
+            else:
+                group.positions.append(position)
+        request = _Request(_uid_of(args.pod), demand, list(groups.values()), unknown)
+        if demand.mig or demand.gpus:
+            self._fit_groups(request)
+        return request
 
     def _observe(self, request: _Request) -> None:
         """Learn the demand mix from each pod once (kube-scheduler retries pods many times)."""
@@ -115,22 +140,16 @@ class SchedulingService:
             if shape:
                 self.distribution.observe(shape, count, now)
 
-    def _fits(self, request: _Request) -> list[FitResult | None]:
-        """One fit per distinct node state and demand, remembered across requests (states repeat)."""
+    def _fit_groups(self, request: _Request) -> None:
+        """One fit per node state and demand, remembered across requests (states repeat)."""
         memo = self._fit_memos.get(request.demand)
         if memo is None or len(memo) > 200_000:
             memo = self._fit_memos[request.demand] = {}
-        results: list[FitResult | None] = []
-        append = results.append
-        for state in request.states:
-            if state is None:
-                append(None)
-                continue
-            result = memo.get(state.state_id)
+        for group in request.groups:
+            result = memo.get(group.state.state_id)
             if result is None:
-                result = memo[state.state_id] = evaluate(state, request.demand, self.policy)
-            append(result)
-        return results
+                result = memo[group.state.state_id] = evaluate(group.state, request.demand, self.policy)
+            group.fit = result
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -144,29 +163,23 @@ class SchedulingService:
             return filter_result(args, range(len(names)), {}, {})
         self._observe(request)
         passed: list[int] = []
-        failed: dict[str, str] = {}
+        failed = dict.fromkeys((names[i] for i in request.unknown), UNKNOWN_NODE)
         unresolvable: dict[str, str] = {}
         counts: Counter[tuple[str, str]] = Counter()
-        # Outcome per distinct node state; the per-node loop only files names.
-        outcomes: dict[int, tuple[Outcome, FitResult]] = {}
-        for index, (name, result) in enumerate(zip(names, self._fits(request))):
-            if result is None:
-                failed[name] = UNKNOWN_NODE
-                counts[(str(Outcome.UNSCHEDULABLE), "unknown-node")] += 1
-                continue
-            known = outcomes.get(id(result))
-            if known is None:
-                known = outcomes[id(result)] = (outcome_of(result), result)
-            outcome = known[0]
+        if request.unknown:
+            counts[(str(Outcome.UNSCHEDULABLE), "unknown-node")] = len(request.unknown)
+        for group in request.groups:
+            assert group.fit is not None
+            outcome = outcome_of(group.fit)
             if outcome is Outcome.SUCCESS:
-                passed.append(index)
-            elif outcome is Outcome.UNSCHEDULABLE:
-                failed[name] = result.reason
+                passed.extend(group.positions)
             else:
-                unresolvable[name] = result.reason
-            counts[(outcome, result.verdict)] += 1
+                target = failed if outcome is Outcome.UNSCHEDULABLE else unresolvable
+                target.update(dict.fromkeys((names[i] for i in group.positions), group.fit.reason))
+            counts[(str(outcome), str(group.fit.verdict))] += len(group.positions)
         for (outcome_label, verdict), count in counts.items():
-            self.metrics.filter_outcomes.labels(str(outcome_label), str(verdict)).inc(count)
+            self.metrics.filter_outcomes.labels(outcome_label, verdict).inc(count)
+        passed.sort()  # answer in the order kube-scheduler asked
         if not passed:
             self.on_unschedulable(request.uid)
         elif len(passed) == 1:
@@ -178,21 +191,19 @@ class SchedulingService:
         request = self._prepare(args)
         names = args.candidate_names()
         self.metrics.nodes_per_request.labels("prioritize").observe(len(names))
-        if not request.demand.mig and not request.demand.gpus:
-            return host_priorities(names, [0] * len(names))
-        weights, memo = self._scoring_state(request.demand)
-        candidates = []
-        positions = []
-        for index, (state, result) in enumerate(zip(request.states, self._fits(request))):
-            if state is not None and result is not None:
-                candidates.append((state, result))
-                positions.append(index)
         node_scores = [0] * len(names)
-        for index, score in zip(positions, scores(candidates, self.scorer, weights, memo)):
-            node_scores[index] = score
-        best = max(range(len(names)), key=lambda i: node_scores[i], default=None)
-        if best is not None and candidates and any(r.fits_now for _, r in candidates):
-            self._assume(request, names[best])
+        if not request.demand.mig and not request.demand.gpus:
+            return host_priorities(names, node_scores)
+        weights, memo = self._scoring_state(request.demand)
+        candidates = [(g.state, g.fit) for g in request.groups if g.fit is not None]
+        best: tuple[int, int] | None = None  # (score, first position)
+        for group, score in zip(request.groups, scores(candidates, self.scorer, weights, memo)):
+            for position in group.positions:
+                node_scores[position] = score
+            if group.fit is not None and group.fit.fits_now and (best is None or score > best[0]):
+                best = (score, group.positions[0])
+        if best is not None:
+            self._assume(request, names[best[1]])
         return host_priorities(names, node_scores)
 
     def _scoring_state(self, demand: PodDemand) -> tuple[Mapping[str, float], dict[int, float]]:
