@@ -81,6 +81,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from .model.fragmentation import parse_mix
+    from .report import build_report, load_view, render_png, render_text
+
+    try:
+        settings = load_settings({"snapshot": args.snapshot, "kubeconfig": args.kubeconfig}, config_file=args.config)
+        weights = parse_mix(args.mix or settings.demand_prior)
+    except (SettingsError, ValueError) as exc:
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+    try:
+        view, source = load_view(settings)
+    except (SnapshotError, ConfigException) as exc:
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a live cluster that cannot be listed: say why, without a traceback
+        print(f"mig-extender: listing the cluster failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    total = sum(weights.values()) or 1.0
+    report = build_report(view, {k: v / total for k, v in weights.items()}, source)
+    sys.stdout.write(render_text(report, args.max_nodes))
+    if args.png:
+        try:
+            pathlib.Path(args.png).write_bytes(render_png(report, args.png_max_nodes))
+        except OSError as exc:
+            print(f"mig-extender: cannot write {args.png}: {exc.strerror}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.png}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate.command import main as simulate
+
+    return simulate(args)
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(describe())
     return 0
@@ -115,6 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML or JSON file of settings (see 'mig-extender settings')")
     _add_setting_flags(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    report = commands.add_parser(
+        "report", help="map the fleet's GPUs and MIG slices (used, free, stranded) as text, and as a PNG with --png"
+    )
+    where = report.add_mutually_exclusive_group()
+    where.add_argument("--snapshot", help="a snapshot file, as for 'serve' (default: the live cluster)")
+    where.add_argument("--kubeconfig", help="kubeconfig of the live cluster (default: the pod's service account)")
+    report.add_argument("--config", help="YAML or JSON file of settings (the mig-parted ConfigMap, the demand prior)")
+    report.add_argument("--png", metavar="FILE", help="also write the map as a PNG image to FILE")
+    report.add_argument("--mix", help="demand mix for F, by name or as 1g=0.5,3g=0.5 (default: demand_prior)")
+    report.add_argument("--max-nodes", type=int, metavar="N", help="show the first N nodes by name (default: all)")
+    report.add_argument(
+        "--png-max-nodes", type=int, default=400, metavar="N", help="nodes drawn in the PNG at most (default: 400)"
+    )
+    report.set_defaults(handler=cmd_report)
+
+    from .simulate.command import add_arguments as simulate_arguments
+
+    simulate = commands.add_parser("simulate", help="trace-driven placement simulator: every policy in one world")
+    simulate_arguments(simulate)
+    simulate.set_defaults(handler=cmd_simulate)
 
     settings = commands.add_parser("settings", help="print every setting with its default and why (Markdown)")
     settings.set_defaults(handler=cmd_settings)

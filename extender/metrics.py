@@ -1,17 +1,266 @@
-"""Prometheus metrics, prefix ``mig_extender_``; one registry per process (per app in tests)."""
+"""Prometheus metrics, prefix ``mig_extender_``; one registry per process (per app in tests).
+
+Three kinds of series (every one is listed in ``docs/metrics.md``):
+
+- counters and histograms that the request path, the watch and the annotator update;
+- the view's health, read at scrape time (:class:`_ViewCollector`);
+- the fleet's slices and fragmentation, computed at scrape time from the view's node states
+  (:class:`_FleetCollector`): per node and model, per model (bounded), and per GPU only when ``per_gpu``.
+
+The slice accounting (used, free and stranded compute slices, the largest profile that still fits) is pure
+and lives here, above the model, so that the metrics and ``mig-extender report`` count the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .model.catalog import GpuModel, Profile
+from .model.fit import Verdict
+from .model.fragmentation import NAMED_MIXES, unusable_by_shape
+from .model.placement import max_instances
+from .model.policy import Outcome
+from .model.state import Fidelity, GpuState, NodeState
 from .view.store import ClusterView, Kind
 
 # Filter + prioritize must stay far below kube-scheduler's 5 s httpTimeout: resolve the low end finely.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+VERBS = ("filter", "prioritize")
+UNKNOWN_NODE_VERDICT = "unknown-node"  # the verdict label the scheduling service counts for unknown nodes
+
+WeightsProvider = Callable[[], Mapping[str, float]]
+
+# --- slice accounting (pure; shared with ``extender.report``) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SliceCounts:
+    """One GPU state's compute slices, and what can still be placed on it.
+
+    ``free`` includes ``stranded``: ``capacity == used + free``. ``stranded`` are free compute slices that no
+    combination of base-profile instances could use: free minus the most compute slices that the free
+    pre-made instances (static GPUs), or the best set of new legal placements (dynamic GPUs), provide.
+    """
+
+    capacity: int
+    used: int
+    free: int
+    stranded: int
+    largest: Profile | None
+    """The base profile with the most compute slices that has a free instance (static) or a free legal
+    placement within its instance limit (dynamic); None when none has."""
+    free_instances: tuple[tuple[Profile, int], ...]
+    """Per base profile: free instances (static), or how many more a stream of that profile could get
+    (dynamic). Counts of different profiles on one dynamic GPU are alternatives, not a sum."""
+    unusable: tuple[tuple[str, float], ...]
+    """Per profile shape: free compute slices a stream of that shape could not use (the model's F terms)."""
+
+    @property
+    def largest_slices(self) -> int:
+        return self.largest.compute_slices if self.largest is not None else 0
+
+
+def _room(gpu: GpuState, profile: Profile) -> int:
+    """How many more instances of ``profile`` the GPU could get (a stream of one profile)."""
+    if not gpu.mig_enabled:
+        return 0
+    if gpu.dynamic:
+        return min(profile.max_instances - gpu.existing_count(profile), max_instances(gpu.model, profile, gpu.occupied))
+    return gpu.free_count(profile)
+
+
+@cache
+def _packable(model: GpuModel, occupied: int, existing: tuple[int, ...]) -> int:
+    """Most compute slices new base-profile instances could take on a dynamic GPU (a small exact search).
+
+    ``existing`` counts instances per base profile (in ``model.base_profiles`` order), for their limits.
+    Placements are chosen by increasing start: at each free memory slice, leave it or start one there.
+    """
+    profiles = model.base_profiles
+
+    @cache
+    def best(position: int, counts: tuple[int, ...]) -> int:
+        if position >= model.memory_slices:
+            return 0
+        if occupied >> position & 1:
+            return best(position + 1, counts)
+        result = best(position + 1, counts)
+        for k, profile in enumerate(profiles):
+            if position not in profile.starts or counts[k] >= profile.max_instances:
+                continue
+            if profile.occupancy(position) & occupied or position + profile.memory_slices > model.memory_slices:
+                continue
+            after = (*counts[:k], counts[k] + 1, *counts[k + 1 :])
+            result = max(result, profile.compute_slices + best(position + profile.memory_slices, after))
+        return result
+
+    return best(0, existing)
+
+
+_COUNTS: dict[tuple[object, ...], SliceCounts] = {}
+
+
+def slice_counts(gpu: GpuState) -> SliceCounts:
+    """The GPU's :class:`SliceCounts`, cached by GPU state (model, instances, use), not by index."""
+    cached = _COUNTS.get(gpu.key)
+    if cached is None:
+        if len(_COUNTS) > 100_000:  # distinct GPU states are few; this only bounds a pathological churn
+            _COUNTS.clear()
+        cached = _COUNTS[gpu.key] = _slice_counts(gpu)
+    return cached
+
+
+def _slice_counts(gpu: GpuState) -> SliceCounts:
+    model = gpu.model
+    capacity = model.compute_slices
+    used = gpu.used_compute
+    free = capacity - used
+    rooms = tuple((p, _room(gpu, p)) for p in model.base_profiles)
+    if not gpu.mig_enabled:
+        usable = free  # a whole-GPU pod can take an idle MIG-disabled GPU: nothing is stranded
+    elif gpu.dynamic:
+        existing = tuple(gpu.existing_count(p) for p in model.base_profiles)
+        usable = _packable(model, gpu.occupied, existing)
+    else:
+        usable = sum(p.compute_slices * room for p, room in rooms)
+    largest = max((p for p, room in rooms if room > 0), key=lambda p: (p.compute_slices, p.memory_slices), default=None)
+    return SliceCounts(
+        capacity=capacity,
+        used=used,
+        free=free,
+        stranded=max(0, free - usable),
+        largest=largest,
+        free_instances=rooms,
+        unusable=unusable_by_shape(gpu),
+    )
+
+
+def source_of(fidelity: Fidelity) -> str:
+    """Where a node's layout was read from, for its fidelity."""
+    return {
+        Fidelity.EXACT: "node-annotation",
+        Fidelity.LAYOUT: "mig-parted-config",
+        Fidelity.COUNTS: "allocatable",
+    }[fidelity]
+
+
+def gpu_mode(gpu: GpuState) -> str:
+    if not gpu.mig_enabled:
+        return "mig-disabled"
+    return "dynamic" if gpu.dynamic else "static"
+
+
+def node_mode(node: NodeState) -> str:
+    modes = {"dynamic" if g.dynamic else "static" for g in node.gpus}
+    return modes.pop() if len(modes) == 1 else "mixed"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSlices:
+    """A node's GPUs of one model, added up."""
+
+    model: GpuModel
+    gpus: tuple[tuple[int, SliceCounts], ...]
+    capacity: int
+    used: int
+    free: int
+    stranded: int
+    largest: Profile | None
+    unusable: tuple[tuple[str, float], ...]
+    """Per shape, summed over the GPUs: F is their dot product with the demand mix."""
+    free_instances: tuple[tuple[str, int], ...]
+    """Per base profile name, summed over the GPUs (see :attr:`SliceCounts.free_instances`)."""
+
+    @property
+    def largest_slices(self) -> int:
+        return self.largest.compute_slices if self.largest is not None else 0
+
+    def fragmentation(self, weights: Mapping[str, float]) -> float:
+        return sum(weights.get(shape, 0.0) * value for shape, value in self.unusable)
+
+
+def _model_slices(model: GpuModel, gpus: list[tuple[int, SliceCounts]]) -> ModelSlices:
+    unusable: dict[str, float] = {}
+    instances: dict[str, int] = {}
+    for _, counts in gpus:
+        for shape, value in counts.unusable:
+            unusable[shape] = unusable.get(shape, 0.0) + value
+        for profile, room in counts.free_instances:
+            instances[profile.name] = instances.get(profile.name, 0) + room
+    largest = max(
+        (c.largest for _, c in gpus if c.largest is not None),
+        key=lambda p: (p.compute_slices, p.memory_slices),
+        default=None,
+    )
+    return ModelSlices(
+        model=model,
+        gpus=tuple(gpus),
+        capacity=sum(c.capacity for _, c in gpus),
+        used=sum(c.used for _, c in gpus),
+        free=sum(c.free for _, c in gpus),
+        stranded=sum(c.stranded for _, c in gpus),
+        largest=largest,
+        unusable=tuple(sorted(unusable.items())),
+        free_instances=tuple(instances.items()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSlices:
+    name: str
+    fidelity: Fidelity
+    mode: str
+    strategy: str
+    models: tuple[ModelSlices, ...]
+    gpu_modes: tuple[tuple[str, str], ...]
+    """(model name, GPU mode) per GPU."""
+
+
+def node_slices(node: NodeState) -> NodeSlices:
+    """The slice accounting of one node, per GPU model (a node normally has one)."""
+    by_model: dict[GpuModel, list[tuple[int, SliceCounts]]] = {}
+    for gpu in node.gpus:
+        by_model.setdefault(gpu.model, []).append((gpu.index, slice_counts(gpu)))
+    return NodeSlices(
+        name=node.name,
+        fidelity=node.fidelity,
+        mode=node_mode(node),
+        strategy=str(node.strategy),
+        models=tuple(_model_slices(m, gpus) for m, gpus in sorted(by_model.items(), key=lambda kv: kv[0].name)),
+        gpu_modes=tuple((g.model.name, gpu_mode(g)) for g in node.gpus),
+    )
+
+
+def default_weights() -> dict[str, float]:
+    """The uniform mix, normalised: what F uses until a weights provider (the learned mix) is set."""
+    total = sum(NAMED_MIXES["uniform"].values())
+    return {k: v / total for k, v in NAMED_MIXES["uniform"].items()}
+
+
+def fragmentation_ratio(nodes: Iterable[NodeSlices], weights: Mapping[str, float]) -> tuple[float, float, int]:
+    """(cluster F, F / free compute slices, free compute slices).
+
+    The same figure as ``model.fragmentation.fragmentation_ratio``, from the cached summaries.
+    """
+    total_f = 0.0
+    total_free = 0
+    for node in nodes:
+        for group in node.models:
+            total_f += group.fragmentation(weights)
+            total_free += group.free
+    return total_f, (total_f / total_free if total_free else 0.0), total_free
+
+
+# --- collectors ------------------------------------------------------------------------------------------
 
 
 class _ViewCollector(Collector):
@@ -57,10 +306,231 @@ class _ViewCollector(Collector):
             yield family
 
 
+_STATES = ("used", "free", "stranded")
+
+
+@dataclass
+class _Fleet:
+    """Fleet-wide sums gathered while the per-node series are written (bounded label sets only)."""
+
+    slices: Tally[tuple[str, str]] = field(default_factory=Tally)
+    free_instances: Tally[tuple[str, str]] = field(default_factory=Tally)
+    nodes: Tally[tuple[str, str, str]] = field(default_factory=Tally)
+    gpus: Tally[tuple[str, str]] = field(default_factory=Tally)
+    largest_fit: Tally[tuple[str, int]] = field(default_factory=Tally)
+    fragmentation: dict[str, float] = field(default_factory=dict)
+    models: dict[str, GpuModel] = field(default_factory=dict)
+
+
+def _gauge(name: str, text: str, *labels: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, text, labels=list(labels))
+
+
+class _FleetCollector(Collector):
+    """Slices, the largest fitting profile and fragmentation of every GPU node, computed at scrape time.
+
+    A node's accounting is cached by the identity of its :class:`NodeState`: the view hands out the same
+    object until something about the node changes, so a scrape of an unchanged 5,000-node fleet is a pass
+    over cached summaries plus one short dot product per node for F (the demand mix moves with time).
+    """
+
+    def __init__(self, view: ClusterView, metrics: Metrics) -> None:
+        self.view = view
+        self.metrics = metrics
+        self._cache: dict[str, tuple[NodeState, NodeSlices]] = {}
+
+    def summaries(self) -> list[NodeSlices]:
+        cache: dict[str, tuple[NodeState, NodeSlices]] = {}
+        for state in self.view.node_states():
+            if not state.gpus:
+                continue
+            hit = self._cache.get(state.name)
+            summary = hit[1] if hit is not None and hit[0] is state else node_slices(state)
+            cache[state.name] = (state, summary)
+        self._cache = cache
+        return [summary for _, summary in cache.values()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        started = time.perf_counter()
+        weights = dict(self.metrics.weights())
+        nodes = self.summaries()
+        fleet = _Fleet()
+        yield from self._per_node(nodes, weights, fleet)
+        if self.metrics.per_gpu:
+            yield from self._per_gpu(nodes, weights)
+        yield from self._fleet(fleet)
+        yield from self._cluster(fleet, weights)
+        took = _gauge("mig_extender_fleet_collect_seconds", "Time the last scrape spent computing the fleet metrics.")
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+    @staticmethod
+    def _per_node(nodes: list[NodeSlices], weights: Mapping[str, float], fleet: _Fleet) -> Iterator[GaugeMetricFamily]:
+        slices = _gauge(
+            "mig_extender_node_compute_slices",
+            "Compute slices of a node's GPUs of one model, by state: used, free (includes stranded), stranded "
+            "(free, but no base-profile instance can use them).",
+            "node",
+            "model",
+            "state",
+        )
+        largest = _gauge(
+            "mig_extender_node_largest_fitting_profile_slices",
+            "Compute slices of the largest base MIG profile that still fits on one of the node's GPUs (0: none).",
+            "node",
+            "model",
+        )
+        fragmentation = _gauge(
+            "mig_extender_node_fragmentation",
+            "Fragmentation F of the node's GPUs of one model under the current demand mix, in compute slices.",
+            "node",
+            "model",
+        )
+        info = _gauge(
+            "mig_extender_node_info",
+            "1 per GPU node: where its layout was read from (source), how exactly it is known (fidelity), "
+            "its GPU mode and MIG strategy.",
+            "node",
+            "source",
+            "fidelity",
+            "mode",
+            "strategy",
+        )
+        for node in nodes:
+            source = source_of(node.fidelity)
+            info.add_metric([node.name, source, str(node.fidelity), node.mode, node.strategy], 1)
+            fleet.nodes[(source, str(node.fidelity), node.mode)] += 1
+            for model_name, mode in node.gpu_modes:
+                fleet.gpus[(model_name, mode)] += 1
+            for group in node.models:
+                model = group.model.name
+                fleet.models[model] = group.model
+                for state, value in zip(_STATES, (group.used, group.free, group.stranded)):
+                    slices.add_metric([node.name, model, state], value)
+                    fleet.slices[(model, state)] += value
+                largest.add_metric([node.name, model], group.largest_slices)
+                node_f = group.fragmentation(weights)
+                fragmentation.add_metric([node.name, model], node_f)
+                fleet.fragmentation[model] = fleet.fragmentation.get(model, 0.0) + node_f
+                fleet.largest_fit[(model, group.largest_slices)] += 1
+                for profile_name, room in group.free_instances:
+                    fleet.free_instances[(model, profile_name)] += room
+        yield from (slices, largest, fragmentation, info)
+
+    @staticmethod
+    def _per_gpu(nodes: list[NodeSlices], weights: Mapping[str, float]) -> Iterator[GaugeMetricFamily]:
+        slices = _gauge(
+            "mig_extender_gpu_compute_slices",
+            "Compute slices of one GPU by state (used, free, stranded); only with per-GPU metrics on.",
+            "node",
+            "gpu",
+            "model",
+            "state",
+        )
+        largest = _gauge(
+            "mig_extender_gpu_largest_fitting_profile_slices",
+            "Compute slices of the largest base MIG profile that still fits on the GPU (0: none); per-GPU.",
+            "node",
+            "gpu",
+            "model",
+        )
+        fragmentation = _gauge(
+            "mig_extender_gpu_fragmentation",
+            "Fragmentation F of one GPU under the current demand mix, in compute slices; per-GPU.",
+            "node",
+            "gpu",
+            "model",
+        )
+        for node in nodes:
+            for group in node.models:
+                for index, counts in group.gpus:
+                    labels = [node.name, str(index), group.model.name]
+                    for state, value in zip(_STATES, (counts.used, counts.free, counts.stranded)):
+                        slices.add_metric([*labels, state], value)
+                    largest.add_metric(labels, counts.largest_slices)
+                    fragmentation.add_metric(labels, sum(weights.get(s, 0.0) * u for s, u in counts.unusable))
+        yield from (slices, largest, fragmentation)
+
+    @staticmethod
+    def _fleet(fleet: _Fleet) -> Iterator[GaugeMetricFamily]:
+        slices = _gauge(
+            "mig_extender_compute_slices",
+            "Compute slices of the fleet's GPUs per model, by state (used, free including stranded, stranded).",
+            "model",
+            "state",
+        )
+        for (model, state), value in sorted(fleet.slices.items()):
+            slices.add_metric([model, state], value)
+        instances = _gauge(
+            "mig_extender_free_instances",
+            "Per model and base profile: free MIG instances (static GPUs) plus, on dynamic GPUs, how many more "
+            "instances of that profile alone each GPU could get.",
+            "model",
+            "profile",
+        )
+        for (model, profile), value in sorted(fleet.free_instances.items()):
+            instances.add_metric([model, profile], value)
+        by_fit = _gauge(
+            "mig_extender_nodes_by_largest_fitting_profile",
+            "GPU nodes per model by the compute slices of the largest base profile that still fits on them.",
+            "model",
+            "slices",
+        )
+        for model, gpu_model in sorted(fleet.models.items()):
+            for size in sorted({0, *(p.compute_slices for p in gpu_model.base_profiles)}):
+                by_fit.add_metric([model, str(size)], fleet.largest_fit[(model, size)])
+        nodes = _gauge(
+            "mig_extender_nodes", "GPU nodes by layout source, fidelity and mode.", "source", "fidelity", "mode"
+        )
+        for (source, fidelity, mode), value in sorted(fleet.nodes.items()):
+            nodes.add_metric([source, fidelity, mode], value)
+        gpus = _gauge("mig_extender_gpus", "GPUs by model and mode (static, dynamic, mig-disabled).", "model", "mode")
+        for (model, mode), value in sorted(fleet.gpus.items()):
+            gpus.add_metric([model, mode], value)
+        fragmentation = _gauge(
+            "mig_extender_fragmentation", "Sum of F over the fleet's GPUs of one model, in compute slices.", "model"
+        )
+        for model, f in sorted(fleet.fragmentation.items()):
+            fragmentation.add_metric([model], f)
+        yield from (slices, instances, by_fit, nodes, gpus, fragmentation)
+
+    @staticmethod
+    def _cluster(fleet: _Fleet, weights: Mapping[str, float]) -> Iterator[GaugeMetricFamily]:
+        # fragmentation_ratio() over the same summaries, from the sums the per-node pass already made
+        total_f = sum(fleet.fragmentation.values())
+        total_free = sum(value for (_, state), value in fleet.slices.items() if state == "free")
+        ratio = total_f / total_free if total_free else 0.0
+        cluster_f = _gauge("mig_extender_cluster_fragmentation", "Sum of F over every GPU node, in compute slices.")
+        cluster_f.add_metric([], total_f)
+        cluster_ratio = _gauge(
+            "mig_extender_cluster_fragmentation_ratio",
+            "Cluster F divided by the fleet's free compute slices: 0 when every free slice is usable, 1 when none.",
+        )
+        cluster_ratio.add_metric([], ratio)
+        share = _gauge(
+            "mig_extender_demand_share",
+            "The demand mix D that F and the scores use: share of recent MIG requests per profile shape.",
+            "shape",
+        )
+        for shape, value in sorted(weights.items()):
+            share.add_metric([shape], value)
+        yield from (cluster_f, cluster_ratio, share)
+
+
 class Metrics:
-    def __init__(self, view: ClusterView | None = None) -> None:
+    def __init__(
+        self,
+        view: ClusterView | None = None,
+        *,
+        per_gpu: bool = False,
+        weights_provider: WeightsProvider | None = None,
+    ) -> None:
         # The *_created series double every counter's cardinality and no dashboard reads them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.per_gpu = per_gpu
+        """Export per-GPU series (node x GPU index): off by default, it multiplies the fleet series by 8."""
+        self.weights_provider = weights_provider
+        """The demand mix for F (``SchedulingService.weights``); the uniform mix until it is set."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.request_seconds = Histogram(
@@ -108,8 +578,36 @@ class Metrics:
             ["profile", "verdict"],
             registry=r,
         )
+        self._initialise_series()
+        self.fleet: _FleetCollector | None = None
         if view is not None:
             r.register(_ViewCollector(view))
+            self.fleet = _FleetCollector(view, self)
+            r.register(self.fleet)
+
+    def _initialise_series(self) -> None:
+        """Create the known label sets at 0, so that rates and alerts see a 0 rather than no series."""
+        for verb in VERBS:
+            self.request_seconds.labels(verb)
+            self.nodes_per_request.labels(verb)
+            for status in ("400", "413", "internal"):
+                self.bad_requests.labels(verb, status)
+        for verdict in Verdict:
+            if verdict is Verdict.FITS_NOW:
+                outcome = Outcome.SUCCESS
+            else:
+                outcome = Outcome.UNSCHEDULABLE if verdict.preemption_may_help else Outcome.UNRESOLVABLE
+            self.filter_outcomes.labels(str(outcome), str(verdict))
+        self.filter_outcomes.labels(str(Outcome.UNSCHEDULABLE), UNKNOWN_NODE_VERDICT)
+        for kind in Kind:
+            self.relists.labels(str(kind))
+            self.watch_restarts.labels(str(kind), "gone")
+        for result in ("ok", "error"):
+            self.annotation_patches.labels(result)
+
+    def weights(self) -> Mapping[str, float]:
+        provider = self.weights_provider
+        return provider() if provider is not None else default_weights()
 
     # WatchObserver
     def restarted(self, kind: Kind, reason: str) -> None:

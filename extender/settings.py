@@ -132,6 +132,12 @@ class Settings:
         default=10.0,
         metadata=_doc("How often pending MIG pods are re-evaluated for verdicts, besides right after a filter."),
     )
+    metrics_per_gpu: bool = field(
+        default=False,
+        metadata=_doc(
+            "Export per-GPU fleet series (mig_extender_gpu_*), about 5 per GPU: off by default for cardinality."
+        ),
+    )
     log_format: str = field(default="text", metadata=_doc("text or json (one JSON object per line)."))
     log_level: str = field(default="INFO", metadata=_doc("Python logging level."))
     access_log: bool = field(

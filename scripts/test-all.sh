@@ -8,4 +8,5 @@ echo "== mypy --strict extender"; mypy extender
 echo "== import layers"; lint-imports
 echo "== control plane binaries (kube-apiserver, kube-scheduler, etcd from Go modules; cached)"
 bash scripts/build-control-plane.sh
+echo "== Prometheus (Debian package, for tests/prometheus)"; bash scripts/install-prometheus.sh
 echo "== pytest"; python3 -m pytest -q "$@"

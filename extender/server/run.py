@@ -67,7 +67,7 @@ async def serve(settings: Settings) -> int:
         config_ref=ConfigMapRef(settings.mig_parted_namespace, settings.mig_parted_configmap, settings.mig_parted_key),
         assume_ttl_s=settings.assume_ttl_s,
     )
-    metrics = Metrics(view)
+    metrics = Metrics(view, per_gpu=settings.metrics_per_gpu)
     roots: dict[str, Coroutine[Any, Any, None]] = {}
     api = None
     if settings.snapshot:
@@ -93,6 +93,7 @@ async def serve(settings: Settings) -> int:
         )
         roots["annotator"] = annotator.run()
     service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
+    metrics.weights_provider = service.weights
     app = build_app(settings, view, metrics, service)
     runner = web.AppRunner(
         app,

@@ -6,6 +6,7 @@ verdict annotations): a 100,000-pod view stays small, and no client model object
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,24 @@ def _string_map(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         return {}
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _own(value: Any) -> str:
+    """A fresh copy of a string from a parsed response.
+
+    Kept strings would otherwise pin the allocator's memory pages of the whole parsed list (the
+    response's dicts around them are freed, but a page is returned only when all of it is free).
+    """
+    return str(value).encode().decode()
+
+
+def _shared(value: Any) -> str:
+    """An interned string, for values that repeat across objects (namespaces, node names, phases)."""
+    return sys.intern(str(value))
+
+
+_NO_ANNOTATIONS: Mapping[str, str] = {}
+_DEMANDS: dict[PodDemand, PodDemand] = {}
 
 
 def _count(value: Any) -> int:
@@ -108,6 +127,7 @@ class PodInfo:
         assert isinstance(spec, Mapping) and isinstance(status, Mapping)
         try:
             demand, error = pod_demand(raw), None
+            demand = _DEMANDS.setdefault(demand, demand)  # pods share the few distinct demands
         except DemandError as exc:
             demand, error = PodDemand(), str(exc)
         conditions = status.get("conditions")
@@ -119,17 +139,18 @@ class PodInfo:
             for c in conditions
         )
         annotations = _string_map(metadata.get("annotations"))
-        namespace = str(metadata.get("namespace") or "default")
+        namespace = _shared(metadata.get("namespace") or "default")
         return cls(
-            uid=str(metadata.get("uid") or f"{namespace}/{metadata['name']}"),
+            uid=_own(metadata.get("uid") or f"{namespace}/{metadata['name']}"),
             namespace=namespace,
-            name=metadata["name"],
-            resource_version=str(metadata.get("resourceVersion", "")),
-            node_name=str(spec.get("nodeName")) if spec.get("nodeName") else None,
-            phase=str(status.get("phase") or "Pending"),
+            name=_own(metadata["name"]),
+            resource_version=_own(metadata.get("resourceVersion", "")),
+            node_name=_shared(spec["nodeName"]) if spec.get("nodeName") else None,
+            phase=_shared(status.get("phase") or "Pending"),
             demand=demand,
             demand_error=error,
-            annotations={k: v for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX)},
+            annotations={_shared(k): _own(v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX)}
+            or _NO_ANNOTATIONS,
             unschedulable=unschedulable,
-            scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
+            scheduler_name=_shared(spec.get("schedulerName") or "default-scheduler"),
         )

@@ -1,0 +1,293 @@
+"""Metrics: the slice accounting (against brute force and the model's F), the fleet series on the demo snapshot,
+per-GPU series only when asked, caching by node state, and every series documented in docs/metrics.md."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+
+import extender.metrics as metrics_module
+from extender.metrics import Metrics, SliceCounts, node_slices, slice_counts
+from extender.model.catalog import GpuModel, model_named
+from extender.model.fragmentation import fragmentation_ratio, node_fragmentation, unusable_by_shape
+from extender.model.placement import Placement
+from extender.model.state import GpuState, Instance
+from extender.view.store import ClusterView, Kind
+from tests.builders import gpu, node, pod
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "metrics.md"
+
+
+def counts(state: GpuState) -> tuple[int, int, int, str | None]:
+    c = slice_counts(state)
+    return c.used, c.free, c.stranded, c.largest.name if c.largest else None
+
+
+# --- slice accounting ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        # two 3g instances hold all 8 memory slices but only 6 of 7 compute slices
+        (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4"), (0, 7, 1, "3g.40gb")),
+        (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4", used="3g.40gb@0"), (3, 4, 1, "3g.40gb")),
+        # seven 1g instances: memory slice 7 is unreachable, but no compute slice is stranded
+        (gpu("A100-40GB", " ".join(f"1g.5gb@{i}" for i in range(7))), (0, 7, 0, "1g.5gb")),
+        (gpu("A100-40GB", " ".join(f"1g.5gb@{i}" for i in range(7)), used="1g.5gb@0"), (1, 6, 0, "1g.5gb")),
+        (gpu("H100-80GB", "3g.40gb@0 2g.20gb@4 1g.10gb@6", used="3g.40gb@0"), (3, 4, 1, "2g.20gb")),
+        (gpu("H100-80GB", "7g.80gb@0", used="7g.80gb@0"), (7, 0, 0, None)),
+        (gpu("H100-80GB", "7g.80gb@0"), (0, 7, 0, "7g.80gb")),
+        # dynamic: what new legal placements could take
+        (gpu("H200-141GB", dynamic=True), (0, 7, 0, "7g.141gb")),
+        (gpu("H200-141GB", "3g.71gb@0 3g.71gb@4", used="3g.71gb@0 3g.71gb@4", dynamic=True), (6, 1, 1, None)),
+        (gpu("H200-141GB", "4g.71gb@0", used="4g.71gb@0", dynamic=True), (4, 3, 0, "3g.71gb")),
+        (gpu("H200-141GB", "3g.71gb@4", used="3g.71gb@4", dynamic=True), (3, 4, 0, "4g.71gb")),
+        # 1g@0 and 1g@4 used: 1g@1..3, 1g@5 and the 2-slot 1g@6 still take every free compute slice
+        (gpu("H100-80GB", "1g.10gb@0 1g.10gb@4", used="1g.10gb@0 1g.10gb@4", dynamic=True), (2, 5, 0, "2g.20gb")),
+    ],
+)
+def test_slice_counts(state: GpuState, expected: tuple[int, int, int, str | None]) -> None:
+    assert counts(state) == expected
+
+
+def test_mig_disabled_gpus_strand_nothing_and_fit_no_profile() -> None:
+    model = model_named("H100-80GB")
+    idle = GpuState(0, model, (), mig_enabled=False)
+    busy = GpuState(0, model, (), mig_enabled=False, whole_gpu_used=True)
+    assert counts(idle) == (0, 7, 0, None)
+    assert counts(busy) == (7, 0, 0, None)
+
+
+def test_attribute_profiles_are_not_base_profiles() -> None:
+    # A free 1g.10gb+me instance serves only pods asking for +me: like F, the accounting counts it stranded.
+    state = gpu("H100-80GB", "1g.10gb+me@0")
+    assert counts(state) == (0, 7, 7, None)
+
+
+def _brute_force_packable(state: GpuState) -> int:
+    """The most compute slices any set of new base-profile placements takes on a dynamic GPU."""
+    model = state.model
+    options = [
+        Placement(start, p)
+        for p in model.base_profiles
+        for start in p.starts
+        if not p.occupancy(start) & state.occupied
+    ]
+    best = 0
+    for size in range(len(options) + 1):
+        for chosen in itertools.combinations(options, size):
+            mask = 0
+            ok = True
+            for placement in chosen:
+                if placement.mask & mask:
+                    ok = False
+                    break
+                mask |= placement.mask
+            if not ok:
+                continue
+            per_profile = {p: sum(1 for c in chosen if c.profile is p) for p in model.base_profiles}
+            if any(state.existing_count(p) + n > p.max_instances for p, n in per_profile.items()):
+                continue
+            best = max(best, sum(c.profile.compute_slices for c in chosen))
+    return best
+
+
+@st.composite
+def dynamic_gpus(draw: st.DrawFn) -> GpuState:
+    model: GpuModel = draw(st.sampled_from([model_named("A100-40GB"), model_named("H100-80GB"), model_named("A30")]))
+    placements = [Placement(s, p) for p in model.base_profiles for s in p.starts]
+    chosen: list[Placement] = []
+    mask = 0
+    for placement in draw(st.permutations(placements))[: draw(st.integers(0, 8))]:
+        count = sum(1 for c in chosen if c.profile is placement.profile)
+        if not placement.mask & mask and count < placement.profile.max_instances:
+            chosen.append(placement)
+            mask |= placement.mask
+    return GpuState(0, model, tuple(Instance(p, True) for p in chosen), dynamic=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(dynamic_gpus())
+def test_dynamic_stranded_matches_brute_force(state: GpuState) -> None:
+    c = slice_counts(state)
+    assert c.stranded == c.free - _brute_force_packable(state)
+
+
+@settings(max_examples=150, deadline=None)
+@given(dynamic_gpus())
+def test_stranded_slices_are_unusable_by_every_shape(state: GpuState) -> None:
+    # Slices no mix of profiles can use, no single-profile stream can use either: stranded <= each F term.
+    c: SliceCounts = slice_counts(state)
+    assert all(c.stranded <= unusable for _, unusable in unusable_by_shape(state))
+    assert c.largest is None or c.free >= c.largest.compute_slices
+
+
+# --- the fleet series on the demo snapshot ---------------------------------------------------------------------
+
+
+def sample(m: Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_demo_fleet_series(demo_view: ClusterView) -> None:
+    m = Metrics(demo_view)
+    assert sample(m, "mig_extender_node_compute_slices", node="h100-idle-3g", model="H100-80GB", state="free") == 56
+    assert sample(m, "mig_extender_node_compute_slices", node="h100-idle-3g", model="H100-80GB", state="stranded") == 8
+    assert sample(m, "mig_extender_node_compute_slices", node="a100-small", model="A100-40GB", state="used") == 20
+    assert sample(m, "mig_extender_node_largest_fitting_profile_slices", node="a100-small", model="A100-40GB") == 1
+    assert sample(m, "mig_extender_node_largest_fitting_profile_slices", node="h200-dynamic", model="H200-141GB") == 7
+    info = {"node": "h100-exact", "source": "node-annotation", "fidelity": "exact", "mode": "static"}
+    assert sample(m, "mig_extender_node_info", **info, strategy="mixed") == 1
+    assert sample(m, "mig_extender_nodes", source="allocatable", fidelity="derived-counts", mode="dynamic") == 1
+    assert sample(m, "mig_extender_gpus", model="H200-141GB", mode="dynamic") == 8
+    assert sample(m, "mig_extender_compute_slices", model="H100-80GB", state="stranded") == 16
+    assert sample(m, "mig_extender_nodes_by_largest_fitting_profile", model="H100-80GB", slices="3") == 4
+    assert sample(m, "mig_extender_nodes_by_largest_fitting_profile", model="H100-80GB", slices="7") == 0
+    # h100-idle-3g: 8 GPUs with two free 3g each
+    assert sample(m, "mig_extender_free_instances", model="H100-80GB", profile="3g.40gb") >= 16  # type: ignore[operator]
+
+
+def test_fragmentation_matches_the_model(demo_view: ClusterView) -> None:
+    weights = {"1g": 0.5, "3g": 0.3, "7g": 0.2}
+    m = Metrics(demo_view, weights_provider=lambda: weights)
+    states = list(demo_view.node_states())
+    assert sample(m, "mig_extender_cluster_fragmentation_ratio") == pytest.approx(fragmentation_ratio(states, weights))
+    total = sum(node_fragmentation(s.gpus, weights) for s in states)
+    assert sample(m, "mig_extender_cluster_fragmentation") == pytest.approx(total)
+    for state in states:
+        model = state.gpus[0].model.name
+        expected = node_fragmentation(state.gpus, weights)
+        assert sample(m, "mig_extender_node_fragmentation", node=state.name, model=model) == pytest.approx(expected)
+    assert sample(m, "mig_extender_demand_share", shape="7g") == 0.2
+    assert sample(m, "mig_extender_demand_share", shape="2g") is None
+
+
+def test_the_weights_provider_can_be_set_after_construction(demo_view: ClusterView) -> None:
+    m = Metrics(demo_view)
+    assert sample(m, "mig_extender_demand_share", shape="2g") == pytest.approx(1 / 6)
+    m.weights_provider = lambda: {"2g": 1.0}
+    assert sample(m, "mig_extender_demand_share", shape="2g") == 1.0
+    assert sample(m, "mig_extender_demand_share", shape="1g") is None
+
+
+def test_per_gpu_series_only_when_asked(demo_view: ClusterView) -> None:
+    off = generate_latest(Metrics(demo_view).registry).decode()
+    assert "mig_extender_gpu_" not in off
+    on = Metrics(demo_view, per_gpu=True)
+    text = generate_latest(on.registry).decode()
+    gpu_lines = [line for line in text.splitlines() if line.startswith("mig_extender_gpu_compute_slices{")]
+    assert len(gpu_lines) == 60 * 3  # 60 GPUs in the demo, 3 states each
+    for state in demo_view.node_states():
+        model = state.gpus[0].model.name
+        for slice_state in ("used", "free", "stranded"):
+            per_gpu = sum(
+                sample(
+                    on,
+                    "mig_extender_gpu_compute_slices",
+                    node=state.name,
+                    gpu=str(g.index),
+                    model=model,
+                    state=slice_state,
+                )
+                or 0
+                for g in state.gpus
+            )
+            assert per_gpu == sample(
+                on, "mig_extender_node_compute_slices", node=state.name, model=model, state=slice_state
+            )
+    assert (
+        sample(on, "mig_extender_gpu_largest_fitting_profile_slices", node="h200-dynamic", gpu="0", model="H200-141GB")
+        == 0
+    )
+
+
+def test_nodes_without_gpus_have_no_series() -> None:
+    view = ClusterView()
+    view.replace(Kind.NODES, [{"metadata": {"name": "cpu-1", "resourceVersion": "1"}, "status": {}}])
+    view.replace(Kind.PODS, [])
+    view.replace(Kind.CONFIG, [])
+    m = Metrics(view)
+    text = generate_latest(m.registry).decode()
+    assert "cpu-1" not in text
+    assert sample(m, "mig_extender_cluster_fragmentation_ratio") == 0
+
+
+def test_node_accounting_is_cached_by_node_state(demo_view: ClusterView, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+
+    def counting(state):  # type: ignore[no-untyped-def]
+        built.append(state.name)
+        return node_slices(state)
+
+    monkeypatch.setattr(metrics_module, "node_slices", counting)
+    m = Metrics(demo_view)
+    generate_latest(m.registry)
+    assert sorted(built) == sorted(demo_view.nodes)
+    built.clear()
+    generate_latest(m.registry)
+    assert built == []
+    # A pod bound to one node changes that node's state, and only that node is recomputed.
+    demo_view.apply(Kind.PODS, "ADDED", pod("new", limits={"nvidia.com/mig-3g.40gb": "1"}, node_name="h100-idle-3g"))
+    generate_latest(m.registry)
+    assert built == ["h100-idle-3g"]
+    assert sample(m, "mig_extender_node_compute_slices", node="h100-idle-3g", model="H100-80GB", state="used") == 3
+
+
+def test_known_label_sets_start_at_zero() -> None:
+    m = Metrics()
+    assert sample(m, "mig_extender_request_duration_seconds_count", verb="filter") == 0
+    assert sample(m, "mig_extender_bad_requests_total", verb="prioritize", status="internal") == 0
+    assert sample(m, "mig_extender_filter_node_outcomes_total", outcome="Unschedulable", verdict="wait") == 0
+    assert sample(m, "mig_extender_relists_total", kind="configmap") == 0
+    assert sample(m, "mig_extender_annotation_patches_total", result="error") == 0
+
+
+def test_the_builders_node_helper_gives_the_same_counts_as_the_view() -> None:
+    state = node("n", gpu("H100-80GB", "3g.40gb@0 3g.40gb@4"), gpu("H100-80GB", "7g.80gb@0", used="7g.80gb@0"))
+    (group,) = node_slices(state).models
+    assert (group.capacity, group.used, group.free, group.stranded, group.largest_slices) == (14, 7, 7, 1, 3)
+
+
+# --- documentation -----------------------------------------------------------------------------------------------
+
+
+def exported_names(view: ClusterView) -> set[str]:
+    m = Metrics(view, per_gpu=True)
+    m.watch_restarts.labels("nodes", "gone").inc()
+    m.events_posted.labels("MigNoLayoutFits", "ok").inc()
+    m.pending_demand.labels("7g.80gb", "relayout").set(1)
+    names = set()
+    for family in m.registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        names.add(family.name + suffix)
+    return names
+
+
+def test_every_exported_series_is_documented(demo_view: ClusterView) -> None:
+    documented = set(re.findall(r"`(mig_extender_[a-z_]+)`", DOCS.read_text()))
+    exported = exported_names(demo_view)
+    assert exported - documented == set(), "not in docs/metrics.md"
+    assert documented - exported == set(), "documented but not exported"
+
+
+def test_the_dashboard_and_alerts_use_only_exported_series(demo_view: ClusterView) -> None:
+    exported = exported_names(demo_view)
+    histograms = {"mig_extender_request_duration_seconds", "mig_extender_nodes_per_request"}
+    used = set()
+    for path in (
+        ROOT / "manifests/grafana/mig-extender-dashboard.json",
+        ROOT / "manifests/prometheus/prometheusrule.yaml",
+    ):
+        used |= set(re.findall(r"mig_extender_[a-z_]+", path.read_text()))
+    used -= {"mig_extender_dashboard"}  # the ConfigMap's and the file's names, not series
+    for name in used:
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        assert name in exported or base in histograms, f"{name} is not exported"
