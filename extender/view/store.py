@@ -94,30 +94,35 @@ class ClusterView:
         """A list, an event or a bookmark arrived: the stream of this kind is alive."""
         self.sync[kind].last_ok = self.clock()
 
+    def parse(self, kind: Kind, raw: Mapping[str, Any]) -> Any:
+        """The view's record of one listed object (None when malformed; ConfigMaps stay raw)."""
+        if kind is Kind.NODES:
+            return self._read(NodeInfo.from_raw, raw)
+        if kind is Kind.PODS:
+            return self._read(PodInfo.from_raw, raw)
+        return raw if self._is_config_map(raw) else None
+
     def replace(self, kind: Kind, items: Iterable[Mapping[str, Any]]) -> None:
         """A (re-)list: the store becomes exactly ``items``; objects not listed were deleted meanwhile."""
+        self.replace_parsed(kind, (self.parse(kind, raw) for raw in items))
+
+    def replace_parsed(self, kind: Kind, records: Iterable[Any]) -> None:
+        """``replace`` with records already made by :meth:`parse` (a paged list parses page by page)."""
+        present = [r for r in records if r is not None]
         if kind is Kind.NODES:
-            nodes = {}
-            for raw in items:
-                node = self._read(NodeInfo.from_raw, raw)
-                if node is not None:
-                    nodes[node.name] = node
-            self.nodes = nodes
+            self.nodes = {node.name: node for node in present}
         elif kind is Kind.PODS:
             pods: dict[str, PodInfo] = {}
             on_node: dict[str, dict[str, PodInfo]] = {}
-            for raw in items:
-                pod = self._read(PodInfo.from_raw, raw)
-                if pod is not None:
-                    pods[pod.uid] = pod
-                    if pod.node_name and pod.is_active:
-                        on_node.setdefault(pod.node_name, {})[pod.uid] = pod
+            for pod in present:
+                pods[pod.uid] = pod
+                if pod.node_name and pod.is_active:
+                    on_node.setdefault(pod.node_name, {})[pod.uid] = pod
             self.pods, self._pods_on_node = pods, on_node
             for uid in [u for u in self._assumed if u in pods and pods[u].node_name]:
                 self._assumed.pop(uid, None)
         else:
-            found = [raw for raw in items if self._is_config_map(raw)]
-            self._set_config(found[0] if found else None)
+            self._set_config(present[0] if present else None)
         state = self.sync[kind]
         state.relists += 1
         state.synced = True

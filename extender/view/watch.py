@@ -116,6 +116,7 @@ class Reflector:
         read_timeout_s: float = 90.0,
         observer: WatchObserver | None = None,
         list_kwargs: Mapping[str, Any] | None = None,
+        page_size: int = 500,
     ) -> None:
         self.view = view
         self.kind = kind
@@ -125,6 +126,7 @@ class Reflector:
         self.observer = observer or _NullObserver()
         self.list_kwargs = dict(list_kwargs or {})
         self.resource_version: str | None = None
+        self.page_size = page_size
         self._fresh_list = False
         """The resourceVersion came from a list and no watch has accepted it yet."""
 
@@ -158,23 +160,40 @@ class Reflector:
                 await backoff.wait()
 
     async def list(self) -> None:
-        response: aiohttp.ClientResponse = await self.list_call(
-            **self.list_kwargs,
-            _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
-        )
-        await _check(response)
-        body = orjson.loads(await response.read())
-        if not isinstance(body, Mapping):
-            raise ValueError(f"list answer is not an object: {type(body).__name__}")
-        # Read the version first: a list the watch cannot continue from must not replace the store.
-        version = str(body["metadata"]["resourceVersion"])
-        items = body.get("items") or []
-        self.view.replace(self.kind, items)
+        """List in pages, keeping only the view's slim records of each page: a 100,000-pod cluster is
+        never held as one parsed response (client-go's pager does the same, 500 per page)."""
+        records: list[Any] = []
+        token: str | None = None
+        version = ""
+        while True:
+            paging: dict[str, Any] = {"limit": self.page_size}
+            if token:
+                paging["_continue"] = token
+            response: aiohttp.ClientResponse = await self.list_call(
+                **self.list_kwargs,
+                **paging,
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
+            )
+            await _check(response)  # an expired continue token is a 410: the next attempt re-lists
+            body = orjson.loads(await response.read())
+            if not isinstance(body, Mapping) or not isinstance(body.get("metadata"), Mapping):
+                raise ValueError(f"list answer is not a List object: {type(body).__name__}")
+            # Read the version first: a list the watch cannot continue from must not replace the store.
+            version = str(body["metadata"]["resourceVersion"])
+            token = body["metadata"].get("continue") or None
+            items = body.get("items") or []
+            if not isinstance(items, list):
+                raise ValueError("list answer's items is not a list")
+            records.extend(self.view.parse(self.kind, raw) for raw in items if isinstance(raw, Mapping))
+            del body, items
+            if not token:
+                break
+        self.view.replace_parsed(self.kind, records)
         self.resource_version = version
         self._fresh_list = True
         self.observer.relisted(self.kind)
-        log.info("%s: listed %d objects at resourceVersion %s", self.kind, len(items), self.resource_version)
+        log.info("%s: listed %d objects at resourceVersion %s", self.kind, len(records), self.resource_version)
 
     async def watch(self) -> int:
         """Stream events until the server ends the watch; returns how many arrived."""

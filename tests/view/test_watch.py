@@ -153,6 +153,13 @@ class FakeApiServer:
         items = [self.strip(i) for i in step.items if self.selected(i, query, namespace)]
         kind = resource[:-1].capitalize() + "List" if resource != "configmaps" else "ConfigMapList"
         metadata = {} if step.rv is None else {"resourceVersion": step.rv}
+        # Paging as the API server does it: limit, and a continue token for the rest of the same list.
+        offset = int(query.get("continue") or 0)
+        limit = int(query.get("limit") or 0) or len(items)
+        if offset + limit < len(items):
+            metadata["continue"] = str(offset + limit)
+            queue.appendleft(step)
+        items = items[offset : offset + limit]
         body = {"kind": kind, "apiVersion": "v1", "metadata": metadata, "items": items}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
@@ -446,6 +453,20 @@ async def test_gone_relists_and_the_relist_replaces_the_store(harness: Harness, 
         assert harness.observer.relists == [Kind.NODES, Kind.NODES] and view.sync[Kind.NODES].relists == 2
         assert harness.backoffs == [], "an expired resourceVersion after a healthy watch re-lists at once"
         await harness.stop()
+
+
+async def test_large_lists_are_read_in_pages(harness: Harness) -> None:
+    fake, view = harness.fake, harness.view
+    fake.lists["nodes"].append(Reply([gpu_node(f"n{i}") for i in range(1203)], rv="40"))
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        harness.start(Kind.NODES)
+        await wait_until(lambda: view.sync[Kind.NODES].synced, "nodes synced")
+        assert len(view.nodes) == 1203
+        pages = fake.requests("nodes", watch=False)
+        assert [p.query.get("continue") for p in pages] == [None, "500", "1000"]
+        assert {p.query["limit"] for p in pages} == {"500"}
+        await wait_until(lambda: bool(fake.requests("nodes", watch=True)), "watch started")
+        assert fake.requests("nodes", watch=True)[0].query["resourceVersion"] == "40"
 
 
 async def test_gone_straight_after_a_list_backs_off_instead_of_spinning(harness: Harness) -> None:
