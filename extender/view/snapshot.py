@@ -6,6 +6,8 @@ YAML documents, or a bare list of objects. Objects of other kinds are skipped.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -56,23 +58,54 @@ def _objects(document: Any, source: str) -> Iterator[Mapping[str, Any]]:
         yield item if "kind" in item or not list_kind else {**item, "kind": list_kind}
 
 
-def load_snapshot_text(view: ClusterView, text: str, source: str = "snapshot") -> dict[str, int]:
-    """Replace ``view``'s contents with the snapshot's objects; returns how many of each kind it holds."""
-    grouped: dict[Kind, list[Mapping[str, Any]]] = {kind: [] for kind in Kind}
+def _parse_records(text: str, source: str) -> dict[Kind, list[Any]]:
+    """The view's records of a snapshot's objects, grouped by kind (``ClusterView.parse``)."""
+    parser = ClusterView()
+    records: dict[Kind, list[Any]] = {kind: [] for kind in Kind}
     for document in _documents(text, source):
         for item in _objects(document, source):
             kind = _KINDS.get(str(item.get("kind")))
             if kind is not None:
-                grouped[kind].append(item)
-    for kind, items in grouped.items():
-        view.replace(kind, items)
+                record = parser.parse(kind, item)
+                if record is not None:
+                    records[kind].append(record)
+    return records
+
+
+def _install(view: ClusterView, records: dict[Kind, list[Any]]) -> dict[str, int]:
+    for kind, items in records.items():
+        view.replace_parsed(kind, items)
     view.static = True
-    return {str(kind): len(items) for kind, items in grouped.items()}
+    return {str(kind): len(items) for kind, items in records.items()}
 
 
-def load_snapshot(view: ClusterView, path: str) -> dict[str, int]:
+def load_snapshot_text(view: ClusterView, text: str, source: str = "snapshot") -> dict[str, int]:
+    """Replace ``view``'s contents with the snapshot's objects; returns how many of each kind it holds."""
+    return _install(view, _parse_records(text, source))
+
+
+def _parse_file(path: str) -> dict[Kind, list[Any]]:
     try:
         text = pathlib.Path(path).read_text()
     except OSError as exc:
         raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror}") from None
-    return load_snapshot_text(view, text, path)
+    return _parse_records(text, path)
+
+
+# Above this size the file is parsed in a child process: a parsed document of 100,000 pods takes
+# several times the memory of the records kept from it, and the allocator would keep that peak for good.
+CHILD_PARSE_BYTES = 8 * 1024 * 1024
+
+
+def load_snapshot(view: ClusterView, path: str) -> dict[str, int]:
+    try:
+        size = pathlib.Path(path).stat().st_size
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror}") from None
+    if size < CHILD_PARSE_BYTES:
+        return _install(view, _parse_file(path))
+    # fork: the child needs nothing but this function (forkserver and spawn would re-run __main__).
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        records = pool.submit(_parse_file, path).result()
+    return _install(view, records)
