@@ -151,6 +151,82 @@ class Settings:
         metadata=_doc("Grace for in-flight requests on SIGTERM; below the Deployment's terminationGracePeriodSeconds."),
     )
 
+    relayout: str = field(
+        default="off",
+        metadata=_doc(
+            "Re-layout controller: off, plan-only (annotate waiting pods and export what it would do) or on "
+            "(re-partition idle GPUs through MIG Manager). Off by default: it changes nodes. See docs/relayout.md."
+        ),
+    )
+    relayout_gpus: bool = field(
+        default=False,
+        metadata=_doc(
+            "Also re-partition single idle GPUs of busy nodes (only on nodes with the exact layout annotation). "
+            "Off: only wholly idle nodes, since MIG Manager pauses the GPU clients of the whole node meanwhile."
+        ),
+    )
+    relayout_min_idle_s: float = field(
+        default=300.0,
+        metadata=_doc(
+            "A GPU or node is re-partitioned only after it has been idle this long, so that a pod about to "
+            "start there again is not pre-empted by a layout change."
+        ),
+    )
+    relayout_interval_s: float = field(
+        default=10.0,
+        metadata=_doc("How often the controller plans and follows re-layouts in progress."),
+    )
+    relayout_settle_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Pause between tainting a node and re-checking it: a pod kube-scheduler chose before the taint "
+            "binds within this time, and the re-check then sees it."
+        ),
+    )
+    relayout_timeout_s: float = field(
+        default=1200.0,
+        metadata=_doc(
+            "A re-layout not reported success by MIG Manager within this time is abandoned: previous config "
+            "label restored, taint removed. 20 minutes covers a MIG mode change that reboots the node."
+        ),
+    )
+    relayout_max_concurrent: int = field(
+        default=1,
+        metadata=_doc("Re-layouts in progress at once, cluster-wide: each takes a node out of scheduling."),
+    )
+    relayout_node_cooldown_s: float = field(
+        default=1800.0,
+        metadata=_doc("A node is not re-partitioned again within this time of its last re-layout, so none flaps."),
+    )
+    relayout_max_per_hour: int = field(
+        default=6,
+        metadata=_doc("Re-layouts started per hour at most, cluster-wide (a sliding window)."),
+    )
+    leader_election: bool = field(
+        default=True,
+        metadata=_doc(
+            "Hold a Lease before the re-layout controller acts, so one replica acts at a time. Only used "
+            "when relayout is not off."
+        ),
+    )
+    leader_election_namespace: str = field(
+        default="mig-extender",
+        metadata=_doc("Namespace of the Lease: the extender's own, where its Role allows it."),
+    )
+    leader_election_name: str = field(default="mig-extender", metadata=_doc("Name of the Lease."))
+    leader_lease_duration_s: float = field(
+        default=15.0,
+        metadata=_doc("How long a Lease holds without renewal before another replica may take it (client-go's)."),
+    )
+    leader_renew_deadline_s: float = field(
+        default=10.0,
+        metadata=_doc("The leader stops acting if it could not renew for this long; below the lease duration."),
+    )
+    leader_retry_period_s: float = field(
+        default=2.0,
+        metadata=_doc("How often the Lease is renewed, or tried by a replica that does not hold it."),
+    )
+
     def __post_init__(self) -> None:
         errors = []
         if self.scoring not in SCORERS:
@@ -163,6 +239,12 @@ class Settings:
             parse_mix(self.demand_prior)
         except ValueError as exc:
             errors.append(f"demand_prior: {exc}")
+        if self.relayout not in ("off", "plan-only", "on"):
+            errors.append(f"relayout: {self.relayout!r} is not off, plan-only or on")
+        if self.relayout != "off" and not self.annotate:
+            errors.append("relayout: needs annotate (it acts on pods whose verdict annotation is relayout)")
+        if not 0 < self.leader_retry_period_s < self.leader_renew_deadline_s < self.leader_lease_duration_s:
+            errors.append("leader election: need 0 < retry period < renew deadline < lease duration")
         if self.log_format not in ("text", "json"):
             errors.append(f"log_format: {self.log_format!r} is not text or json")
         if not 0 < self.port < 65536:
@@ -175,9 +257,16 @@ class Settings:
             "watch_read_timeout_s",
             "annotate_rate",
             "pending_scan_s",
+            "relayout_interval_s",
+            "relayout_timeout_s",
+            "relayout_max_concurrent",
+            "relayout_max_per_hour",
         ):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be positive, not {getattr(self, name)}")
+        for name in ("relayout_min_idle_s", "relayout_settle_s", "relayout_node_cooldown_s"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name}: must not be negative, not {getattr(self, name)}")
         if self.kubeconfig and self.snapshot:
             errors.append("kubeconfig and snapshot: give one source of the cluster view, not both")
         if errors:

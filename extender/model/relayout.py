@@ -16,13 +16,14 @@ host several of them.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .catalog import GpuModel, Profile
 from .demand import PodDemand
-from .fit import FitResult, Verdict
+from .fit import Allocator, Verdict, fit
 from .layouts import Layout, layout_counts, maximal_layouts, place_counts
 from .migparted import DEFAULT_CONFIG, MigPartedError
 from .policy import PolicyConfig, evaluate
@@ -75,6 +76,9 @@ class PlannerConfig:
     """Cost of one dead compute slice of the layout, per GPU compute slice, against the mix mismatch."""
     max_plans: int = 16
     """At most this many re-layouts per call (the controller acts on a few nodes at a time)."""
+    whole_nodes_only: bool = False
+    """Only nodes with no used instance on any GPU are candidates (the controller's default: MIG Manager
+    pauses the GPU clients of the whole node while it re-partitions)."""
 
 
 _KUBELET = PolicyConfig()  # static GPUs: evaluate() gives them the kubelet allocator
@@ -188,17 +192,55 @@ def choose_layout(
     return best
 
 
-def _touches(plan: RelayoutPlan | None, result: FitResult) -> bool:
-    """True if ``result`` would re-partition a GPU that ``plan`` already re-partitions."""
-    if plan is None:
-        return False
-    planned = {g.gpu_index for g in plan.gpus}
-    return any(p.relayout and p.gpu_index in planned for p in result.plan)
+def _canonical(subset: Sequence[GpuState], rank: Mapping[int, int]) -> bool:
+    """GPUs in equal states are interchangeable: of each state, only the lowest-indexed ones are tried."""
+    taken: Counter[int] = Counter()
+    for gpu in subset:
+        if rank[gpu.index] != taken[gpu.state_id]:
+            return False
+        taken[gpu.state_id] += 1
+    return True
 
 
-def _node_key(node: NodeState, result: FitResult) -> tuple[int, bool, int, str]:
-    changes = len({p.gpu_index for p in result.plan if p.relayout})
+def fewest_changes(node: NodeState, demand: PodDemand, frozen: Collection[int] = ()) -> dict[int, list[Profile]] | None:
+    """The smallest set of idle static GPUs whose re-partitioning lets ``node`` host ``demand``.
+
+    Returns, per GPU to re-partition, the profiles of the demand it must hold (the rest of the demand
+    takes free instances of the other GPUs); None if no set of idle GPUs outside ``frozen`` does. A GPU
+    to be re-partitioned is modelled as an empty dynamic GPU (any legal placement): that is exactly
+    what a new layout can offer. Smallest first, so the answer changes the fewest GPUs.
+    """
+    idle = [g for g in node.gpus if g.is_idle and not g.dynamic and g.index not in frozen]
+    rank: dict[int, int] = {}
+    seen: Counter[int] = Counter()
+    for gpu in idle:
+        rank[gpu.index] = seen[gpu.state_id]
+        seen[gpu.state_id] += 1
+    for size in range(1, len(idle) + 1):
+        for subset in itertools.combinations(idle, size):
+            if not _canonical(subset, rank):
+                continue
+            trial = node.replace_gpus(GpuState(g.index, g.model, (), dynamic=True) for g in subset)
+            result = fit(trial, demand, Allocator.IDEAL)
+            if not result.fits_now:
+                continue
+            changed = {g.index for g in subset}
+            required: dict[int, list[Profile]] = {i: [] for i in changed}
+            for planned in result.plan:
+                if planned.gpu_index in changed:
+                    required[planned.gpu_index].append(planned.placement.profile)
+            return required
+    return None
+
+
+def _node_key(node: NodeState, changes: int) -> tuple[int, bool, int, str]:
     return (changes, node.is_idle, -node.used_compute, node.name)
+
+
+def _is_candidate(node: NodeState, config: PlannerConfig) -> bool:
+    if config.whole_nodes_only:
+        return bool(node.gpus) and node.is_idle and not node.dynamic
+    return any(g.is_idle and not g.dynamic and g.mig_enabled for g in node.gpus)
 
 
 def plan_relayouts(
@@ -207,15 +249,18 @@ def plan_relayouts(
     weights: Mapping[str, float],
     supply: Mapping[str, int] | None = None,
     config: PlannerConfig = PlannerConfig(),
+    frozen: Mapping[str, Collection[int]] | None = None,
 ) -> list[RelayoutPlan]:
     """Re-layouts of idle GPUs that host ``waiting`` (in order) and then the expected mix.
 
-    ``nodes`` are the candidates (nodes with idle static GPUs; others are ignored) and ``supply`` the free
-    compute slices per shape in the whole cluster (:func:`free_supply`; computed over ``nodes`` if None).
-    A demand that already fits on a candidate, or on a node an earlier plan re-partitioned, gets no plan.
-    Never touches a GPU with a used instance.
+    ``nodes`` are the candidates (nodes with idle static GPUs, or with ``whole_nodes_only`` wholly idle
+    nodes; others are ignored) and ``supply`` the free compute slices per shape in the whole cluster
+    (:func:`free_supply`; computed over ``nodes`` if None). ``frozen`` names, per node, idle GPUs that must
+    not change (idle for too short a time). A demand that already fits on a candidate, or on a node an
+    earlier plan re-partitioned, gets no plan. Of the nodes that can host a demand, the one needing the
+    fewest GPUs re-partitioned wins. Never touches a GPU with a used instance.
     """
-    states = {n.name: n for n in nodes if any(g.is_idle and not g.dynamic and g.mig_enabled for g in n.gpus)}
+    states = {n.name: n for n in nodes if _is_candidate(n, config)}
     current: Counter[str] = Counter(supply) if supply is not None else free_supply(list(states.values()))
     plans: dict[str, RelayoutPlan] = {}
     for demand in waiting:
@@ -224,18 +269,24 @@ def plan_relayouts(
         results = [(node, evaluate(node, demand, _KUBELET)) for node in states.values()]
         if any(r.fits_now for _, r in results):
             continue
-        options = [(n, r) for n, r in results if r.verdict is Verdict.RELAYOUT and not _touches(plans.get(n.name), r)]
+        options = []
+        for node, result in results:
+            if result.verdict is not Verdict.RELAYOUT:
+                continue
+            planned = plans.get(node.name)
+            blocked = {*(frozen or {}).get(node.name, ()), *(g.gpu_index for g in (planned.gpus if planned else ()))}
+            required = fewest_changes(node, demand, blocked)
+            if required is not None:
+                options.append((_node_key(node, len(required)), node, required))
         if not options:
             continue
-        node, result = min(options, key=lambda option: _node_key(*option))
-        required: dict[int, list[Profile]] = {}
-        for planned in result.plan:
-            if planned.relayout:
-                required.setdefault(planned.gpu_index, []).append(planned.placement.profile)
+        _, node, required = min(options, key=lambda option: option[0])
         by_index = {g.index: g for g in node.gpus}
         relayouts = []
         for index, profiles in sorted(required.items()):
             gpu = by_index[index]
+            for instance in gpu.instances:  # the GPU's old instances go away with its old layout
+                current[gpu.model.shape_of(instance.profile)] -= instance.profile.compute_slices
             layout = choose_layout(gpu.model, profiles, weights, current, config.waste_weight)
             if layout is None:
                 break

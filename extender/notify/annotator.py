@@ -33,7 +33,8 @@ DEMAND = ANNOTATION_PREFIX + "demand"
 REASON = ANNOTATION_PREFIX + "reason"
 SUGGESTED_LAYOUT = ANNOTATION_PREFIX + "suggested-layout"
 SINCE = ANNOTATION_PREFIX + "since"
-ALL_KEYS = (VERDICT, DEMAND, REASON, SUGGESTED_LAYOUT, SINCE)
+RELAYOUT_NODE = ANNOTATION_PREFIX + "relayout-node"
+ALL_KEYS = (VERDICT, DEMAND, REASON, SUGGESTED_LAYOUT, SINCE, RELAYOUT_NODE)
 
 EVENT_REASONS = {
     PodVerdict.NO_LAYOUT_FITS: ("MigNoLayoutFits", "Warning"),
@@ -49,7 +50,24 @@ class PodWriter(Protocol):
     async def post_event(self, pod: PodInfo, reason: str, kind: str, message: str) -> None: ...
 
 
-def desired_annotations(pod: PodInfo, verdict: ClusterVerdict | None, now: str) -> dict[str, str | None]:
+@dataclass(frozen=True, slots=True)
+class RelayoutNote:
+    """What the re-layout controller does for a waiting pod: which node, and whether it only would."""
+
+    node: str
+    config: str
+    planned_only: bool = False
+
+    @property
+    def reason(self) -> str:
+        if self.planned_only:
+            return f"plan-only: re-partitioning node {self.node} (config {self.config}) would host it"
+        return f"node {self.node} is being re-partitioned for it (config {self.config})"
+
+
+def desired_annotations(
+    pod: PodInfo, verdict: ClusterVerdict | None, now: str, note: RelayoutNote | None = None
+) -> dict[str, str | None]:
     """The verdict annotations the pod should carry; None values delete keys (merge-patch semantics)."""
     if verdict is None or verdict.verdict is PodVerdict.FITS:
         return {key: None for key in ALL_KEYS}
@@ -57,9 +75,10 @@ def desired_annotations(pod: PodInfo, verdict: ClusterVerdict | None, now: str) 
     return {
         VERDICT: str(verdict.verdict),
         DEMAND: pod.demand.text(),
-        REASON: verdict.reason,
+        REASON: note.reason if note is not None else verdict.reason,
         SUGGESTED_LAYOUT: verdict.suggested_layout,
         SINCE: pod.annotations.get(SINCE, now) if same else now,
+        RELAYOUT_NODE: note.node if note is not None else None,
     }
 
 
@@ -118,6 +137,10 @@ class Annotator:
         self._verdicts: dict[PodDemand, ClusterVerdict] = {}
         self._evaluated_generation = -1
         self.verdicts_by_pod: dict[str, ClusterVerdict] = {}
+        self.relayout_notes: Callable[[PodInfo], RelayoutNote | None] | None = None
+        """Set when the re-layout controller runs: names the node being re-partitioned for a pod."""
+        self.active: Callable[[], bool] | None = None
+        """Set with leader election: only the replica holding the Lease writes, so replicas never flap."""
 
     def poke(self, uid: str = "") -> None:
         """A filter found no node for a pod: evaluate soon rather than at the next scan."""
@@ -131,6 +154,8 @@ class Annotator:
             await self.scan_once()
 
     async def scan_once(self) -> None:
+        if self.active is not None and not self.active():
+            return
         pending = [p for p in self.view.pending_mig_pods() if not p.demand_error]
         if self.view.generation != self._evaluated_generation:
             self._evaluated_generation = self.view.generation
@@ -161,7 +186,8 @@ class Annotator:
                 self.metrics.pending_demand.labels(name, label).inc(count)
 
     async def _write(self, pod: PodInfo, verdict: ClusterVerdict | None, stamp: str) -> None:
-        changes = patch_for(pod, desired_annotations(pod, verdict, stamp))
+        note = self.relayout_notes(pod) if self.relayout_notes is not None and verdict is not None else None
+        changes = patch_for(pod, desired_annotations(pod, verdict, stamp, note))
         if not changes:
             return
         await self.bucket.take()

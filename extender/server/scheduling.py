@@ -104,26 +104,22 @@ class SchedulingService:
         except DemandError as exc:
             raise BadRequest(f"ExtenderArgs.Pod: {exc}") from None
         if args.nodes is not None:
-            states: list[NodeState | None] = []
-            for raw in args.nodes:
+            # Full Node objects: read each (the view's own state when it has this version).
+            groups: dict[int, _Group] = {}
+            for position, raw in enumerate(args.nodes):
                 try:
-                    states.append(self.view.node_state_for(NodeInfo.from_raw(raw)))
+                    state = self.view.node_state_for(NodeInfo.from_raw(raw))
                 except ObjectError as exc:
                     raise BadRequest(f"ExtenderArgs.Nodes.items: {exc}") from None
+                group = groups.get(state.state_id)
+                if group is None:
+                    groups[state.state_id] = _Group(state, [position])
+                else:
+                    group.positions.append(position)
+            unknown: list[int] = []
         else:
-            states = self.view.node_states_for(args.candidate_names())
-        # Group nodes by state: a fleet has far fewer distinct states than nodes.
-        groups: dict[int, _Group] = {}
-        unknown: list[int] = []
-        for position, state in enumerate(states):
-            if state is None:
-                unknown.append(position)
-                continue
-            group = groups.get(state.state_id)
-            if group is None:
-                groups[state.state_id] = _Group(state, [position])
-            else:
-                group.positions.append(position)
+            by_state, unknown = self.view.group_by_state(args.candidate_names())
+            groups = {sid: _Group(state, positions) for sid, (state, positions) in by_state.items()}
         request = _Request(_uid_of(args.pod), demand, list(groups.values()), unknown)
         if demand.mig or demand.gpus:
             self._fit_groups(request)

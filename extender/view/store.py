@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,19 +240,29 @@ class ClusterView:
             state = self._states[name] = self._build(node)
         return state
 
-    def node_states_for(self, names: Iterable[str]) -> list[NodeState | None]:
-        """``node_state`` for many names at once (one expiry pass for the whole request)."""
+    def group_by_state(self, names: Sequence[str]) -> tuple[dict[int, tuple[NodeState, list[int]]], list[int]]:
+        """Positions of ``names`` grouped by node state id, and the positions of unknown nodes.
+
+        One pass for a whole request: nodes in equal states get one fit and one score.
+        """
         self._expire_assumed()
-        states = self._states
-        result: list[NodeState | None] = []
-        for name in names:
+        states, nodes = self._states, self.nodes
+        groups: dict[int, tuple[NodeState, list[int]]] = {}
+        unknown: list[int] = []
+        for position, name in enumerate(names):
             state = states.get(name)
             if state is None:
-                node = self.nodes.get(name)
-                if node is not None:
-                    state = states[name] = self._build(node)
-            result.append(state)
-        return result
+                node = nodes.get(name)
+                if node is None:
+                    unknown.append(position)
+                    continue
+                state = states[name] = self._build(node)
+            group = groups.get(state.state_id)
+            if group is None:
+                groups[state.state_id] = (state, [position])
+            else:
+                group[1].append(position)
+        return groups, unknown
 
     def node_state_for(self, node: NodeInfo) -> NodeState:
         """The state of a node object sent in a request; the cached one if it is the version the view has."""

@@ -1,0 +1,1 @@
+"""Controllers that act on the cluster from inside the extender process (leader-elected)."""
