@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,28 +21,12 @@ from controlplane import ControlPlane, SchedulerHandle, default_bin_dir  # noqa:
 
 from extender.model.catalog import model_named  # noqa: E402
 from extender.model.migparted import DEFAULT_CONFIG  # noqa: E402
+from tests.support import free_port, wait_for  # noqa: E402
 
-__all__ = ["ControlPlane", "SchedulerHandle", "default_bin_dir"]
+__all__ = ["ControlPlane", "SchedulerHandle", "default_bin_dir", "free_port", "wait_for"]
 
 NAMESPACE = "e2e"
 T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Kube:

@@ -12,10 +12,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from tests import support
 from tests.prometheus.promql import ROOT, alert_rules, dashboard, operands, panel_queries, rule_groups, substitute
 
 pytestmark = pytest.mark.prometheus
@@ -45,21 +44,8 @@ NODES = ["a100-balanced", "h100-balanced", "h100-inference", "h100-idle-3g", "h1
 FITTING = ["h100-balanced", "h100-inference", "h100-idle-3g", "h100-exact"]
 
 
-def wait_for(what: str, probe: Callable[[], T | None], interval: float = 0.5) -> T:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {DEADLINE_S:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def wait_for(what: str, probe: Callable[[], T | None]) -> T:
+    return support.wait_for(what, probe, timeout=DEADLINE_S, interval=0.5)
 
 
 def http(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -171,7 +157,7 @@ def send_traffic(url: str) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ensure_prometheus()
     work = tmp_path_factory.mktemp("prometheus")
-    extender_port, prometheus_port = free_port(), free_port()
+    extender_port, prometheus_port = support.free_port(), support.free_port()
     rules_file = work / "rules.yaml"
     rules_file.write_text(yaml.safe_dump(rule_groups(), sort_keys=False))
     config = {

@@ -7,6 +7,7 @@ from typing import Any
 from extender.model.demand import PodDemand
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
+from tests.support import Clock
 
 
 def gpu_node(name: str, rv: str = "1") -> dict[str, Any]:
@@ -24,14 +25,6 @@ def used(view: ClusterView, name: str) -> int:
     state = view.node_state(name)
     assert state is not None
     return sum(i.used for g in state.gpus for i in g.instances)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_relist_replaces_the_store() -> None:

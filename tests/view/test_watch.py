@@ -27,6 +27,7 @@ from extender.view import watch as watch_module
 from extender.view.store import ClusterView, ConfigMapRef, Kind
 from extender.view.watch import Backoff, Reflector, reflectors
 from tests.builders import pod
+from tests.support import Clock
 
 TOKEN = "test-token"
 MIG_1G = "nvidia.com/mig-1g.5gb"
@@ -260,14 +261,6 @@ def used(view: ClusterView, name: str) -> int:
     state = view.node_state(name)
     assert state is not None, f"node {name} not in the view"
     return sum(i.used for g in state.gpus for i in g.instances)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingObserver:
