@@ -18,6 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..controllers.kube import KubeApi, identity
+from ..controllers.leader import LeaderElector
+from ..controllers.relayout import RelayoutConfig, RelayoutController
 from ..metrics import Metrics
 from ..model.fit import Allocator
 from ..model.policy import PolicyConfig
@@ -61,6 +64,43 @@ async def _wait_for_signal(stop: asyncio.Event) -> None:
     await stop.wait()
 
 
+def _relayout_roots(
+    settings: Settings,
+    view: ClusterView,
+    api: Any,
+    service: SchedulingService,
+    annotator: Annotator | None,
+) -> dict[str, Coroutine[Any, Any, None]]:
+    """The re-layout controller, and the leader election it (and then the annotator) acts under."""
+    kube = KubeApi(api)
+    roots: dict[str, Coroutine[Any, Any, None]] = {}
+    elector: LeaderElector | None = None
+    if settings.leader_election:
+        elector = LeaderElector(
+            kube,
+            namespace=settings.leader_election_namespace,
+            name=settings.leader_election_name,
+            identity=identity(),
+            lease_duration_s=settings.leader_lease_duration_s,
+            renew_deadline_s=settings.leader_renew_deadline_s,
+            retry_period_s=settings.leader_retry_period_s,
+        )
+        roots["leader election"] = elector.run()
+
+    def leading() -> bool:
+        return elector is None or elector.is_leader
+
+    controller = RelayoutController(
+        view, kube, RelayoutConfig.from_settings(settings), weights=service.weights, is_leader=leading
+    )
+    roots["relayout"] = controller.run()
+    if annotator is not None:
+        annotator.relayout_notes = controller.note_for
+        annotator.active = leading  # one replica writes verdicts, the same that acts on them
+    log.info("re-layout controller: %s (leader election %s)", settings.relayout, "on" if elector else "off")
+    return roots
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1)."""
     view = ClusterView(
@@ -93,6 +133,11 @@ async def serve(settings: Settings) -> int:
         )
         roots["annotator"] = annotator.run()
     service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
+    if settings.relayout != "off":
+        if api is None:
+            log.warning("relayout=%s needs a live cluster: not started with --snapshot", settings.relayout)
+        else:
+            roots.update(_relayout_roots(settings, view, api, service, annotator))
     metrics.weights_provider = service.weights
     app = build_app(settings, view, metrics, service)
     runner = web.AppRunner(

@@ -1,8 +1,8 @@
 """Filter and prioritize over the cluster view: the extender's answers, computed once per request.
 
-Per request the pod's demand is parsed once, and each node's fit is computed once; prioritize reuses the
-fits that filter computed for the same pod while the node's state object is unchanged (the view replaces
-a node's state object whenever anything about the node changes, so identity is a safe cache key).
+Per request the pod's demand is parsed once and the candidate nodes are grouped by node state: nodes in
+equal states (same GPUs, same use) get one fit and one score. Fits and raw scores are remembered per
+demand and state id across requests, so that between two pods only the nodes that changed cost work.
 """
 
 from __future__ import annotations
