@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
@@ -49,24 +50,22 @@ def _uid_of(pod: Mapping[str, Any]) -> str:
     return str(metadata.get("uid") or f"{metadata.get('namespace', 'default')}/{metadata.get('name')}")
 
 
-@dataclass(slots=True)
-class _Group:
-    """Candidate nodes (by position in the request) that share one state, hence one fit and one score."""
-
-    state: NodeState
-    positions: list[int]
-    fit: FitResult | None = None
+UNKNOWN = -1  # state id standing for a node the view does not know
 
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    """Per-request state, computed once (kube-scheduler's CycleState)."""
+    """Per-request state, computed once (kube-scheduler's CycleState).
+
+    ``ids`` holds each candidate's node state id, in request order; nodes in equal states share one
+    entry of ``states`` and ``fits``. Per-node work is then done with C-level ``map``s over ``ids``.
+    """
 
     uid: str
     demand: PodDemand
-    groups: list[_Group]
-    unknown: list[int]
-    """Positions of nodes the view does not know."""
+    ids: list[int]
+    states: dict[int, NodeState]
+    fits: dict[int, FitResult]
 
 
 class SchedulingService:
@@ -105,25 +104,18 @@ class SchedulingService:
             raise BadRequest(f"ExtenderArgs.Pod: {exc}") from None
         if args.nodes is not None:
             # Full Node objects: read each (the view's own state when it has this version).
-            groups: dict[int, _Group] = {}
-            for position, raw in enumerate(args.nodes):
-                try:
-                    state = self.view.node_state_for(NodeInfo.from_raw(raw))
-                except ObjectError as exc:
-                    raise BadRequest(f"ExtenderArgs.Nodes.items: {exc}") from None
-                group = groups.get(state.state_id)
-                if group is None:
-                    groups[state.state_id] = _Group(state, [position])
-                else:
-                    group.positions.append(position)
-            unknown: list[int] = []
+            try:
+                candidates: list[NodeState | None] = [
+                    self.view.node_state_for(NodeInfo.from_raw(raw)) for raw in args.nodes
+                ]
+            except ObjectError as exc:
+                raise BadRequest(f"ExtenderArgs.Nodes.items: {exc}") from None
         else:
-            by_state, unknown = self.view.group_by_state(args.candidate_names())
-            groups = {sid: _Group(state, positions) for sid, (state, positions) in by_state.items()}
-        request = _Request(_uid_of(args.pod), demand, list(groups.values()), unknown)
-        if demand.mig or demand.gpus:
-            self._fit_groups(request)
-        return request
+            candidates = self.view.node_states_for(args.candidate_names())
+        ids = [UNKNOWN if state is None else state.state_id for state in candidates]
+        states = {sid: state for sid, state in zip(ids, candidates) if state is not None}
+        fits = self._fit_states(demand, states) if demand.mig or demand.gpus else {}
+        return _Request(_uid_of(args.pod), demand, ids, states, fits)
 
     def _observe(self, request: _Request) -> None:
         """Learn the demand mix from each pod once (kube-scheduler retries pods many times)."""
@@ -136,16 +128,18 @@ class SchedulingService:
             if shape:
                 self.distribution.observe(shape, count, now)
 
-    def _fit_groups(self, request: _Request) -> None:
+    def _fit_states(self, demand: PodDemand, states: Mapping[int, NodeState]) -> dict[int, FitResult]:
         """One fit per node state and demand, remembered across requests (states repeat)."""
-        memo = self._fit_memos.get(request.demand)
+        memo = self._fit_memos.get(demand)
         if memo is None or len(memo) > 200_000:
-            memo = self._fit_memos[request.demand] = {}
-        for group in request.groups:
-            result = memo.get(group.state.state_id)
+            memo = self._fit_memos[demand] = {}
+        fits: dict[int, FitResult] = {}
+        for sid, state in states.items():
+            result = memo.get(sid)
             if result is None:
-                result = memo[group.state.state_id] = evaluate(group.state, request.demand, self.policy)
-            group.fit = result
+                result = memo[sid] = evaluate(state, demand, self.policy)
+            fits[sid] = result
+        return fits
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -154,28 +148,29 @@ class SchedulingService:
         self.view.unassume(_uid_of(args.pod))
         request = self._prepare(args)
         names = args.candidate_names()
+        ids = request.ids
         self.metrics.nodes_per_request.labels("filter").observe(len(names))
         if not request.demand.mig and not request.demand.gpus:
             return filter_result(args, range(len(names)), {}, {})
         self._observe(request)
-        passed: list[int] = []
-        failed = dict.fromkeys((names[i] for i in request.unknown), UNKNOWN_NODE)
+        outcomes = {sid: outcome_of(fit) for sid, fit in request.fits.items()}
+        reasons = {sid: fit.reason for sid, fit in request.fits.items()}
+        reasons[UNKNOWN] = UNKNOWN_NODE
+        passing = {sid for sid, outcome in outcomes.items() if outcome is Outcome.SUCCESS}
+        resolvable = {sid for sid, outcome in outcomes.items() if outcome is Outcome.UNSCHEDULABLE} | {UNKNOWN}
+        passed = list(compress(range(len(ids)), map(passing.__contains__, ids)))
+        failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
-        counts: Counter[tuple[str, str]] = Counter()
-        if request.unknown:
-            counts[(str(Outcome.UNSCHEDULABLE), "unknown-node")] = len(request.unknown)
-        for group in request.groups:
-            assert group.fit is not None
-            outcome = outcome_of(group.fit)
-            if outcome is Outcome.SUCCESS:
-                passed.extend(group.positions)
+        if len(passed) < len(ids):
+            for name, sid in zip(names, ids):
+                if sid not in passing:
+                    (failed if sid in resolvable else unresolvable)[name] = reasons[sid]
+        for sid, count in Counter(ids).items():
+            if sid == UNKNOWN:
+                labels = (str(Outcome.UNSCHEDULABLE), "unknown-node")
             else:
-                target = failed if outcome is Outcome.UNSCHEDULABLE else unresolvable
-                target.update(dict.fromkeys((names[i] for i in group.positions), group.fit.reason))
-            counts[(str(outcome), str(group.fit.verdict))] += len(group.positions)
-        for (outcome_label, verdict), count in counts.items():
-            self.metrics.filter_outcomes.labels(outcome_label, verdict).inc(count)
-        passed.sort()  # answer in the order kube-scheduler asked
+                labels = (str(outcomes[sid]), str(request.fits[sid].verdict))
+            self.metrics.filter_outcomes.labels(*labels).inc(count)
         if not passed:
             self.on_unschedulable(request.uid)
         elif len(passed) == 1:
@@ -187,20 +182,18 @@ class SchedulingService:
         request = self._prepare(args)
         names = args.candidate_names()
         self.metrics.nodes_per_request.labels("prioritize").observe(len(names))
-        node_scores = [0] * len(names)
         if not request.demand.mig and not request.demand.gpus:
-            return host_priorities(names, node_scores)
+            return host_priorities(names, [0] * len(names))
         weights, memo = self._scoring_state(request.demand)
-        candidates = [(g.state, g.fit) for g in request.groups if g.fit is not None]
-        best: tuple[int, int] | None = None  # (score, first position)
-        for group, score in zip(request.groups, scores(candidates, self.scorer, weights, memo)):
-            for position in group.positions:
-                node_scores[position] = score
-            if group.fit is not None and group.fit.fits_now and (best is None or score > best[0]):
-                best = (score, group.positions[0])
-        if best is not None:
-            self._assume(request, names[best[1]])
-        return host_priorities(names, node_scores)
+        order = list(request.states)
+        candidates = [(request.states[sid], request.fits[sid]) for sid in order]
+        by_state = dict(zip(order, scores(candidates, self.scorer, weights, memo)))
+        by_state[UNKNOWN] = 0
+        fitting = [sid for sid in order if request.fits[sid].fits_now]
+        if fitting:
+            best = max(fitting, key=by_state.__getitem__)
+            self._assume(request, names[request.ids.index(best)])
+        return host_priorities(names, list(map(by_state.__getitem__, request.ids)))
 
     def _scoring_state(self, demand: PodDemand) -> tuple[Mapping[str, float], dict[int, float]]:
         """The demand mix, refreshed every few seconds, and the raw scores already known under it.

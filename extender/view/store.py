@@ -240,29 +240,15 @@ class ClusterView:
             state = self._states[name] = self._build(node)
         return state
 
-    def group_by_state(self, names: Sequence[str]) -> tuple[dict[int, tuple[NodeState, list[int]]], list[int]]:
-        """Positions of ``names`` grouped by node state id, and the positions of unknown nodes.
-
-        One pass for a whole request: nodes in equal states get one fit and one score.
-        """
+    def node_states_for(self, names: Sequence[str]) -> list[NodeState | None]:
+        """``node_state`` for every name of a request at once (one expiry pass; a C-level map when warm)."""
         self._expire_assumed()
-        states, nodes = self._states, self.nodes
-        groups: dict[int, tuple[NodeState, list[int]]] = {}
-        unknown: list[int] = []
-        for position, name in enumerate(names):
-            state = states.get(name)
-            if state is None:
-                node = nodes.get(name)
-                if node is None:
-                    unknown.append(position)
-                    continue
-                state = states[name] = self._build(node)
-            group = groups.get(state.state_id)
-            if group is None:
-                groups[state.state_id] = (state, [position])
-            else:
-                group[1].append(position)
-        return groups, unknown
+        states = list(map(self._states.get, names))
+        if not all(states):  # states not built yet, or unknown names
+            for position, name in enumerate(names):
+                if states[position] is None:
+                    states[position] = self.node_state(name)
+        return states
 
     def node_state_for(self, node: NodeInfo) -> NodeState:
         """The state of a node object sent in a request; the cached one if it is the version the view has."""
