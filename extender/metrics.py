@@ -18,6 +18,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -517,6 +518,62 @@ class _FleetCollector(Collector):
         yield from (cluster_f, cluster_ratio, share)
 
 
+class RelayoutStatsLike(Protocol):
+    """What the re-layout controller counts (extender/controllers/relayout.py ``RelayoutStats``)."""
+
+    @property
+    def started(self) -> int: ...
+
+    @property
+    def outcomes(self) -> Mapping[str, int]: ...
+
+    @property
+    def skipped(self) -> Mapping[str, int]: ...
+
+    @property
+    def planned(self) -> int: ...
+
+    @property
+    def in_progress(self) -> int: ...
+
+    @property
+    def configs_collected(self) -> int: ...
+
+    @property
+    def errors(self) -> int: ...
+
+
+class _RelayoutCollector(Collector):
+    def __init__(self, stats: RelayoutStatsLike) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self.stats
+        outcomes = CounterMetricFamily("mig_extender_relayouts", "Re-layouts finished, by outcome.", labels=["outcome"])
+        for outcome in ("success", "failed", "timeout", "aborted"):
+            outcomes.add_metric([outcome], s.outcomes.get(outcome, 0))
+        yield outcomes
+        yield CounterMetricFamily("mig_extender_relayouts_started", "Re-layouts started.", value=s.started)
+        skipped = CounterMetricFamily(
+            "mig_extender_relayout_skipped", "Re-layout plans not started, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(s.skipped.items()):
+            skipped.add_metric([reason], count)
+        yield skipped
+        yield GaugeMetricFamily("mig_extender_relayouts_in_progress", "Re-layouts in progress.", value=s.in_progress)
+        yield GaugeMetricFamily(
+            "mig_extender_relayout_plans",
+            "Plans of the last reconcile (in plan-only mode: what it would do).",
+            value=s.planned,
+        )
+        yield CounterMetricFamily(
+            "mig_extender_relayout_configs_collected",
+            "Generated mig-parted configs removed.",
+            value=s.configs_collected,
+        )
+        yield CounterMetricFamily("mig_extender_relayout_errors", "Re-layout reconciles that failed.", value=s.errors)
+
+
 class Metrics:
     def __init__(
         self,
@@ -610,6 +667,10 @@ class Metrics:
         return provider() if provider is not None else default_weights()
 
     # WatchObserver
+    def register_relayout(self, stats: RelayoutStatsLike) -> None:
+        """Export the re-layout controller's counts (only when it runs)."""
+        self.registry.register(_RelayoutCollector(stats))
+
     def restarted(self, kind: Kind, reason: str) -> None:
         self.watch_restarts.labels(str(kind), reason).inc()
 

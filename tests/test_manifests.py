@@ -396,7 +396,7 @@ def test_extender_rbac_is_minimal() -> None:
         for resource in rule["resources"]
     }
     assert cluster == {
-        ("", "nodes"): {"get", "list", "watch"},
+        ("", "nodes"): {"get", "list", "watch", "patch"},  # the re-layout controller: label, taint
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
         ("", "events"): {"create", "patch"},
@@ -404,7 +404,7 @@ def test_extender_rbac_is_minimal() -> None:
     (configmap_rule,) = rules_of("Role", "mig-extender-mig-parted-config")
     assert configmap_rule["resources"] == ["configmaps"]
     assert configmap_rule["resourceNames"] == ["default-mig-parted-config"]
-    assert set(configmap_rule["verbs"]) == {"get", "list", "watch"}
+    assert set(configmap_rule["verbs"]) == {"get", "list", "watch", "update"}  # generated configs
     lease_verbs = {v for r in rules_of("Role", "mig-extender-leader-election") for v in r["verbs"]}
     assert lease_verbs == {"get", "create", "update"}
 
@@ -510,3 +510,12 @@ def test_dockerfile_runs_as_non_root_and_serves_on_8888() -> None:
     assert "EXPOSE 8888" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".hypothesis", ".mypy_cache", ".ruff_cache", "**/__pycache__"} <= set(ignored)
+
+
+@pytest.mark.parametrize(("name", "container"), [("mig-extender", "mig-extender"), ("mig-scheduler", "mig-extender")])
+def test_relayout_is_off_in_both_deployment_modes_with_a_leader_identity(name: str, container: str) -> None:
+    pod = deployment(name)["spec"]["template"]["spec"]
+    (extender,) = [c for c in pod["containers"] if c["name"] == container]
+    env = {e["name"]: e for e in extender["env"]}
+    assert env["MIG_EXTENDER_RELAYOUT"]["value"] == "off"
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}

@@ -291,3 +291,20 @@ def test_the_dashboard_and_alerts_use_only_exported_series(demo_view: ClusterVie
     for name in used:
         base = re.sub(r"_(bucket|count|sum)$", "", name)
         assert name in exported or base in histograms, f"{name} is not exported"
+
+
+def test_relayout_counts_are_exported() -> None:
+    from extender.controllers.relayout import RelayoutStats
+    from extender.metrics import Metrics
+
+    stats = RelayoutStats()
+    metrics = Metrics()
+    metrics.register_relayout(stats)
+    stats.started += 2
+    stats.outcomes["success"] += 1
+    stats.skipped["cooldown"] += 3
+    get = metrics.registry.get_sample_value
+    assert get("mig_extender_relayouts_started_total") == 2
+    assert get("mig_extender_relayouts_total", {"outcome": "success"}) == 1
+    assert get("mig_extender_relayouts_total", {"outcome": "failed"}) == 0
+    assert get("mig_extender_relayout_skipped_total", {"reason": "cooldown"}) == 3

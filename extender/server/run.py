@@ -70,8 +70,14 @@ def _relayout_roots(
     api: Any,
     service: SchedulingService,
     annotator: Annotator | None,
+    metrics: Metrics,
 ) -> dict[str, Coroutine[Any, Any, None]]:
     """The re-layout controller, and the leader election it (and then the annotator) acts under."""
+    if settings.relayout == "off":
+        return {}
+    if api is None:
+        log.warning("relayout=%s needs a live cluster: not started with --snapshot", settings.relayout)
+        return {}
     kube = KubeApi(api)
     roots: dict[str, Coroutine[Any, Any, None]] = {}
     elector: LeaderElector | None = None
@@ -94,6 +100,7 @@ def _relayout_roots(
         view, kube, RelayoutConfig.from_settings(settings), weights=service.weights, is_leader=leading
     )
     roots["relayout"] = controller.run()
+    metrics.register_relayout(controller.stats)
     if annotator is not None:
         annotator.relayout_notes = controller.note_for
         annotator.active = leading  # one replica writes verdicts, the same that acts on them
@@ -125,19 +132,15 @@ async def serve(settings: Settings) -> int:
         ):
             roots[f"watch {reflector.kind}"] = reflector.run()
         writer = KubeWriter(api)
-    policy = PolicyConfig(dynamic_allocator=Allocator(settings.dynamic_allocator))
     annotator = None
     if settings.annotate:
+        policy = PolicyConfig(dynamic_allocator=Allocator(settings.dynamic_allocator))
         annotator = Annotator(
             view, writer, metrics, policy=policy, rate=settings.annotate_rate, scan_interval_s=settings.pending_scan_s
         )
         roots["annotator"] = annotator.run()
     service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
-    if settings.relayout != "off":
-        if api is None:
-            log.warning("relayout=%s needs a live cluster: not started with --snapshot", settings.relayout)
-        else:
-            roots.update(_relayout_roots(settings, view, api, service, annotator))
+    roots.update(_relayout_roots(settings, view, api, service, annotator, metrics))
     metrics.weights_provider = service.weights
     app = build_app(settings, view, metrics, service)
     runner = web.AppRunner(

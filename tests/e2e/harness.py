@@ -258,3 +258,39 @@ def start_scheduler(
     path = workdir / f"scheduler-{mode}-{free_port()}.yaml"
     path.write_text(yaml.safe_dump(config))
     return plane.start_scheduler(path, f"{mode}-{path.stem}")
+
+
+class ConfiguredExtender(Extender):
+    """``mig-extender serve`` with extra flags (e.g. the re-layout controller's settings)."""
+
+    def __init__(self, plane: ControlPlane, workdir: Path, extra_args: list[str]) -> None:
+        super().__init__(plane, workdir)
+        self.extra_args = list(extra_args)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "extender",
+                "serve",
+                "--kubeconfig",
+                str(self.plane.kubeconfig),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--pending-scan-s",
+                "1",
+                "--watch-read-timeout-s",
+                "20",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MIG_EXTENDER_LOG_LEVEL": "INFO"},
+        )
+        log.close()
+        wait_for("extender ready", self._ready, timeout=60)

@@ -1,0 +1,206 @@
+"""An in-memory API server for the controllers: resourceVersions, merge patches, 409s, and a view it feeds."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from extender.controllers.kube import Conflict, NotFound
+from extender.model.catalog import model_named
+from extender.model.migparted import DEFAULT_CONFIG, default_config_document
+from extender.view.store import ClusterView, Kind
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            target[key] = merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+def counts_for(product: str, config: str, gpus: int = 1) -> dict[str, int]:
+    model = model_named(product)
+    counts: dict[str, int] = {}
+    for index in range(gpus):
+        spec = DEFAULT_CONFIG.resolve(config, model, index)
+        assert spec is not None
+        for placement in spec.layout(model):
+            counts[placement.profile.resource_name] = counts.get(placement.profile.resource_name, 0) + 1
+    return counts
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.moment = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        self.mono = 1000.0
+
+    def now(self) -> datetime.datetime:
+        return self.moment
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.moment += datetime.timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+class FakeApi:
+    def __init__(self, view: ClusterView | None = None) -> None:
+        self.view = view
+        self.version = 1
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.pods: list[dict[str, Any]] = []
+        self.config_maps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str, str, str]] = []
+        self.conflicts = 0
+        """The next this many writes of a ConfigMap answer 409."""
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.down = False
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        self.version += 1
+        obj.setdefault("metadata", {})["resourceVersion"] = str(self.version)
+
+    def _check(self, current: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+            raise Conflict(409, "the object has been modified")
+
+    # --- test set-up --------------------------------------------------------------------------------------
+
+    def add_node(self, name: str, config: str = "all-3g.40gb", gpus: int = 1, annotation: str | None = None) -> None:
+        node: dict[str, Any] = {
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "nvidia.com/gpu.product": H100,
+                    "nvidia.com/gpu.count": str(gpus),
+                    "nvidia.com/mig.config": config,
+                    "nvidia.com/mig.config.state": "success",
+                },
+                "annotations": {},
+            },
+            "spec": {},
+            "status": {"allocatable": {k: str(v) for k, v in counts_for(H100, config, gpus).items()}},
+        }
+        if annotation is not None:
+            node["metadata"]["annotations"]["mig-extender.io/gpus"] = annotation
+        self._bump(node)
+        self.nodes[name] = node
+        self._sync_node(name)
+
+    def add_config_map(self, namespace: str = "gpu-operator", name: str = "default-mig-parted-config") -> None:
+        body = {
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"config.yaml": yaml.safe_dump(default_config_document(), sort_keys=False)},
+        }
+        self._bump(body)
+        self.config_maps[(namespace, name)] = body
+        self._sync_config()
+
+    def set_node(self, name: str, patch: Mapping[str, Any]) -> None:
+        """A change by someone else (MIG Manager, the device plugin)."""
+        merge(self.nodes[name], patch)
+        self._bump(self.nodes[name])
+        self._sync_node(name)
+
+    def bind(self, pod: dict[str, Any], node: str) -> None:
+        pod = copy.deepcopy(pod)
+        pod["spec"]["nodeName"] = node
+        self.pods.append(pod)
+        if self.view is not None:
+            self.view.apply(Kind.PODS, "MODIFIED", pod)
+
+    def _sync_node(self, name: str) -> None:
+        if self.view is not None:
+            self.view.apply(Kind.NODES, "MODIFIED", copy.deepcopy(self.nodes[name]))
+
+    def _sync_config(self) -> None:
+        if self.view is not None:
+            for (_namespace, _name), body in self.config_maps.items():
+                self.view.apply(Kind.CONFIG, "MODIFIED", {**copy.deepcopy(body), "kind": "ConfigMap"})
+
+    def configs(self) -> dict[str, Any]:
+        (body,) = self.config_maps.values()
+        return dict(yaml.safe_load(body["data"]["config.yaml"])["mig-configs"])
+
+    # --- ClusterApi ---------------------------------------------------------------------------------------
+
+    async def get_node(self, name: str) -> dict[str, Any]:
+        if name not in self.nodes:
+            raise NotFound(404, name)
+        return copy.deepcopy(self.nodes[name])
+
+    async def patch_node(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        current = self.nodes[name]
+        self._check(current, patch)
+        body = copy.deepcopy(dict(patch))
+        body.get("metadata", {}).pop("resourceVersion", None)
+        self.patches.append((name, body))
+        merge(current, body)
+        self._bump(current)
+        self._sync_node(name)
+        return copy.deepcopy(current)
+
+    async def pods_on_node(self, name: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(p) for p in self.pods if p["spec"].get("nodeName") == name]
+
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.config_maps.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def replace_config_map(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        current = self.config_maps[(namespace, name)]
+        if self.conflicts:
+            self.conflicts -= 1
+            self._bump(current)  # someone else wrote meanwhile
+            raise Conflict(409, "the object has been modified")
+        self._check(current, body)
+        replaced = copy.deepcopy(dict(body))
+        self._bump(replaced)
+        self.config_maps[(namespace, name)] = replaced
+        self._sync_config()
+        return copy.deepcopy(replaced)
+
+    async def post_event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str) -> None:
+        self.events.append((regarding["kind"], regarding["name"], reason, kind, note))
+
+    # --- LeaseApi -----------------------------------------------------------------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.down:
+            raise OSError("connection refused")
+        found = self.leases.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.leases:
+            raise Conflict(409, "already exists")
+        created = copy.deepcopy(dict(body))
+        self._bump(created)
+        self.leases[key] = created
+        return copy.deepcopy(created)
+
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.down:
+            raise OSError("connection refused")
+        current = self.leases[(namespace, name)]
+        self._check(current, body)
+        replaced = copy.deepcopy(dict(body))
+        self._bump(replaced)
+        self.leases[(namespace, name)] = replaced
+        return copy.deepcopy(replaced)
