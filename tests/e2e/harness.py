@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -165,8 +166,9 @@ class Kube:
 class Extender:
     """``mig-extender serve`` against the control plane, as a subprocess in its own process group."""
 
-    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+    def __init__(self, plane: ControlPlane, workdir: Path, extra_args: Sequence[str] = ()) -> None:
         self.plane = plane
+        self.extra_args = list(extra_args)  # e.g. the re-layout controller's settings
         self.port = free_port()
         self.log_path = workdir / f"extender-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -193,6 +195,7 @@ class Extender:
                 "1",
                 "--watch-read-timeout-s",
                 "20",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -258,39 +261,3 @@ def start_scheduler(
     path = workdir / f"scheduler-{mode}-{free_port()}.yaml"
     path.write_text(yaml.safe_dump(config))
     return plane.start_scheduler(path, f"{mode}-{path.stem}")
-
-
-class ConfiguredExtender(Extender):
-    """``mig-extender serve`` with extra flags (e.g. the re-layout controller's settings)."""
-
-    def __init__(self, plane: ControlPlane, workdir: Path, extra_args: list[str]) -> None:
-        super().__init__(plane, workdir)
-        self.extra_args = list(extra_args)
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "extender",
-                "serve",
-                "--kubeconfig",
-                str(self.plane.kubeconfig),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--pending-scan-s",
-                "1",
-                "--watch-read-timeout-s",
-                "20",
-                *self.extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "MIG_EXTENDER_LOG_LEVEL": "INFO"},
-        )
-        log.close()
-        wait_for("extender ready", self._ready, timeout=60)

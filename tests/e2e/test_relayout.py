@@ -21,7 +21,7 @@ import yaml
 
 from extender.model.catalog import model_named
 from extender.model.migparted import default_config_document, parse_config
-from tests.e2e.harness import NAMESPACE, ConfiguredExtender, ControlPlane, Kube, start_scheduler, wait_for
+from tests.e2e.harness import NAMESPACE, ControlPlane, Extender, Kube, start_scheduler, wait_for
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 MIG_7G = "nvidia.com/mig-7g.80gb"
@@ -116,7 +116,7 @@ def mig_parted(kube: Kube) -> None:
 
 
 @pytest.fixture
-def relayout_extender(plane: ControlPlane, kube: Kube, mig_parted: None, workdir: Path) -> Iterator[ConfiguredExtender]:
+def relayout_extender(plane: ControlPlane, kube: Kube, mig_parted: None, workdir: Path) -> Iterator[Extender]:
     lease = f"relayout-{time.monotonic_ns()}"
     args = [
         *("--relayout", "on"),
@@ -131,7 +131,7 @@ def relayout_extender(plane: ControlPlane, kube: Kube, mig_parted: None, workdir
         *("--leader-renew-deadline-s", "4"),
         *("--leader-retry-period-s", "0.5"),
     ]
-    process = ConfiguredExtender(plane, workdir, args)
+    process = Extender(plane, workdir, args)
     process.start()
     try:
         yield process
@@ -153,7 +153,7 @@ def annotation(kube: Kube, pod: str, key: str) -> str | None:
 
 
 def test_a_pod_waiting_for_a_profile_schedules_after_the_re_layout_and_nothing_lands_meanwhile(
-    plane: ControlPlane, kube: Kube, relayout_extender: ConfiguredExtender, schedulers: list[object], workdir: Path
+    plane: ControlPlane, kube: Kube, relayout_extender: Extender, schedulers: list[object], workdir: Path
 ) -> None:
     kube.create_node("gpu-a", H100, config="all-3g.40gb")
     kube.create_node("gpu-b", H100, config="all-3g.40gb")
@@ -190,7 +190,7 @@ def test_a_pod_waiting_for_a_profile_schedules_after_the_re_layout_and_nothing_l
 
 
 def test_a_node_with_a_used_instance_is_never_changed(
-    plane: ControlPlane, kube: Kube, relayout_extender: ConfiguredExtender, schedulers: list[object], workdir: Path
+    plane: ControlPlane, kube: Kube, relayout_extender: Extender, schedulers: list[object], workdir: Path
 ) -> None:
     kube.create_node("gpu-a", H100, config="all-3g.40gb")
     kube.create_node("gpu-b", H100, config="all-3g.40gb")
@@ -211,7 +211,7 @@ def test_a_node_with_a_used_instance_is_never_changed(
 
 
 def test_failed_restores_the_label_and_removes_the_taint(
-    plane: ControlPlane, kube: Kube, relayout_extender: ConfiguredExtender, schedulers: list[object], workdir: Path
+    plane: ControlPlane, kube: Kube, relayout_extender: Extender, schedulers: list[object], workdir: Path
 ) -> None:
     kube.create_node("gpu-a", H100, config="all-3g.40gb")
     manager = MigManagerStandIn(kube, delay=1.0, fails=lambda config: config.startswith("mig-extender-"))
