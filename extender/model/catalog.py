@@ -503,11 +503,6 @@ def model_for_pci_id(device_id: str) -> GpuModel | None:
     return _BY_PCI.get(key)
 
 
-def known_profile_names() -> frozenset[str]:
-    """Every canonical profile name and alias of every model, for spotting misspellings."""
-    return frozenset(n for m in MODELS for p in m.profiles for n in (p.name, *p.aliases))
-
-
 def mig_resource_names() -> list[str]:
     """Every ``nvidia.com/mig-*`` resource any catalog model is advertised as, aliases included, sorted."""
     return sorted({n for m in MODELS for p in m.profiles for n in p.resource_names})
