@@ -56,12 +56,19 @@ class MigManagerStandIn(threading.Thread):
         self.join(timeout=30)
         assert not self.errors, f"the MIG Manager stand-in failed: {self.errors!r}"
 
+    @staticmethod
+    def tainted(node: dict[str, Any]) -> bool:
+        return any(t["key"] == TAINT for t in node["spec"].get("taints") or [])
+
     def poll(self) -> None:
         for node in self.kube.call("GET", "/api/v1/nodes")["items"]:
             name = node["metadata"]["name"]
-            if any(t["key"] == TAINT for t in node["spec"].get("taints") or []):
+            if self.tainted(node):
                 pods = self.kube.call("GET", f"/api/v1/pods?fieldSelector=spec.nodeName={name}")["items"]
-                self.bound_while_tainted.setdefault(name, set()).update(p["metadata"]["name"] for p in pods)
+                # Only if the taint is still there after the pod list: a pod bound in the moment between
+                # the taint's removal and the list is not a violation.
+                if pods and self.tainted(self.kube.call("GET", f"/api/v1/nodes/{name}")):
+                    self.bound_while_tainted.setdefault(name, set()).update(p["metadata"]["name"] for p in pods)
             label = node["metadata"].get("labels", {}).get("nvidia.com/mig.config")
             if name not in self.seen:
                 self.seen[name] = label
