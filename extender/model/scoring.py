@@ -90,11 +90,15 @@ def scorer_named(name: str) -> Scorer:
 
 
 def normalize(raw: Sequence[float], top: int = MAX_EXTENDER_PRIORITY) -> list[int]:
-    """Min-max scale raw scores to integers 0..top; equal scores all get ``top``."""
+    """Integers 0..top: the best raw score alone gets ``top``, the others are min-max scaled into 0..top-1.
+
+    Plain min-max rounding would give ``top`` to every node within half a step of the best and leave the
+    choice among them to kube-scheduler's random tie-break; the best node must stand out.
+    """
     if not raw:
         return []
     low, high = min(raw), max(raw)
     if high - low < 1e-12:
         return [top] * len(raw)
     span = high - low
-    return [round((value - low) * top / span) for value in raw]
+    return [top if high - value < 1e-12 else min(top - 1, round((value - low) * top / span)) for value in raw]
