@@ -91,6 +91,8 @@ def unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
     """
     cached = _UNUSABLE.get(gpu.state_id)
     if cached is None:
+        if len(_UNUSABLE) > 500_000:  # bounded; GPU states of a fleet are far fewer
+            _UNUSABLE.clear()
         cached = _UNUSABLE[gpu.state_id] = _unusable_by_shape(gpu)
     return cached
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -10,16 +11,21 @@ from .catalog import GpuModel, Profile
 from .placement import Placement, occupancy_of
 
 _INTERNED: dict[tuple[object, ...], int] = {}
+_NEXT_ID = itertools.count()
+_INTERN_LIMIT = 1_000_000
 
 
 def intern_key(key: tuple[object, ...]) -> int:
     """A small integer standing for ``key``: hashing an int is cheap, hashing a nested tuple is not.
 
-    Distinct GPU and node states are few (layouts times use patterns), so the table stays small.
+    Ids are never reused: when the table is cleared (it is bounded, for a process that runs for weeks of
+    churn), states built afterwards get new ids, and caches keyed by old ids simply stop being hit.
     """
     found = _INTERNED.get(key)
     if found is None:
-        found = _INTERNED[key] = len(_INTERNED)
+        if len(_INTERNED) >= _INTERN_LIMIT:
+            _INTERNED.clear()
+        found = _INTERNED[key] = next(_NEXT_ID)
     return found
 
 

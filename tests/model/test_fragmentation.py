@@ -88,3 +88,15 @@ def test_unknown_scorer_is_rejected() -> None:
 def test_cluster_ratio() -> None:
     nodes = [node("a", gpu("H100-80GB", dynamic=True))]
     assert fragmentation_ratio(nodes, ONLY_3G) == pytest.approx(1 / 7)
+
+
+def test_interned_ids_are_never_reused_after_the_table_is_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    from extender.model import state
+
+    before = gpu("H100-80GB", "1g.10gb@6", used="1g.10gb@6", dynamic=True)
+    monkeypatch.setattr(state, "_INTERN_LIMIT", 0)  # every new key clears the table first
+    other = gpu("H100-80GB", "1g.10gb@5", used="1g.10gb@5", dynamic=True)
+    again = gpu("H100-80GB", "1g.10gb@6", used="1g.10gb@6", dynamic=True)
+    assert len({before.state_id, other.state_id, again.state_id}) == 3
+    # a cache keyed by the old id can never answer for a different state
+    assert unusable_by_shape(again) == unusable_by_shape(before)
