@@ -132,6 +132,8 @@ def _gpu_vectors(gpu: GpuState, names: tuple[str, ...], caps: Vector, world: _Wo
 
 def _compute_gpu_vectors(gpu: GpuState, names: Sequence[str], caps: Vector, world: _World) -> tuple[Vector, ...]:
     profiles = tuple(gpu.model.find_profile(n) for n in names)
+    # One GPU holds at most max_instances of a profile, whatever a pod asks: keeps the search small.
+    caps = tuple(min(cap, p.max_instances) if p is not None else 0 for p, cap in zip(profiles, caps))
     if world is _World.ANY_LAYOUT or (world is _World.RELAYOUT_IDLE and gpu.is_idle):
         return _vectors_on_mask(gpu.model, profiles, caps, 0)
     if world is _World.EMPTIED:

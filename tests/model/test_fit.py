@@ -212,3 +212,14 @@ def test_fits_now_agrees_with_exhaustive_search(case) -> None:  # type: ignore[n
             for planned in result.plan:
                 assert not after[planned.gpu_index] & planned.placement.mask
                 after[planned.gpu_index] |= planned.placement.mask
+
+
+def test_absurd_demands_are_answered_not_searched_forever() -> None:
+    # 1,000 instances of three profiles: each GPU can hold at most max_instances of each
+    the_node = node("n", *(gpu("H100-80GB", dynamic=True) for _ in range(8)))
+    result = fit(the_node, want(**{"1g_10gb": 1000, "2g_20gb": 1000, "3g_40gb": 1000}))
+    assert result.verdict is Verdict.NEVER
+    assert (
+        result.reason
+        == "MIG: 1000x 1g.10gb + 1000x 2g.20gb + 1000x 3g.40gb exceeds what this node's GPUs can ever hold"
+    )
