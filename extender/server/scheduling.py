@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import compress
+from operator import attrgetter
 from typing import Any
 
 from cachetools import LRUCache, TTLCache
@@ -51,6 +52,7 @@ def _uid_of(pod: Mapping[str, Any]) -> str:
 
 
 UNKNOWN = -1  # state id standing for a node the view does not know
+_STATE_ID = attrgetter("state_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +114,12 @@ class SchedulingService:
                 raise BadRequest(f"ExtenderArgs.Nodes.items: {exc}") from None
         else:
             candidates = self.view.node_states_for(args.candidate_names())
-        ids = [UNKNOWN if state is None else state.state_id for state in candidates]
-        states = {sid: state for sid, state in zip(ids, candidates) if state is not None}
+        if all(candidates):  # every node known: C-level maps (the common case)
+            ids = list(map(_STATE_ID, candidates))
+            states: dict[int, NodeState] = dict(zip(ids, candidates))  # type: ignore[arg-type]
+        else:
+            ids = [UNKNOWN if state is None else state.state_id for state in candidates]
+            states = {sid: state for sid, state in zip(ids, candidates) if state is not None}
         fits = self._fit_states(demand, states) if demand.mig or demand.gpus else {}
         return _Request(_uid_of(args.pod), demand, ids, states, fits)
 
@@ -133,13 +139,9 @@ class SchedulingService:
         memo = self._fit_memos.get(demand)
         if memo is None or len(memo) > 200_000:
             memo = self._fit_memos[demand] = {}
-        fits: dict[int, FitResult] = {}
-        for sid, state in states.items():
-            result = memo.get(sid)
-            if result is None:
-                result = memo[sid] = evaluate(state, demand, self.policy)
-            fits[sid] = result
-        return fits
+        for sid in states.keys() - memo.keys():  # only states no earlier request saw
+            memo[sid] = evaluate(states[sid], demand, self.policy)
+        return dict(zip(states, map(memo.__getitem__, states)))
 
     # --- verbs ---------------------------------------------------------------------------------------
 
