@@ -84,13 +84,13 @@ go mod edit -modfile="${work}/go.mod" -replace "sigs.k8s.io/karpenter=${SRC_DIR}
 echo "building karpenter-kwok ${KARPENTER_VERSION} ..." >&2
 go build -buildvcs=false -trimpath -modfile="${work}/go.mod" \
     -ldflags="-s -w -X sigs.k8s.io/karpenter/pkg/operator.Version=${KARPENTER_VERSION}" \
-    -o "${BIN_DIR}/.karpenter-kwok.tmp.$$" ./cmd/karpenter-kwok
+    -o "${BIN_DIR}/.karpenter-kwok.tmp.$$" sigs.k8s.io/karpenter/kwok
 mv -f "${BIN_DIR}/.karpenter-kwok.tmp.$$" "${BIN_DIR}/karpenter-kwok"
 
 echo "building kwok ${KWOK_VERSION} ..." >&2
 (cd kwok && go build -buildvcs=false -trimpath \
     -ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}" \
-    -o "${BIN_DIR}/.kwok.tmp.$$" .)
+    -o "${BIN_DIR}/.kwok.tmp.$$" sigs.k8s.io/kwok/cmd/kwok)
 mv -f "${BIN_DIR}/.kwok.tmp.$$" "${BIN_DIR}/kwok"
 
 mkdir -p "${BIN_DIR}/.crds.tmp.$$"
