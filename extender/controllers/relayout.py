@@ -366,10 +366,7 @@ class RelayoutController:
                 result = evaluate(state, pod.demand, _POLICY)  # cached by state: cheap over many nodes
                 if not result.fits_now:
                     continue
-                gpus = {g.index: g for g in state.gpus}
-                for planned in result.plan:
-                    gpus[planned.gpu_index] = gpus[planned.gpu_index].with_used(planned.placement)
-                states[name] = state.replace_gpus(gpus.values())
+                states[name] = state.with_used((p.gpu_index, p.placement) for p in result.plan)
                 assigned[pod.uid] = name
                 break
         return assigned

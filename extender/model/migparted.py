@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ import yaml
 from .catalog import MODELS, CatalogError, GpuModel, Profile, model_for_pci_id
 from .layouts import Layout, balanced_counts, place_counts
 from .placement import PlacementError
+from .state import GpuState, Instance
 
 
 class MigPartedError(ValueError):
@@ -77,6 +78,25 @@ class MigPartedConfig:
             if entry.matches(model, index):
                 return _spec_for(model, entry, f"mig-configs.{name}[{position}]")
         return None
+
+
+    def resolve_all(self, name: str, model: GpuModel, gpu_count: int) -> tuple[GpuLayoutSpec, ...]:
+        """The specs for GPUs 0..gpu_count-1 of one model under config ``name``, every GPU covered."""
+        specs = []
+        for index in range(gpu_count):
+            spec = self.resolve(name, model, index)
+            if spec is None:
+                raise MigPartedError(f"mig-parted config {name!r} has no entry for GPU {index} ({model.name})")
+            specs.append(spec)
+        return tuple(specs)
+
+
+def configured_gpus(model: GpuModel, specs: Sequence[GpuLayoutSpec]) -> tuple[GpuState, ...]:
+    """GPUs 0..n-1 as MIG Manager leaves them after applying ``specs``: every instance free."""
+    return tuple(
+        GpuState(index, model, tuple(Instance(p, False) for p in spec.layout(model)), mig_enabled=spec.mig_enabled)
+        for index, spec in enumerate(specs)
+    )
 
 
 def _spec_for(model: GpuModel, entry: _Entry, where: str) -> GpuLayoutSpec:

@@ -174,3 +174,10 @@ class NodeState:
     def replace_gpus(self, gpus: Iterable[GpuState]) -> NodeState:
         updated = {g.index: g for g in gpus}
         return replace(self, gpus=tuple(updated.get(g.index, g) for g in self.gpus))
+
+    def with_used(self, taken: Iterable[tuple[int, Placement]]) -> NodeState:
+        """The state after pods take instances at (GPU index, placement): a fit's plan applied."""
+        gpus = {g.index: g for g in self.gpus}
+        for index, placement in taken:
+            gpus[index] = gpus[index].with_used(placement)
+        return replace(self, gpus=tuple(gpus[g.index] for g in self.gpus))

@@ -21,7 +21,7 @@ from ..model.catalog import CatalogError, GpuModel, Profile, model_named, parse_
 from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
 from ..model.fit import Allocator, fit
 from ..model.layouts import place_counts
-from ..model.migparted import MigPartedConfig, MigPartedError
+from ..model.migparted import MigPartedConfig, MigPartedError, configured_gpus
 from ..model.placement import Placement, PlacementError, place_all
 from ..model.state import Fidelity, GpuState, Instance, MigStrategy, NodeState
 from .objects import MODE_LABEL, NodeInfo
@@ -252,15 +252,8 @@ def _from_config(
     counts: Mapping[Profile, int],
     warnings: list[str],
 ) -> tuple[GpuState, ...] | None:
-    gpus = []
     try:
-        for index in range(gpu_count):
-            spec = mig_parted.resolve(config_name, model, index)
-            if spec is None:
-                warnings.append(f"{node.name}: mig-parted config {config_name!r} has no entry for GPU {index}")
-                return None
-            layout = spec.layout(model)
-            gpus.append(GpuState(index, model, tuple(Instance(p, False) for p in layout), mig_enabled=spec.mig_enabled))
+        gpus = configured_gpus(model, mig_parted.resolve_all(config_name, model, gpu_count))
     except MigPartedError as exc:
         warnings.append(f"{node.name}: {exc}")
         return None
