@@ -1,0 +1,161 @@
+"""New capacity for pods that no existing node can host: how many nodes of which pool.
+
+A pool is a Karpenter NodePool whose nodes come up with one MIG layout (its ``nvidia.com/mig.config``).
+The pending demand is packed, largest first, into the nodes already on their way (arriving: registered but
+not yet re-partitioned by MIG Manager; requested: asked for and not yet there), then into new nodes of the
+cheapest pool whose layout hosts it, as the extender itself would fill them (the same fit as the filter).
+Pure: the provisioning controller and ``mig-extender pools`` share it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .catalog import GpuModel
+from .demand import PodDemand
+from .migparted import MigPartedConfig, configured_gpus
+from .policy import PolicyConfig, evaluate
+from .state import NodeState
+
+_SLICES = re.compile(r"(\d+)g\.")
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A NodePool of MIG nodes: what one of its nodes looks like once MIG Manager applied its config."""
+
+    name: str
+    model: GpuModel
+    gpus_per_node: int
+    mig_config: str
+    cost: float = 1.0
+    """Relative cost of one node: of the pools that host a demand, the cheapest gets the new node."""
+    max_nodes: int = 4
+    """At most this many nodes asked for (requested, not yet there) at once."""
+
+    def empty_node(self, mig_parted: MigPartedConfig) -> NodeState:
+        """A new node of the pool, every instance free; MigPartedError if the config does not cover it."""
+        specs = mig_parted.resolve_all(self.mig_config, self.model, self.gpus_per_node)
+        return NodeState(f"<new {self.name} node>", configured_gpus(self.model, specs))
+
+    def advertised(self, mig_parted: MigPartedConfig) -> dict[str, int]:
+        """Extended resources a node of the pool advertises with the device plugin's mixed strategy."""
+        counts: dict[str, int] = {}
+        for gpu in self.empty_node(mig_parted).gpus:
+            if not gpu.mig_enabled:
+                counts["nvidia.com/gpu"] = counts.get("nvidia.com/gpu", 0) + 1
+            for instance in gpu.instances:
+                name = instance.profile.resource_name
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+class Unhosted(enum.StrEnum):
+    NO_POOL = "no-pool"
+    """No configured pool's layout can host the demand, even on an empty node."""
+    CAPPED = "capped"
+    """Pools that could host it are at their ``max_nodes``."""
+
+
+class NodeSource(enum.IntEnum):
+    """Where a node of the plan comes from, in the order demand fills them."""
+
+    ARRIVING = 0
+    REQUESTED = 1
+    NEW = 2
+
+
+@dataclass
+class _PlannedNode:
+    pool: str
+    source: NodeSource
+    state: NodeState
+    used: bool = False
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    requests: Mapping[str, int]
+    """Per pool: nodes to keep asked for (requested ones that host demand, plus new ones)."""
+    hosts: Mapping[int, str]
+    """Demand index -> the pool whose arriving, requested or new node hosts it."""
+    unhosted: Mapping[int, Unhosted]
+    new: Mapping[str, int] = field(default_factory=dict)
+    """Per pool: nodes beyond those already requested."""
+
+
+def demand_slices(demand: PodDemand) -> int:
+    """Compute slices a demand takes, from its profile names (``3g.40gb`` is 3): the packing order."""
+    total = demand.gpus * 8
+    for name, count in demand.mig:
+        match = _SLICES.search(name)
+        total += count * (int(match.group(1)) if match else 1)
+    return total
+
+
+def plan_capacity(
+    pools: Sequence[tuple[Pool, NodeState]],
+    demands: Sequence[PodDemand],
+    policy: PolicyConfig,
+    *,
+    arriving: Mapping[str, int] | None = None,
+    requested: Mapping[str, int] | None = None,
+) -> CapacityPlan:
+    """Pack ``demands`` into arriving, then requested, then new nodes; new ones from the cheapest pool.
+
+    ``pools`` pairs each pool with its empty node (:meth:`Pool.empty_node`); pools are tried by cost, then
+    in the order given.
+    """
+    arriving = arriving or {}
+    requested = requested or {}
+    templates = {pool.name: template for pool, template in pools}
+    by_cost = sorted((pool for pool, _ in pools), key=lambda p: p.cost)  # stable: equal costs keep their order
+    nodes: list[_PlannedNode] = []
+    for source, counts in ((NodeSource.ARRIVING, arriving), (NodeSource.REQUESTED, requested)):
+        for pool, _ in pools:
+            nodes.extend(_PlannedNode(pool.name, source, templates[pool.name]) for _ in range(counts.get(pool.name, 0)))
+    asked = {pool.name: requested.get(pool.name, 0) for pool, _ in pools}
+    hosts: dict[int, str] = {}
+    unhosted: dict[int, Unhosted] = {}
+    order = sorted(range(len(demands)), key=lambda i: -demand_slices(demands[i]))
+    for index in order:
+        demand = demands[index]
+        host = _place(nodes, demand, policy)
+        if host is not None:
+            hosts[index] = host.pool
+            continue
+        hosting = [pool for pool in by_cost if evaluate(templates[pool.name], demand, policy).fits_now]
+        if not hosting:
+            unhosted[index] = Unhosted.NO_POOL
+            continue
+        room = [pool for pool in hosting if asked[pool.name] < pool.max_nodes]
+        if not room:
+            unhosted[index] = Unhosted.CAPPED
+            continue
+        pool = room[0]
+        asked[pool.name] += 1
+        nodes.append(_PlannedNode(pool.name, NodeSource.NEW, templates[pool.name]))
+        _place(nodes[-1:], demand, policy)
+        hosts[index] = pool.name
+    requests = {pool.name: 0 for pool, _ in pools}
+    new = dict(requests)
+    for node in nodes:
+        if node.source is NodeSource.NEW:
+            new[node.pool] += 1
+        if node.source is not NodeSource.ARRIVING and node.used:
+            requests[node.pool] += 1
+    return CapacityPlan(requests, hosts, unhosted, new)
+
+
+def _place(nodes: Sequence[_PlannedNode], demand: PodDemand, policy: PolicyConfig) -> _PlannedNode | None:
+    """Put the demand on the first node that hosts it now (fits are cached by state: equal nodes are cheap)."""
+    for node in nodes:
+        result = evaluate(node.state, demand, policy)
+        if result.fits_now:
+            node.state = node.state.with_used((p.gpu_index, p.placement) for p in result.plan)
+            node.used = True
+            return node
+    return None

@@ -1,0 +1,97 @@
+"""Capacity planning for pods no node hosts: which pools, how many nodes, what stays unhosted."""
+
+from __future__ import annotations
+
+import pytest
+
+from extender.model.catalog import model_named
+from extender.model.demand import PodDemand
+from extender.model.migparted import DEFAULT_CONFIG, MigPartedError
+from extender.model.policy import PolicyConfig
+from extender.model.provisioning import Pool, Unhosted, demand_slices, plan_capacity
+
+A100 = model_named("A100-80GB")
+H100 = model_named("H100-80GB")
+BALANCED = Pool("a100-balanced", A100, 8, "all-balanced", cost=2.0, max_nodes=3)
+SMALL = Pool("a100-1g", A100, 8, "all-1g.10gb", cost=1.0, max_nodes=2)
+WHOLE = Pool("h100-7g", H100, 8, "all-7g.80gb", cost=3.0, max_nodes=1)
+POOLS = [(p, p.empty_node(DEFAULT_CONFIG)) for p in (BALANCED, SMALL, WHOLE)]
+
+
+ONE_1G = PodDemand((("1g.10gb", 1),))
+ONE_3G = PodDemand((("3g.40gb", 1),))
+ONE_7G = PodDemand((("7g.80gb", 1),))
+TWO_4G = PodDemand((("4g.40gb", 2),))
+
+
+def test_a_pool_node_is_its_config_applied() -> None:
+    assert BALANCED.advertised(DEFAULT_CONFIG) == {
+        "nvidia.com/mig-1g.10gb": 16,
+        "nvidia.com/mig-2g.20gb": 8,
+        "nvidia.com/mig-3g.40gb": 8,
+    }
+    assert SMALL.advertised(DEFAULT_CONFIG) == {"nvidia.com/mig-1g.10gb": 56}
+    assert WHOLE.advertised(DEFAULT_CONFIG) == {"nvidia.com/mig-7g.80gb": 8}
+
+
+def test_an_unknown_config_names_itself() -> None:
+    with pytest.raises(MigPartedError, match="all-9g"):
+        Pool("bad", A100, 8, "all-9g").empty_node(DEFAULT_CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("demands", "arriving", "requested", "want_requests", "want_unhosted"),
+    [
+        pytest.param([], {}, {}, {}, {}, id="nothing-pending-nothing-asked"),
+        pytest.param([ONE_1G], {}, {}, {"a100-1g": 1}, {}, id="cheapest-pool-that-hosts"),
+        pytest.param([ONE_3G], {}, {}, {"a100-balanced": 1}, {}, id="only-pool-with-the-profile"),
+        pytest.param([ONE_1G] * 57, {}, {}, {"a100-1g": 2}, {}, id="56-per-node-then-a-second"),
+        pytest.param(
+            [ONE_1G] * 20, {}, {"a100-balanced": 1}, {"a100-balanced": 1, "a100-1g": 1}, {}, id="requested-first"
+        ),
+        pytest.param([ONE_1G] * 16, {"a100-balanced": 1}, {}, {}, {}, id="an-arriving-node-hosts-it"),
+        pytest.param([ONE_3G], {}, {"a100-1g": 1}, {"a100-balanced": 1}, {}, id="useless-request-dropped"),
+        pytest.param([TWO_4G], {}, {}, {}, {0: Unhosted.NO_POOL}, id="no-pool-has-4g"),
+        pytest.param([ONE_7G] * 9, {}, {}, {"h100-7g": 1}, {8: Unhosted.CAPPED}, id="capped"),
+        pytest.param(
+            [ONE_3G] * 5 + [ONE_1G] * 60,
+            {},
+            {"a100-balanced": 1},
+            {"a100-balanced": 1, "a100-1g": 1},
+            {},
+            id="mixed",
+        ),
+    ],
+)
+def test_plan_capacity(
+    demands: list[PodDemand],
+    arriving: dict[str, int],
+    requested: dict[str, int],
+    want_requests: dict[str, int],
+    want_unhosted: dict[int, Unhosted],
+) -> None:
+    plan = plan_capacity(POOLS, demands, PolicyConfig(), arriving=arriving, requested=requested)
+    assert {k: v for k, v in plan.requests.items() if v} == want_requests
+    assert dict(plan.unhosted) == want_unhosted
+    assert set(plan.hosts) | set(plan.unhosted) == set(range(len(demands)))
+
+
+def test_caps_count_requests_already_made() -> None:
+    plan = plan_capacity(POOLS, [ONE_7G] * 16, PolicyConfig(), requested={"h100-7g": 1})
+    assert plan.requests["h100-7g"] == 1
+    assert plan.new["h100-7g"] == 0
+    assert len(plan.unhosted) == 8
+
+
+def test_largest_first_so_big_demands_find_whole_gpus() -> None:
+    # 8x 3g first takes one 3g per GPU; the 1g pods then fill the 1g slots of the same node.
+    plan = plan_capacity(POOLS[:1], [ONE_1G] * 16 + [ONE_3G] * 8, PolicyConfig())
+    assert plan.requests == {"a100-balanced": 1}
+
+
+@pytest.mark.parametrize(
+    ("demand", "slices"),
+    [(ONE_1G, 1), (ONE_3G, 3), (TWO_4G, 8), (PodDemand((("1c.3g.40gb", 2),)), 6), (PodDemand(gpus=2), 16)],
+)
+def test_demand_slices(demand: PodDemand, slices: int) -> None:
+    assert demand_slices(demand) == slices
