@@ -22,6 +22,7 @@ from .model.placement import START_CHOOSERS
 from .model.scoring import SCORERS
 
 ENV_PREFIX = "MIG_EXTENDER_"
+PROVISION_MODES = ("off", "plan-only", "requests", "overlay")
 
 
 class SettingsError(ValueError):
@@ -202,11 +203,66 @@ class Settings:
         default=6,
         metadata=_doc("Re-layouts started per hour at most, cluster-wide (a sliding window)."),
     )
+    provision: str = field(
+        default="off",
+        metadata=_doc(
+            "Provisioning loop for pods no layout anywhere fits: off; plan-only (export what it would ask for); "
+            "requests (capacity-request pods that Karpenter provisions nodes of the MIG NodePools for); overlay "
+            "(Karpenter provisions for the pods itself through NodeOverlays; the loop only guards new nodes). "
+            "Off by default: it makes Karpenter buy nodes. See docs/karpenter.md."
+        ),
+    )
+    provision_pools_file: str | None = field(
+        default=None,
+        metadata=_doc(
+            "YAML file mapping Karpenter NodePools to GPU model, GPUs per node, mig-parted config, cost and cap "
+            "(docs/karpenter.md); needed unless provision is off. Mounted from the ConfigMap mig-extender-pools."
+        ),
+    )
+    provision_namespace: str = field(
+        default="mig-extender",
+        metadata=_doc("Namespace of the capacity-request pods: the extender's own, where its Role allows them."),
+    )
+    provision_owner_configmap: str = field(
+        default="mig-extender-pools",
+        metadata=_doc(
+            "ConfigMap in provision_namespace that owns the capacity-request pods: deleting it (or the install) "
+            "lets the garbage collector remove them. Missing: the requests carry no owner."
+        ),
+    )
+    provision_interval_s: float = field(
+        default=10.0, metadata=_doc("How often the loop reconciles capacity requests and new nodes.")
+    )
+    provision_debounce_s: float = field(
+        default=30.0,
+        metadata=_doc(
+            "A pod counts as unmet demand once its no-layout-fits verdict is this old: pods that a deletion or "
+            "a re-layout would host soon do not buy nodes."
+        ),
+    )
+    provision_max_requests: int = field(
+        default=20,
+        metadata=_doc("Capacity requests outstanding at once, cluster-wide, on top of each pool's maxNodes."),
+    )
+    provision_protect_s: float = field(
+        default=1800.0,
+        metadata=_doc(
+            "A new node of a MIG pool carries karpenter.sh/do-not-disrupt until a MIG pod runs on it or this "
+            "long: MIG Manager may reboot it to apply its layout, and an empty node would be consolidated."
+        ),
+    )
+    provision_request_timeout_s: float = field(
+        default=900.0,
+        metadata=_doc(
+            "A capacity request with no node of its pool after this long gets a Warning event and counts as "
+            "stuck (NodePool limits, no offering, or Karpenter deciding an existing node fits)."
+        ),
+    )
     leader_election: bool = field(
         default=True,
         metadata=_doc(
-            "Hold a Lease before the re-layout controller acts, so one replica acts at a time. Only used "
-            "when relayout is not off."
+            "Hold a Lease before the re-layout controller or the provisioning loop acts, so one replica acts "
+            "at a time. Only used when either is on."
         ),
     )
     leader_election_namespace: str = field(
@@ -243,6 +299,12 @@ class Settings:
             errors.append(f"relayout: {self.relayout!r} is not off, plan-only or on")
         if self.relayout != "off" and not self.annotate:
             errors.append("relayout: needs annotate (it acts on pods whose verdict annotation is relayout)")
+        if self.provision not in PROVISION_MODES:
+            errors.append(f"provision: {self.provision!r} is not {', '.join(PROVISION_MODES)}")
+        if self.provision != "off" and not self.provision_pools_file:
+            errors.append("provision: needs provision_pools_file (which NodePools to provision, with what layout)")
+        if self.provision != "off" and not self.annotate:
+            errors.append("provision: needs annotate (it acts on pods whose verdict annotation is no-layout-fits)")
         if not 0 < self.leader_retry_period_s < self.leader_renew_deadline_s < self.leader_lease_duration_s:
             errors.append("leader election: need 0 < retry period < renew deadline < lease duration")
         if self.log_format not in ("text", "json"):
@@ -261,10 +323,14 @@ class Settings:
             "relayout_timeout_s",
             "relayout_max_concurrent",
             "relayout_max_per_hour",
+            "provision_interval_s",
+            "provision_max_requests",
+            "provision_protect_s",
+            "provision_request_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be positive, not {getattr(self, name)}")
-        for name in ("relayout_min_idle_s", "relayout_settle_s", "relayout_node_cooldown_s"):
+        for name in ("relayout_min_idle_s", "relayout_settle_s", "relayout_node_cooldown_s", "provision_debounce_s"):
             if getattr(self, name) < 0:
                 errors.append(f"{name}: must not be negative, not {getattr(self, name)}")
         if self.kubeconfig and self.snapshot:

@@ -14,13 +14,20 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import GpuModel
+from .catalog import CatalogError, GpuModel, model_named
 from .demand import PodDemand
 from .migparted import MigPartedConfig, configured_gpus
 from .policy import PolicyConfig, evaluate
 from .state import NodeState
 
 _SLICES = re.compile(r"(\d+)g\.")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_POOL_KEYS = {"nodePool", "gpu", "gpusPerNode", "migConfig", "cost", "maxNodes"}
+MAX_GPUS_PER_NODE = 64
+
+
+class PoolsError(ValueError):
+    """A pools file that cannot be used; the message names the entry and field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +166,54 @@ def _place(nodes: Sequence[_PlannedNode], demand: PodDemand, policy: PolicyConfi
             node.used = True
             return node
     return None
+
+
+def parse_pools(document: object) -> tuple[Pool, ...]:
+    """Pools from a pools file: ``{"pools": [{"nodePool", "gpu", "gpusPerNode", "migConfig", ...}]}``."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("pools"), list):
+        raise PoolsError("expected a mapping with a list 'pools'")
+    pools: list[Pool] = []
+    for position, entry in enumerate(document["pools"]):
+        where = f"pools[{position}]"
+        if not isinstance(entry, Mapping):
+            raise PoolsError(f"{where}: expected a mapping")
+        unknown = sorted(set(map(str, entry)) - _POOL_KEYS)
+        if unknown:
+            raise PoolsError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_POOL_KEYS))}")
+        name = entry.get("nodePool")
+        if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+            raise PoolsError(f"{where}.nodePool: {name!r} is not a NodePool name (a DNS label)")
+        if any(p.name == name for p in pools):
+            raise PoolsError(f"{where}.nodePool: {name!r} is listed twice")
+        try:
+            model = model_named(str(entry.get("gpu", "")))
+        except CatalogError as exc:
+            raise PoolsError(f"{where}.gpu: {exc}") from None
+        gpus = _integer(entry, "gpusPerNode", where, None)
+        if not 0 < gpus <= MAX_GPUS_PER_NODE:
+            raise PoolsError(f"{where}.gpusPerNode: {gpus} is outside 1..{MAX_GPUS_PER_NODE}")
+        config = entry.get("migConfig")
+        if not isinstance(config, str) or not config:
+            raise PoolsError(f"{where}.migConfig: {config!r} is not a mig-parted config name")
+        cost = _float(entry, "cost", where, 1.0)
+        if not cost > 0:
+            raise PoolsError(f"{where}.cost: must be positive, not {cost}")
+        max_nodes = _integer(entry, "maxNodes", where, 4)
+        if max_nodes < 1:
+            raise PoolsError(f"{where}.maxNodes: must be at least 1, not {max_nodes}")
+        pools.append(Pool(name, model, gpus, config, cost, max_nodes))
+    return tuple(pools)
+
+
+def _integer(entry: Mapping[str, object], key: str, where: str, default: int | None) -> int:
+    value = entry.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PoolsError(f"{where}.{key}: expected an integer, not {value!r}")
+    return value
+
+
+def _float(entry: Mapping[str, object], key: str, where: str, default: float) -> float:
+    value = entry.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise PoolsError(f"{where}.{key}: expected a number, not {value!r}")
+    return float(value)

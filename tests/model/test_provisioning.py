@@ -8,7 +8,7 @@ from extender.model.catalog import model_named
 from extender.model.demand import PodDemand
 from extender.model.migparted import DEFAULT_CONFIG, MigPartedError
 from extender.model.policy import PolicyConfig
-from extender.model.provisioning import Pool, Unhosted, demand_slices, plan_capacity
+from extender.model.provisioning import Pool, PoolsError, Unhosted, demand_slices, parse_pools, plan_capacity
 
 A100 = model_named("A100-80GB")
 H100 = model_named("H100-80GB")
@@ -95,3 +95,35 @@ def test_largest_first_so_big_demands_find_whole_gpus() -> None:
 )
 def test_demand_slices(demand: PodDemand, slices: int) -> None:
     assert demand_slices(demand) == slices
+
+
+GOOD_ENTRY = {"nodePool": "p4de", "gpu": "A100-SXM4-80GB", "gpusPerNode": 8, "migConfig": "all-balanced"}
+
+
+def test_parse_pools_defaults_and_aliases() -> None:
+    (pool,) = parse_pools({"pools": [GOOD_ENTRY]})
+    assert (pool.name, pool.model, pool.gpus_per_node, pool.mig_config) == ("p4de", A100, 8, "all-balanced")
+    assert (pool.cost, pool.max_nodes) == (1.0, 4)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (None, "expected a mapping with a list 'pools'"),
+        ({"pools": {}}, "expected a mapping with a list 'pools'"),
+        ({"pools": ["x"]}, r"pools\[0\]: expected a mapping"),
+        ({"pools": [{**GOOD_ENTRY, "gpus": 8}]}, r"pools\[0\]: unknown field\(s\) gpus"),
+        ({"pools": [{**GOOD_ENTRY, "nodePool": "P4DE"}]}, r"pools\[0\].nodePool: 'P4DE' is not a NodePool name"),
+        ({"pools": [GOOD_ENTRY, GOOD_ENTRY]}, r"pools\[1\].nodePool: 'p4de' is listed twice"),
+        ({"pools": [{**GOOD_ENTRY, "gpu": "Z100"}]}, r"pools\[0\].gpu: unknown GPU model"),
+        ({"pools": [{**GOOD_ENTRY, "gpusPerNode": "8"}]}, r"gpusPerNode: expected an integer, not '8'"),
+        ({"pools": [{**GOOD_ENTRY, "gpusPerNode": 0}]}, r"gpusPerNode: 0 is outside 1..64"),
+        ({"pools": [{**GOOD_ENTRY, "migConfig": ""}]}, r"migConfig: '' is not a mig-parted config name"),
+        ({"pools": [{**GOOD_ENTRY, "cost": -1}]}, r"cost: must be positive, not -1.0"),
+        ({"pools": [{**GOOD_ENTRY, "cost": True}]}, r"cost: expected a number, not True"),
+        ({"pools": [{**GOOD_ENTRY, "maxNodes": 0}]}, r"maxNodes: must be at least 1, not 0"),
+    ],
+)
+def test_parse_pools_names_the_problem(document: object, message: str) -> None:
+    with pytest.raises(PoolsError, match=message):
+        parse_pools(document)
