@@ -16,7 +16,12 @@ from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, DemandError, PodDe
 ANNOTATION_PREFIX = "mig-extender.io/"
 NODE_GPUS_ANNOTATION = ANNOTATION_PREFIX + "gpus"
 MODE_LABEL = ANNOTATION_PREFIX + "mode"
-_KEPT_LABEL_PREFIXES = ("nvidia.com/", ANNOTATION_PREFIX)
+NODEPOOL_LABEL = "karpenter.sh/nodepool"
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+CAPACITY_REQUEST_SCHEDULER = "mig-extender.io/capacity-request"
+"""The schedulerName of capacity-request pods: no scheduler serves it, so none binds them."""
+_KEPT_LABEL_PREFIXES = ("nvidia.com/", ANNOTATION_PREFIX, NODEPOOL_LABEL)
+_KEPT_NODE_ANNOTATIONS = (ANNOTATION_PREFIX, DO_NOT_DISRUPT)
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -71,6 +76,18 @@ class NodeInfo:
     gpus_annotation: str | None
     allocatable: Mapping[str, int]
     unschedulable: bool
+    annotations: Mapping[str, str]
+    """Only ``mig-extender.io/*`` and ``karpenter.sh/do-not-disrupt``."""
+
+    @property
+    def pool(self) -> str | None:
+        """The Karpenter NodePool that launched the node."""
+        return self.labels.get(NODEPOOL_LABEL)
+
+    @property
+    def advertises_mig(self) -> bool:
+        """The device plugin advertises MIG instances: MIG Manager has applied a layout."""
+        return any(count for name, count in self.allocatable.items() if name.startswith(MIG_RESOURCE_PREFIX))
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> NodeInfo:
@@ -89,6 +106,8 @@ class NodeInfo:
                 k: _count(v) for k, v in allocatable.items() if k == GPU_RESOURCE or k.startswith(MIG_RESOURCE_PREFIX)
             },
             unschedulable=bool(isinstance(spec, Mapping) and spec.get("unschedulable")),
+            annotations={k: v for k, v in annotations.items() if k.startswith(_KEPT_NODE_ANNOTATIONS)}
+            or _NO_ANNOTATIONS,
         )
 
 
@@ -117,7 +136,12 @@ class PodInfo:
 
     @property
     def is_pending_mig(self) -> bool:
-        return self.is_active and self.node_name is None and bool(self.demand.mig or self.demand.gpus)
+        return (
+            self.is_active
+            and self.node_name is None
+            and bool(self.demand.mig or self.demand.gpus)
+            and self.scheduler_name != CAPACITY_REQUEST_SCHEDULER
+        )
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:

@@ -284,6 +284,9 @@ class ClusterView:
             if state is not None:
                 yield state
 
+    def pods_on(self, node: str) -> Iterable[PodInfo]:
+        return self._pods_on_node.get(node, {}).values()
+
     def pending_mig_pods(self) -> Iterator[PodInfo]:
         return (p for p in self.pods.values() if p.is_pending_mig)
 
