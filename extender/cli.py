@@ -73,6 +73,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
+    if settings.provision != "off" and settings.provision_pools_file:
+        from .controllers.provisioning import load_pools
+        from .model.provisioning import PoolsError
+
+        try:
+            load_pools(settings.provision_pools_file)
+        except PoolsError as exc:
+            print(f"mig-extender: {exc}", file=sys.stderr)
+            return 2
     configure_logging(settings)
     try:
         return asyncio.run(serve(settings))
@@ -118,6 +127,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate.command import main as simulate
 
     return simulate(args)
+
+
+def cmd_nodeoverlays(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .controllers.provisioning import load_pools, node_overlay
+    from .model.migparted import DEFAULT_CONFIG, MigPartedError, parse_config
+    from .model.provisioning import PoolsError
+
+    try:
+        pools = load_pools(args.pools)
+        mig_parted = DEFAULT_CONFIG
+        if args.mig_parted:
+            with open(args.mig_parted) as source:
+                mig_parted = parse_config(source.read())
+        overlays = [node_overlay(pool, mig_parted) for pool in pools]
+    except (PoolsError, MigPartedError, OSError) as exc:
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(yaml.safe_dump_all(overlays, sort_keys=False))
+    return 0
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -175,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="trace-driven placement simulator: every policy in one world")
     simulate_arguments(simulate)
     simulate.set_defaults(handler=cmd_simulate)
+
+    overlays = commands.add_parser(
+        "nodeoverlays", help="print Karpenter NodeOverlays declaring each MIG NodePool's nvidia.com/mig-* capacity"
+    )
+    overlays.add_argument("--pools", required=True, help="the pools file (see docs/karpenter.md)")
+    overlays.add_argument(
+        "--mig-parted",
+        metavar="FILE",
+        help="mig-parted config (config.yaml) MIG Manager uses (default: the operator's)",
+    )
+    overlays.set_defaults(handler=cmd_nodeoverlays)
 
     settings = commands.add_parser("settings", help="print every setting with its default and why (Markdown)")
     settings.set_defaults(handler=cmd_settings)

@@ -574,6 +574,105 @@ class _RelayoutCollector(Collector):
         yield CounterMetricFamily("mig_extender_relayout_errors", "Re-layout reconciles that failed.", value=s.errors)
 
 
+@dataclass
+class ProvisioningStats:
+    """What the provisioning loop counts; it fills these in, :class:`_ProvisioningCollector` exports them."""
+
+    requests_created: Tally[str] = field(default_factory=Tally)
+    """Capacity-request pods created, by NodePool."""
+    requests_deleted: Tally[str] = field(default_factory=Tally)
+    """By reason: arrived (a node of the pool came), demand-gone, mode (not in requests mode)."""
+    requests: dict[str, int] = field(default_factory=dict)
+    """Outstanding capacity requests, by NodePool."""
+    requests_stuck: int = 0
+    nodes_arrived: Tally[str] = field(default_factory=Tally)
+    protections_released: Tally[str] = field(default_factory=Tally)
+    """By reason: in-use (a MIG pod runs there) or timeout."""
+    planned_nodes: dict[str, int] = field(default_factory=dict)
+    """Nodes the last plan wants asked for, by NodePool (in plan-only mode: what it would ask for)."""
+    unmet_pods: dict[str, int] = field(default_factory=dict)
+    """Pods counted as unmet demand, by outcome: hosted, no-pool, capped."""
+    errors: int = 0
+
+
+class _ProvisioningCollector(Collector):
+    def __init__(self, stats: ProvisioningStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self.stats
+        yield _labelled(
+            CounterMetricFamily,
+            "mig_extender_capacity_requests_created",
+            "Capacity-request pods created.",
+            "nodepool",
+            s.requests_created,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "mig_extender_capacity_requests_deleted",
+            "Capacity-request pods deleted, by reason.",
+            "reason",
+            s.requests_deleted,
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "mig_extender_capacity_requests",
+            "Capacity-request pods outstanding.",
+            "nodepool",
+            s.requests,
+        )
+        yield GaugeMetricFamily(
+            "mig_extender_capacity_requests_stuck",
+            "Capacity requests with no node of their pool after provision_request_timeout_s.",
+            value=s.requests_stuck,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "mig_extender_capacity_nodes_arrived",
+            "New nodes of MIG pools taken in charge.",
+            "nodepool",
+            s.nodes_arrived,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "mig_extender_capacity_protections_released",
+            "New nodes whose karpenter.sh/do-not-disrupt guard was lifted, by reason.",
+            "reason",
+            s.protections_released,
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "mig_extender_capacity_planned_nodes",
+            "Nodes the last plan asks for, by NodePool.",
+            "nodepool",
+            s.planned_nodes,
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "mig_extender_capacity_unmet_pods",
+            "Pods counted as unmet demand by the last plan, by outcome (hosted, no-pool, capped).",
+            "outcome",
+            s.unmet_pods,
+        )
+        yield CounterMetricFamily(
+            "mig_extender_provisioning_errors", "Provisioning reconciles that failed.", value=s.errors
+        )
+
+
+def _labelled(
+    kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    values: Mapping[str, int],
+) -> GaugeMetricFamily | CounterMetricFamily:
+    family = kind(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
 class Metrics:
     def __init__(
         self,
@@ -670,6 +769,10 @@ class Metrics:
     def register_relayout(self, stats: RelayoutStatsLike) -> None:
         """Export the re-layout controller's counts (only when it runs)."""
         self.registry.register(_RelayoutCollector(stats))
+
+    def register_provisioning(self, stats: ProvisioningStats) -> None:
+        """Export the provisioning loop's counts (only when it runs)."""
+        self.registry.register(_ProvisioningCollector(stats))
 
     def restarted(self, kind: Kind, reason: str) -> None:
         self.watch_restarts.labels(str(kind), reason).inc()

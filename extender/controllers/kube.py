@@ -7,6 +7,7 @@ Protocols let unit tests put an in-memory API in their place.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -17,7 +18,7 @@ import orjson
 from kubernetes_asyncio import client
 
 TIMEOUT_S = 10
-REPORTING_CONTROLLER = "mig-extender.io/relayout"
+REPORTING_CONTROLLER = "mig-extender.io/controllers"
 NOTE_LIMIT = 1024
 
 
@@ -88,11 +89,35 @@ class ClusterApi(Protocol):
 
     async def replace_config_map(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
-    async def post_event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str) -> None: ...
+    async def post_event(
+        self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str = "Relayout"
+    ) -> None: ...
+
+
+class CapacityApi(Protocol):
+    """What the provisioning loop writes: its capacity-request pods, new nodes' guard, Events."""
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Gone already is fine."""
+        ...
+
+    async def patch_pod_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def patch_node(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def post_event(
+        self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str = "Relayout"
+    ) -> None: ...
 
 
 class KubeApi:
-    """:class:`LeaseApi` and :class:`ClusterApi` against a real API server."""
+    """:class:`LeaseApi`, :class:`ClusterApi` and :class:`CapacityApi` against a real API server."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
@@ -158,7 +183,40 @@ class KubeApi:
         )
         return cast(dict[str, Any], await _body(response, f"update configmap {namespace}/{name}"))
 
-    async def post_event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str) -> None:
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        response = await self.core.list_namespaced_pod(
+            namespace, label_selector=label_selector, _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        body = await _body(response, f"list pods {label_selector} in {namespace}")
+        return list(body.get("items") or [])
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = await self.core.create_namespaced_pod(
+            namespace, cast(Any, dict(body)), _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        return cast(dict[str, Any], await _body(response, f"create pod in {namespace}"))
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        response = await self.core.delete_namespaced_pod(
+            name, namespace, grace_period_seconds=0, _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        with contextlib.suppress(NotFound):
+            await _body(response, f"delete pod {namespace}/{name}")
+
+    async def patch_pod_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        response = await self.core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # _content_type in **kwargs
+            name,
+            namespace,
+            cast(Any, dict(patch)),
+            _content_type="application/merge-patch+json",
+            _preload_content=False,
+            _request_timeout=TIMEOUT_S,
+        )
+        return cast(dict[str, Any], await _body(response, f"patch status of pod {namespace}/{name}"))
+
+    async def post_event(
+        self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str = "Relayout"
+    ) -> None:
         # Events about cluster-scoped objects (nodes) live in the default namespace, as the kubelet's do.
         namespace = regarding.get("namespace") or "default"
         if len(note) > NOTE_LIMIT:
@@ -170,7 +228,7 @@ class KubeApi:
             "eventTime": micro_time(datetime.datetime.now(datetime.UTC)),
             "reportingController": REPORTING_CONTROLLER,
             "reportingInstance": self.instance,
-            "action": "Relayout",
+            "action": action,
             "reason": reason,
             "type": kind,
             "note": note,

@@ -79,7 +79,6 @@ class MigPartedConfig:
                 return _spec_for(model, entry, f"mig-configs.{name}[{position}]")
         return None
 
-
     def resolve_all(self, name: str, model: GpuModel, gpu_count: int) -> tuple[GpuLayoutSpec, ...]:
         """The specs for GPUs 0..gpu_count-1 of one model under config ``name``, every GPU covered."""
         specs = []

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..controllers.kube import KubeApi, identity
 from ..controllers.leader import LeaderElector
+from ..controllers.provisioning import ProvisionConfig, ProvisioningController
 from ..controllers.relayout import RelayoutConfig, RelayoutController
 from ..metrics import Metrics
 from ..model.fit import Allocator
@@ -64,7 +65,7 @@ async def _wait_for_signal(stop: asyncio.Event) -> None:
     await stop.wait()
 
 
-def _relayout_roots(
+def _controller_roots(
     settings: Settings,
     view: ClusterView,
     api: Any,
@@ -72,11 +73,14 @@ def _relayout_roots(
     annotator: Annotator | None,
     metrics: Metrics,
 ) -> dict[str, Coroutine[Any, Any, None]]:
-    """The re-layout controller, and the leader election it (and then the annotator) acts under."""
-    if settings.relayout == "off":
+    """The re-layout controller and the provisioning loop, under one leader election."""
+    wanted = [
+        name for name, mode in (("relayout", settings.relayout), ("provision", settings.provision)) if mode != "off"
+    ]
+    if not wanted:
         return {}
     if api is None:
-        log.warning("relayout=%s needs a live cluster: not started with --snapshot", settings.relayout)
+        log.warning("%s need a live cluster: not started with --snapshot", " and ".join(wanted))
         return {}
     kube = KubeApi(api)
     roots: dict[str, Coroutine[Any, Any, None]] = {}
@@ -96,15 +100,26 @@ def _relayout_roots(
     def leading() -> bool:
         return elector is None or elector.is_leader
 
-    controller = RelayoutController(
-        view, kube, RelayoutConfig.from_settings(settings), weights=service.weights, is_leader=leading
-    )
-    roots["relayout"] = controller.run()
-    metrics.register_relayout(controller.stats)
+    if settings.relayout != "off":
+        relayout = RelayoutController(
+            view, kube, RelayoutConfig.from_settings(settings), weights=service.weights, is_leader=leading
+        )
+        roots["relayout"] = relayout.run()
+        metrics.register_relayout(relayout.stats)
+        if annotator is not None:
+            annotator.relayout_notes = relayout.note_for
+    if settings.provision != "off":
+        provisioning = ProvisioningController(view, kube, ProvisionConfig.from_settings(settings), is_leader=leading)
+        roots["provisioning"] = provisioning.run()
+        metrics.register_provisioning(provisioning.stats)
     if annotator is not None:
-        annotator.relayout_notes = controller.note_for
         annotator.active = leading  # one replica writes verdicts, the same that acts on them
-    log.info("re-layout controller: %s (leader election %s)", settings.relayout, "on" if elector else "off")
+    log.info(
+        "controllers: relayout %s, provision %s (leader election %s)",
+        settings.relayout,
+        settings.provision,
+        "on" if elector else "off",
+    )
     return roots
 
 
@@ -140,7 +155,7 @@ async def serve(settings: Settings) -> int:
         )
         roots["annotator"] = annotator.run()
     service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
-    roots.update(_relayout_roots(settings, view, api, service, annotator, metrics))
+    roots.update(_controller_roots(settings, view, api, service, annotator, metrics))
     metrics.weights_provider = service.weights
     app = build_app(settings, view, metrics, service)
     runner = web.AppRunner(

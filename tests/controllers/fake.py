@@ -69,6 +69,10 @@ class FakeApi:
         """The next this many writes of a ConfigMap answer 409."""
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.down = False
+        self.namespaced_pods: dict[tuple[str, str], dict[str, Any]] = {}
+        """Pods the controllers create (capacity requests)."""
+        self.now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        """creationTimestamp of created objects; tests move it with their clock."""
 
     def _bump(self, obj: dict[str, Any]) -> None:
         self.version += 1
@@ -175,8 +179,51 @@ class FakeApi:
         self._sync_config()
         return copy.deepcopy(replaced)
 
-    async def post_event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str) -> None:
+    async def post_event(
+        self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str = "Relayout"
+    ) -> None:
         self.events.append((regarding["kind"], regarding["name"], reason, kind, note))
+
+    # --- CapacityApi --------------------------------------------------------------------------------------
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        assert "=" not in label_selector and "," not in label_selector, "only 'key exists' selectors"
+        return [
+            copy.deepcopy(p)
+            for (ns, _), p in sorted(self.namespaced_pods.items())
+            if ns == namespace and label_selector in (p["metadata"].get("labels") or {})
+        ]
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        created = copy.deepcopy(dict(body))
+        metadata = created["metadata"]
+        metadata.setdefault("name", f"{metadata.pop('generateName')}{len(self.namespaced_pods):05d}")
+        metadata["namespace"] = namespace
+        metadata["uid"] = f"uid-{metadata['name']}"
+        metadata["creationTimestamp"] = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        created.setdefault("status", {"phase": "Pending"})
+        self._bump(created)
+        self.namespaced_pods[(namespace, metadata["name"])] = created
+        self._sync_pod(created, "ADDED")
+        return copy.deepcopy(created)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        gone = self.namespaced_pods.pop((namespace, name), None)
+        if gone is not None:
+            self._sync_pod(gone, "DELETED")
+
+    async def patch_pod_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        if (namespace, name) not in self.namespaced_pods:
+            raise NotFound(404, name)
+        current = self.namespaced_pods[(namespace, name)]
+        merge(current, {"status": patch["status"]})
+        self._bump(current)
+        self._sync_pod(current, "MODIFIED")
+        return copy.deepcopy(current)
+
+    def _sync_pod(self, pod: dict[str, Any], event: str) -> None:
+        if self.view is not None:
+            self.view.apply(Kind.PODS, event, copy.deepcopy(pod))
 
     # --- LeaseApi -----------------------------------------------------------------------------------------
 

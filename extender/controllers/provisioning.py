@@ -1,0 +1,509 @@
+"""The provisioning loop: pods that no MIG layout anywhere fits become nodes that Karpenter launches.
+
+Karpenter acts only on pods whose ``PodScheduled`` reason is ``Unschedulable``, simulates scheduling with
+counted resources only, knows no ``nvidia.com/mig-*`` resource unless a NodeOverlay declares it and reads no
+annotation of ours. So every ``interval_s`` the leader (see :mod:`.leader`):
+
+1. **Guards new nodes** of the configured MIG pools (label ``karpenter.sh/nodepool``). A node that does not
+   advertise MIG instances yet is on its way (MIG Manager still has to apply its ``nvidia.com/mig.config``,
+   maybe with a reboot): it gets ``karpenter.sh/do-not-disrupt: "true"`` and ``mig-extender.io/capacity:
+   arriving`` so that consolidation does not take it while it is empty, and one capacity request of its pool
+   is deleted (the oldest): the node it asked for is here. The guard is lifted once a MIG pod runs on the
+   node, or after ``protect_s`` (with a Warning Event if its layout never appeared).
+2. **Plans**: pods whose verdict annotation has said ``no-layout-fits`` for ``debounce_s`` are packed, as
+   the filter would place them, into arriving nodes, then requested ones, then new nodes of the cheapest
+   pool whose layout hosts them (:func:`~extender.model.provisioning.plan_capacity`), within each pool's
+   ``maxNodes`` and ``max_requests`` overall.
+3. **Converges** (mode ``requests``): one capacity-request pod per node to ask for, pinned to its pool
+   (``nodeSelector karpenter.sh/nodepool``, every taint tolerated), requesting the pool's whole
+   ``nvidia.com/gpu`` (what Karpenter knows of the instance type), with a ``schedulerName`` that no scheduler
+   serves so that none binds it, and ``PodScheduled=False/Unschedulable`` written by the loop so that
+   Karpenter provisions for it. Requests that no demand needs any more are deleted. In ``overlay`` mode
+   NodeOverlays let Karpenter provision for the pods themselves: no requests (stale ones are deleted), only
+   the guard. ``plan-only`` exports the plan.
+
+Requests are labelled ``mig-extender.io/capacity-request=<pool>`` and owned by the pools ConfigMap, so that
+uninstalling removes them; all state lives in the API server (requests, node annotations), so a restarted
+or new leader carries on. Every action is an Event and a count in :class:`ProvisioningStats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import pathlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ..metrics import ProvisioningStats
+from ..model.migparted import MigPartedConfig, MigPartedError
+from ..model.policy import PodVerdict, PolicyConfig, evaluate
+from ..model.provisioning import CapacityPlan, Pool, PoolsError, parse_pools, plan_capacity
+from ..model.state import NodeState
+from ..notify.annotator import SINCE, VERDICT
+from ..settings import Settings
+from ..view.objects import ANNOTATION_PREFIX, CAPACITY_REQUEST_SCHEDULER, DO_NOT_DISRUPT, NodeInfo, PodInfo
+from ..view.store import ClusterView
+from .kube import ApiError, CapacityApi, parse_time
+
+log = logging.getLogger(__name__)
+
+REQUEST_LABEL = ANNOTATION_PREFIX + "capacity-request"
+"""On capacity-request pods: the NodePool they ask a node of."""
+CAPACITY_ANNOTATION = ANNOTATION_PREFIX + "capacity"
+"""On new nodes of a pool: ``arriving`` while guarded, ``released`` after."""
+CAPACITY_SINCE = ANNOTATION_PREFIX + "capacity-since"
+GUARDED_ANNOTATION = ANNOTATION_PREFIX + "capacity-guarded"
+"""Present when the loop set ``karpenter.sh/do-not-disrupt`` (so it never lifts a guard someone else set)."""
+ARRIVING = "arriving"
+RELEASED = "released"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+EVENT_ACTION = "Provision"
+_POLICY = PolicyConfig()  # new nodes are static MIG nodes: the kubelet picks instances
+
+
+def load_pools(path: str) -> tuple[Pool, ...]:
+    try:
+        document = yaml.safe_load(pathlib.Path(path).read_text())
+        return parse_pools(document)
+    except (OSError, yaml.YAMLError, PoolsError) as exc:
+        raise PoolsError(f"pools file {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ProvisionConfig:
+    mode: str
+    pools: tuple[Pool, ...]
+    namespace: str = "mig-extender"
+    owner_configmap: str = "mig-extender-pools"
+    interval_s: float = 10.0
+    debounce_s: float = 30.0
+    max_requests: int = 20
+    protect_s: float = 1800.0
+    request_timeout_s: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProvisionConfig:
+        assert settings.provision_pools_file is not None  # Settings checks it
+        return cls(
+            mode=settings.provision,
+            pools=load_pools(settings.provision_pools_file),
+            namespace=settings.provision_namespace,
+            owner_configmap=settings.provision_owner_configmap,
+            interval_s=settings.provision_interval_s,
+            debounce_s=settings.provision_debounce_s,
+            max_requests=settings.provision_max_requests,
+            protect_s=settings.provision_protect_s,
+            request_timeout_s=settings.provision_request_timeout_s,
+        )
+
+
+@dataclass(frozen=True)
+class CapacityRequest:
+    name: str
+    pool: str
+    created: datetime.datetime
+    marked_unschedulable: bool
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> CapacityRequest:
+        metadata = raw.get("metadata") or {}
+        conditions = (raw.get("status") or {}).get("conditions") or []
+        return cls(
+            name=str(metadata.get("name")),
+            pool=str((metadata.get("labels") or {}).get(REQUEST_LABEL, "")),
+            created=parse_time(metadata.get("creationTimestamp")) or datetime.datetime.now(datetime.UTC),
+            marked_unschedulable=any(
+                c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
+            ),
+        )
+
+
+def unschedulable_condition(note: str, now: datetime.datetime) -> dict[str, Any]:
+    return {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": note,
+        "lastProbeTime": None,
+        "lastTransitionTime": now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def request_pod(pool: Pool, namespace: str, owner: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A pod that only Karpenter acts on: a node of ``pool``, then it is deleted."""
+    gpus = {"nvidia.com/gpu": str(pool.gpus_per_node)}
+    metadata: dict[str, Any] = {
+        "generateName": f"mig-capacity-{pool.name}-"[:58],
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "mig-extender", REQUEST_LABEL: pool.name},
+        "annotations": {CAPACITY_ANNOTATION: f"a node of NodePool {pool.name} ({pool.mig_config})"},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "schedulerName": CAPACITY_REQUEST_SCHEDULER,
+            "nodeSelector": {"karpenter.sh/nodepool": pool.name},
+            "tolerations": [{"operator": "Exists"}],
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 0,
+            "restartPolicy": "Never",
+            "containers": [{"name": "capacity", "image": PAUSE_IMAGE, "resources": {"requests": gpus, "limits": gpus}}],
+        },
+    }
+
+
+def node_overlay(pool: Pool, mig_parted: MigPartedConfig) -> dict[str, Any]:
+    """A NodeOverlay (karpenter.sh/v1alpha1) that tells Karpenter what MIG instances a node of ``pool`` has.
+
+    Karpenter only adds these counts to the instance type's capacity: it still sees no placement, so the
+    extender's verdicts remain what decides whether a layout really fits.
+    """
+    capacity = {name: str(count) for name, count in sorted(pool.advertised(mig_parted).items())}
+    return {
+        "apiVersion": "karpenter.sh/v1alpha1",
+        "kind": "NodeOverlay",
+        "metadata": {
+            "name": f"mig-{pool.name}"[:253],
+            "labels": {"app.kubernetes.io/name": "mig-extender", "app.kubernetes.io/component": "nodeoverlay"},
+        },
+        "spec": {
+            "requirements": [{"key": "karpenter.sh/nodepool", "operator": "In", "values": [pool.name]}],
+            "capacity": capacity,
+            "weight": 10,
+        },
+    }
+
+
+class ProvisioningController:
+    def __init__(
+        self,
+        view: ClusterView,
+        api: CapacityApi,
+        config: ProvisionConfig,
+        *,
+        is_leader: Callable[[], bool] = lambda: True,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        if config.mode not in ("plan-only", "requests", "overlay"):
+            raise ValueError(f"provision mode {config.mode!r} is not plan-only, requests or overlay")
+        self.view = view
+        self.api = api
+        self.config = config
+        self.is_leader = is_leader
+        self.now = now
+        self.pools = {pool.name: pool for pool in config.pools}
+        self.stats = ProvisioningStats()
+        self.plan: CapacityPlan | None = None
+        self._owner: dict[str, Any] | None = None
+        self._claimed: set[str] = set()
+        """Nodes this leader guarded, until the view shows the annotation."""
+        self._told: dict[str, str] = {}
+        """Pod uid -> the last Event reason it got from the loop (so each is told once)."""
+        self._stuck_told: set[str] = set()
+        self._pool_errors: dict[str, str] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad reconcile must not stop the loop; the next one retries
+                self.stats.errors += 1
+                log.exception("provisioning reconcile failed")
+            await asyncio.sleep(self.config.interval_s)
+
+    async def reconcile(self) -> None:
+        if not self.is_leader():
+            self._claimed.clear()
+            return
+        requests = await self._requests()
+        if self.config.mode != "requests":
+            for request in requests:
+                await self._delete(request, "mode")
+            requests = []
+        requests = await self._guard_nodes(requests)
+        pending = self._unmet()
+        templates = self._templates()
+        arriving = self._arriving()
+        requested = _count(r.pool for r in requests)
+        plan = plan_capacity(templates, [p.demand for p in pending], _POLICY, arriving=arriving, requested=requested)
+        self.plan = plan
+        self.stats.planned_nodes = {pool: n for pool, n in plan.requests.items()}
+        self.stats.unmet_pods = {
+            "hosted": len(plan.hosts),
+            **_count(str(reason) for reason in plan.unhosted.values()),
+        }
+        await self._tell_unhosted(pending, plan)
+        if self.config.mode == "requests":
+            requests = await self._converge(requests, plan, pending)
+            await self._tell_hosted(pending, plan)
+        self.stats.requests = _count(r.pool for r in requests)
+        await self._flag_stuck(requests)
+
+    # --- reading ----------------------------------------------------------------------------------------
+
+    async def _requests(self) -> list[CapacityRequest]:
+        raw = await self.api.list_pods(self.config.namespace, REQUEST_LABEL)
+        requests = [CapacityRequest.from_raw(r) for r in raw if not (r.get("metadata") or {}).get("deletionTimestamp")]
+        return sorted(requests, key=lambda r: (r.created, r.name))
+
+    def _templates(self) -> list[tuple[Pool, NodeState]]:
+        """Each pool's empty node under the cluster's mig-parted config; pools it cannot resolve are skipped."""
+        templates = []
+        for pool in self.config.pools:
+            try:
+                templates.append((pool, pool.empty_node(self.view.mig_parted)))
+                self._pool_errors.pop(pool.name, None)
+            except MigPartedError as exc:
+                if self._pool_errors.get(pool.name) != str(exc):
+                    log.error("NodePool %s is not provisioned for: %s", pool.name, exc)
+                self._pool_errors[pool.name] = str(exc)
+        return templates
+
+    def _pool_nodes(self) -> Iterable[NodeInfo]:
+        return (info for info in self.view.nodes.values() if info.pool in self.pools)
+
+    def _arriving(self) -> dict[str, int]:
+        return _count(
+            str(info.pool)
+            for info in self._pool_nodes()
+            if not info.advertises_mig
+            and (info.annotations.get(CAPACITY_ANNOTATION) == ARRIVING or info.name in self._claimed)
+        )
+
+    def _unmet(self) -> list[PodInfo]:
+        """Pending pods whose no-layout-fits verdict is at least ``debounce_s`` old, oldest first.
+
+        The verdict annotation lags the view by up to a scan: a pod that some node hosts now (a node that
+        just got its layout) is not unmet, or it would buy a second node.
+        """
+        now = self.now()
+        unmet = []
+        for pod in self.view.pending_mig_pods():
+            if pod.demand_error or pod.annotations.get(VERDICT) != PodVerdict.NO_LAYOUT_FITS:
+                continue
+            since = parse_time(pod.annotations.get(SINCE))
+            if since is None or (now - since).total_seconds() >= self.config.debounce_s:
+                unmet.append(pod)
+        if unmet:
+            nodes = list(self.view.node_states())
+            hosted_now = {
+                demand
+                for demand in {p.demand for p in unmet}
+                if any(evaluate(node, demand, _POLICY).fits_now for node in nodes)  # cached by node state
+            }
+            unmet = [p for p in unmet if p.demand not in hosted_now]
+        return sorted(unmet, key=lambda p: (p.annotations.get(SINCE, ""), p.key))
+
+    # --- new nodes ----------------------------------------------------------------------------------------
+
+    async def _guard_nodes(self, requests: list[CapacityRequest]) -> list[CapacityRequest]:
+        """Guard nodes that arrived, delete a request for each, lift guards that served; the requests left."""
+        left = list(requests)
+        now = self.now()
+        for info in sorted(self._pool_nodes(), key=lambda n: n.name):
+            state = info.annotations.get(CAPACITY_ANNOTATION)
+            if state is None and info.name not in self._claimed:
+                if info.advertises_mig:
+                    continue  # an ordinary node of the pool: its layout is there already
+                await self._guard(info, now)
+                mine = [r for r in left if r.pool == info.pool]
+                if mine:
+                    left.remove(mine[0])
+                    await self._delete(mine[0], "arrived")
+            elif state == ARRIVING:
+                self._claimed.discard(info.name)
+                await self._maybe_release(info, now)
+        return left
+
+    async def _guard(self, info: NodeInfo, now: datetime.datetime) -> None:
+        annotations: dict[str, str | None] = {CAPACITY_ANNOTATION: ARRIVING, CAPACITY_SINCE: _stamp(now)}
+        if DO_NOT_DISRUPT not in info.annotations:
+            annotations[DO_NOT_DISRUPT] = "true"
+            annotations[GUARDED_ANNOTATION] = "true"
+        await self.api.patch_node(info.name, {"metadata": {"annotations": annotations}})
+        self._claimed.add(info.name)
+        self.stats.nodes_arrived[str(info.pool)] += 1
+        pool = self.pools[str(info.pool)]
+        log.info("node %s of NodePool %s arrived; guarded until a MIG pod runs on it", info.name, pool.name)
+        await self._event(
+            _node_ref(info.name),
+            "MigCapacityArrived",
+            "Normal",
+            f"new node of NodePool {pool.name}: karpenter.sh/do-not-disrupt until MIG Manager applies "
+            f"{pool.mig_config} and a MIG pod runs on it (at most {self.config.protect_s:.0f}s)",
+        )
+
+    async def _maybe_release(self, info: NodeInfo, now: datetime.datetime) -> None:
+        in_use = any(p.is_active and p.demand.mig for p in self.view.pods_on(info.name))
+        since = parse_time(info.annotations.get(CAPACITY_SINCE))
+        expired = since is None or (now - since).total_seconds() >= self.config.protect_s
+        if not (in_use and info.advertises_mig) and not expired:
+            return
+        annotations: dict[str, str | None] = {CAPACITY_ANNOTATION: RELEASED}
+        if GUARDED_ANNOTATION in info.annotations:
+            annotations[DO_NOT_DISRUPT] = None
+            annotations[GUARDED_ANNOTATION] = None
+        await self.api.patch_node(info.name, {"metadata": {"annotations": annotations}})
+        reason = "in-use" if in_use and info.advertises_mig else "timeout"
+        self.stats.protections_released[reason] += 1
+        if reason == "timeout" and not info.advertises_mig:
+            await self._event(
+                _node_ref(info.name),
+                "MigLayoutNotApplied",
+                "Warning",
+                f"no MIG instances advertised {self.config.protect_s:.0f}s after the node arrived: is MIG Manager "
+                f"running, and does its config have {info.labels.get('nvidia.com/mig.config')!r}? "
+                "karpenter.sh/do-not-disrupt lifted",
+            )
+        log.info("node %s: guard lifted (%s)", info.name, reason)
+
+    # --- capacity requests --------------------------------------------------------------------------------
+
+    async def _converge(
+        self, requests: list[CapacityRequest], plan: CapacityPlan, pending: Sequence[PodInfo]
+    ) -> list[CapacityRequest]:
+        kept: list[CapacityRequest] = []
+        for pool_name in sorted({r.pool for r in requests} | set(plan.requests)):
+            mine = [r for r in requests if r.pool == pool_name]
+            want = plan.requests.get(pool_name, 0) if pool_name in self.pools else 0
+            for request in mine[want:][::-1]:  # the newest go first: the oldest are closest to a node
+                await self._delete(request, "demand-gone")
+            kept.extend(mine[:want])
+        for request in kept:
+            if not request.marked_unschedulable:
+                await self._mark(request.name, self.pools[request.pool], len(pending))
+        room = self.config.max_requests - len(kept)
+        by_cost = sorted(self.config.pools, key=lambda p: p.cost)
+        for pool in by_cost:
+            missing = plan.requests.get(pool.name, 0) - sum(1 for r in kept if r.pool == pool.name)
+            for _ in range(max(0, min(missing, room))):
+                kept.append(await self._create(pool, len(pending)))
+                room -= 1
+        return kept
+
+    async def _owner_ref(self) -> dict[str, Any] | None:
+        if self._owner is None:
+            self._owner = await self.api.get_config_map(self.config.namespace, self.config.owner_configmap)
+            if self._owner is None:
+                log.warning(
+                    "ConfigMap %s/%s not found: capacity requests carry no owner",
+                    self.config.namespace,
+                    self.config.owner_configmap,
+                )
+        return self._owner
+
+    async def _create(self, pool: Pool, waiting: int) -> CapacityRequest:
+        created = await self.api.create_pod(
+            self.config.namespace, request_pod(pool, self.config.namespace, await self._owner_ref())
+        )
+        name = str(created["metadata"]["name"])
+        self.stats.requests_created[pool.name] += 1
+        await self._mark(name, pool, waiting)
+        log.info("capacity request %s/%s: a node of NodePool %s", self.config.namespace, name, pool.name)
+        await self._event(
+            {"kind": "Pod", "namespace": self.config.namespace, "name": name, "apiVersion": "v1"},
+            "MigCapacityRequested",
+            "Normal",
+            f"a node of NodePool {pool.name} ({pool.gpus_per_node}x {pool.model.name}, {pool.mig_config}) for "
+            f"{waiting} pending MIG pod(s) that no layout fits",
+        )
+        return CapacityRequest(name, pool.name, self.now(), True)
+
+    async def _mark(self, name: str, pool: Pool, waiting: int) -> None:
+        """PodScheduled=False/Unschedulable: what makes Karpenter provision for the pod."""
+        note = (
+            f"mig-extender capacity request: a node of NodePool {pool.name} for {waiting} pending MIG pod(s); "
+            "no scheduler binds this pod"
+        )
+        patch = {"status": {"conditions": [unschedulable_condition(note, self.now())]}}
+        await self.api.patch_pod_status(self.config.namespace, name, patch)
+
+    async def _delete(self, request: CapacityRequest, reason: str) -> None:
+        await self.api.delete_pod(self.config.namespace, request.name)
+        self.stats.requests_deleted[reason] += 1
+        self._stuck_told.discard(request.name)
+        log.info("capacity request %s/%s deleted (%s)", self.config.namespace, request.name, reason)
+
+    async def _flag_stuck(self, requests: Sequence[CapacityRequest]) -> None:
+        now = self.now()
+        stuck = [r for r in requests if (now - r.created).total_seconds() >= self.config.request_timeout_s]
+        self.stats.requests_stuck = len(stuck)
+        for request in stuck:
+            if request.name in self._stuck_told:
+                continue
+            self._stuck_told.add(request.name)
+            await self._event(
+                {"kind": "Pod", "namespace": self.config.namespace, "name": request.name, "apiVersion": "v1"},
+                "MigCapacityStuck",
+                "Warning",
+                f"no node of NodePool {request.pool} after {self.config.request_timeout_s:.0f}s: check the "
+                "NodePool's limits and Karpenter's events for this pod (an existing node it thinks fits, "
+                "no offering)",
+            )
+
+    # --- telling the pods ----------------------------------------------------------------------------------
+
+    async def _tell_hosted(self, pending: Sequence[PodInfo], plan: CapacityPlan) -> None:
+        for index, pool in plan.hosts.items():
+            await self._tell(
+                pending[index], "MigCapacityRequested", "Normal", f"a node of NodePool {pool} is on its way for it"
+            )
+
+    async def _tell_unhosted(self, pending: Sequence[PodInfo], plan: CapacityPlan) -> None:
+        for index, reason in plan.unhosted.items():
+            pod = pending[index]
+            if str(reason) == "no-pool":
+                text = f"no configured NodePool's MIG layout can host {pod.demand.text()}"
+            else:
+                text = f"the NodePools that could host {pod.demand.text()} are at their maxNodes"
+            await self._tell(pod, "MigNoNodePoolFits", "Warning", text)
+        live = {p.uid for p in self.view.pending_mig_pods()}
+        for uid in [u for u in self._told if u not in live]:
+            del self._told[uid]
+
+    async def _tell(self, pod: PodInfo, reason: str, kind: str, note: str) -> None:
+        if self._told.get(pod.uid) == reason:
+            return
+        self._told[pod.uid] = reason
+        ref = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name, "uid": pod.uid, "apiVersion": "v1"}
+        await self._event(ref, reason, kind, note)
+
+    async def _event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str) -> None:
+        try:
+            await self.api.post_event(regarding, reason, kind, note, EVENT_ACTION)
+        except (ApiError, OSError, TimeoutError) as exc:  # an Event is worth a log line, not a failed reconcile
+            log.warning("event %s on %s: %s", reason, regarding.get("name"), exc)
+
+
+def _count(keys: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _stamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _node_ref(name: str) -> dict[str, str]:
+    return {"kind": "Node", "name": name, "apiVersion": "v1"}

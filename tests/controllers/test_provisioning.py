@@ -1,0 +1,277 @@
+"""The provisioning loop against an in-memory API server: requests, arriving nodes, guards, caps, restarts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from extender.controllers.provisioning import (
+    CAPACITY_ANNOTATION,
+    GUARDED_ANNOTATION,
+    REQUEST_LABEL,
+    ProvisionConfig,
+    ProvisioningController,
+    load_pools,
+)
+from extender.model.catalog import model_named
+from extender.model.provisioning import Pool, PoolsError
+from extender.view.objects import CAPACITY_REQUEST_SCHEDULER, DO_NOT_DISRUPT
+from extender.view.store import ClusterView, Kind
+from tests.builders import pod
+from tests.controllers.fake import Clock, FakeApi, counts_for
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+BALANCED = Pool("a100-balanced", model_named(A100), 8, "all-balanced", cost=2.0, max_nodes=2)
+SMALL = Pool("a100-1g", model_named(A100), 8, "all-1g.10gb", cost=1.0, max_nodes=2)
+MIG_3G = "nvidia.com/mig-3g.40gb"
+MIG_1G = "nvidia.com/mig-1g.10gb"
+NS = "mig-extender"
+
+
+def unmet_pod(name: str, resources: dict[str, int], since: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    raw = pod(name, limits={k: str(v) for k, v in resources.items()})
+    raw["metadata"]["annotations"] = {"mig-extender.io/verdict": "no-layout-fits", "mig-extender.io/since": since}
+    return raw
+
+
+def setup(
+    mode: str = "requests", pools: tuple[Pool, ...] = (BALANCED, SMALL), **config: Any
+) -> tuple[ClusterView, FakeApi, Clock, ProvisioningController]:
+    clock = Clock()
+    view = ClusterView(clock=clock.monotonic)
+    api = FakeApi(view)
+    api.add_config_map()
+    api.config_maps[(NS, "mig-extender-pools")] = {"metadata": {"name": "mig-extender-pools", "uid": "pools-uid"}}
+    view.replace(Kind.PODS, [])
+    settings = {"debounce_s": 30.0, "protect_s": 600.0, "request_timeout_s": 300.0, **config}
+    controller = ProvisioningController(
+        view, api, ProvisionConfig(mode=mode, pools=pools, namespace=NS, **settings), now=clock.now
+    )
+    return view, api, clock, controller
+
+
+async def tick(api: FakeApi, clock: Clock, controller: ProvisioningController, seconds: float = 10.0) -> None:
+    clock.advance(seconds)
+    api.now = clock.now()
+    await controller.reconcile()
+
+
+def requests_of(api: FakeApi) -> list[dict[str, Any]]:
+    return [p for p in api.namespaced_pods.values() if REQUEST_LABEL in p["metadata"]["labels"]]
+
+
+def karpenter_node(api: FakeApi, name: str, pool: Pool) -> None:
+    """What Karpenter's node looks like before MIG Manager: pool label, mig.config label, whole GPUs."""
+    api.nodes[name] = {
+        "metadata": {
+            "name": name,
+            "labels": {"karpenter.sh/nodepool": pool.name, "nvidia.com/mig.config": pool.mig_config},
+            "annotations": {},
+        },
+        "spec": {},
+        "status": {"allocatable": {"nvidia.com/gpu": str(pool.gpus_per_node)}},
+    }
+    api.set_node(name, {})
+
+
+def mig_manager(api: FakeApi, name: str) -> None:
+    config = api.nodes[name]["metadata"]["labels"]["nvidia.com/mig.config"]
+    allocatable: dict[str, str | None] = {k: str(v) for k, v in counts_for(A100, config, 8).items()}
+    allocatable["nvidia.com/gpu"] = None
+    labels = {"nvidia.com/gpu.product": A100, "nvidia.com/gpu.count": "8", "nvidia.com/mig.config.state": "success"}
+    api.set_node(name, {"metadata": {"labels": labels}, "status": {"allocatable": allocatable}})
+
+
+def event_reasons(api: FakeApi) -> list[str]:
+    return [e[2] for e in api.events]
+
+
+async def test_from_unmet_pod_to_request_to_node_to_lifted_guard() -> None:
+    view, api, clock, controller = setup()
+    waiting = unmet_pod("big", {MIG_3G: 1}, since="2026-01-01T00:00:00Z")
+    view.apply(Kind.PODS, "ADDED", waiting)
+
+    await tick(api, clock, controller, 5)
+    assert requests_of(api) == [], "younger than the debounce"
+
+    await tick(api, clock, controller, 30)
+    (request,) = requests_of(api)
+    assert request["metadata"]["labels"][REQUEST_LABEL] == "a100-balanced", "the only pool with 3g instances"
+    assert request["metadata"]["ownerReferences"][0]["uid"] == "pools-uid"
+    spec = request["spec"]
+    assert spec["schedulerName"] == CAPACITY_REQUEST_SCHEDULER
+    assert spec["nodeSelector"] == {"karpenter.sh/nodepool": "a100-balanced"}
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": "8"}
+    (condition,) = request["status"]["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("PodScheduled", "False", "Unschedulable")
+    assert "MigCapacityRequested" in event_reasons(api)
+    assert not any(p.name == request["metadata"]["name"] for p in view.pending_mig_pods()), "not a MIG pod to us"
+
+    await tick(api, clock, controller)
+    assert len(requests_of(api)) == 1, "idempotent"
+
+    karpenter_node(api, "ip-10-0-0-1", BALANCED)
+    await tick(api, clock, controller)
+    assert requests_of(api) == [], "its node arrived"
+    annotations = api.nodes["ip-10-0-0-1"]["metadata"]["annotations"]
+    assert annotations[DO_NOT_DISRUPT] == "true"
+    assert annotations[CAPACITY_ANNOTATION] == "arriving"
+
+    await tick(api, clock, controller)
+    assert requests_of(api) == [], "the arriving node hosts the demand: nothing more asked for"
+
+    mig_manager(api, "ip-10-0-0-1")
+    await tick(api, clock, controller)
+    assert DO_NOT_DISRUPT in api.nodes["ip-10-0-0-1"]["metadata"]["annotations"], "no MIG pod runs there yet"
+
+    api.bind(waiting, "ip-10-0-0-1")
+    await tick(api, clock, controller)
+    annotations = api.nodes["ip-10-0-0-1"]["metadata"]["annotations"]
+    assert DO_NOT_DISRUPT not in annotations and GUARDED_ANNOTATION not in annotations
+    assert annotations[CAPACITY_ANNOTATION] == "released"
+    assert controller.stats.requests_created == {"a100-balanced": 1}
+    assert controller.stats.requests_deleted == {"arrived": 1}
+    assert controller.stats.protections_released == {"in-use": 1}
+
+
+async def test_requests_follow_the_demand_down() -> None:
+    view, api, clock, controller = setup()
+    pods = [unmet_pod(f"small-{i}", {MIG_1G: 1}) for i in range(60)]
+    for raw in pods:
+        view.apply(Kind.PODS, "ADDED", raw)
+    await tick(api, clock, controller, 60)
+    assert sorted(r["metadata"]["labels"][REQUEST_LABEL] for r in requests_of(api)) == ["a100-1g", "a100-1g"]
+
+    for raw in pods[:10]:
+        view.apply(Kind.PODS, "DELETED", raw)
+    await tick(api, clock, controller)
+    assert len(requests_of(api)) == 1, "50 1g pods fit one all-1g node"
+    for raw in pods[10:]:
+        view.apply(Kind.PODS, "DELETED", raw)
+    await tick(api, clock, controller)
+    assert requests_of(api) == []
+    assert controller.stats.requests_deleted == {"demand-gone": 2}
+
+
+@pytest.mark.parametrize(
+    ("pods", "config", "want_requests", "want_event"),
+    [
+        pytest.param(200, {}, 2, "MigNoNodePoolFits", id="pool-maxNodes"),
+        pytest.param(200, {"max_requests": 1}, 1, "MigCapacityRequested", id="global-cap"),
+    ],
+)
+async def test_caps(pods: int, config: dict[str, Any], want_requests: int, want_event: str) -> None:
+    view, api, clock, controller = setup(pools=(SMALL,), **config)
+    for i in range(pods):
+        view.apply(Kind.PODS, "ADDED", unmet_pod(f"small-{i}", {MIG_1G: 1}))
+    await tick(api, clock, controller, 60)
+    assert len(requests_of(api)) == want_requests
+    assert want_event in event_reasons(api)
+
+
+async def test_a_demand_no_pool_hosts_gets_a_warning_and_no_request() -> None:
+    view, api, clock, controller = setup(pools=(SMALL,))
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+    await tick(api, clock, controller)
+    assert requests_of(api) == []
+    assert event_reasons(api) == ["MigNoNodePoolFits"], "told once"
+    assert controller.stats.unmet_pods == {"hosted": 0, "no-pool": 1}
+
+
+async def test_overlay_mode_removes_requests_and_still_guards_new_nodes() -> None:
+    view, api, clock, controller = setup()
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+    assert len(requests_of(api)) == 1
+    overlay = ProvisioningController(
+        view, api, ProvisionConfig(mode="overlay", pools=(BALANCED, SMALL), namespace=NS), now=clock.now
+    )
+    await tick(api, clock, overlay)
+    assert requests_of(api) == []
+    assert overlay.stats.requests_deleted == {"mode": 1}
+    karpenter_node(api, "n1", BALANCED)
+    await tick(api, clock, overlay)
+    assert api.nodes["n1"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "true"
+    assert requests_of(api) == []
+
+
+async def test_a_guard_times_out_with_a_warning_and_a_foreign_guard_is_left_alone() -> None:
+    _view, api, clock, controller = setup()
+    karpenter_node(api, "n1", BALANCED)
+    karpenter_node(api, "n2", BALANCED)
+    api.set_node("n2", {"metadata": {"annotations": {DO_NOT_DISRUPT: "1h"}}})
+    await tick(api, clock, controller)
+    assert api.nodes["n1"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "true"
+    assert GUARDED_ANNOTATION not in api.nodes["n2"]["metadata"]["annotations"]
+    await tick(api, clock, controller, 601)
+    assert DO_NOT_DISRUPT not in api.nodes["n1"]["metadata"]["annotations"]
+    assert api.nodes["n2"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "1h", "set by someone else: kept"
+    assert event_reasons(api).count("MigLayoutNotApplied") == 2
+    assert controller.stats.protections_released == {"timeout": 2}
+
+
+async def test_nodes_with_their_layout_and_nodes_of_other_pools_are_not_guarded() -> None:
+    _view, api, clock, controller = setup()
+    karpenter_node(api, "ready", BALANCED)
+    mig_manager(api, "ready")
+    karpenter_node(api, "other", Pool("cpu", model_named(A100), 1, "all-disabled"))
+    await tick(api, clock, controller)
+    assert api.patches == []
+
+
+async def test_a_stuck_request_is_flagged_once() -> None:
+    view, api, clock, controller = setup()
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+    await tick(api, clock, controller, 301)
+    await tick(api, clock, controller)
+    assert event_reasons(api).count("MigCapacityStuck") == 1
+    assert controller.stats.requests_stuck == 1
+
+
+async def test_a_new_leader_takes_over_without_asking_twice() -> None:
+    view, api, clock, controller = setup()
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+    karpenter_node(api, "n1", BALANCED)
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big-2", {MIG_3G: 1}))
+    successor = ProvisioningController(
+        view, api, ProvisionConfig(mode="requests", pools=(BALANCED, SMALL), namespace=NS), now=clock.now
+    )
+    await tick(api, clock, successor)
+    await tick(api, clock, successor)
+    assert requests_of(api) == [], "the arriving node (8x 3g) hosts both pods"
+    assert api.nodes["n1"]["metadata"]["annotations"][CAPACITY_ANNOTATION] == "arriving"
+
+
+async def test_a_follower_and_plan_only_write_nothing() -> None:
+    view, api, clock, controller = setup()
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    controller.is_leader = lambda: False
+    await tick(api, clock, controller, 60)
+    assert requests_of(api) == [] and api.events == []
+    view2, api2, clock2, plan_only = setup(mode="plan-only")
+    view2.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api2, clock2, plan_only, 60)
+    assert requests_of(api2) == []
+    assert plan_only.stats.planned_nodes == {"a100-balanced": 1, "a100-1g": 0}
+
+
+async def test_an_unresolvable_pool_is_skipped_and_the_others_serve() -> None:
+    broken = Pool("broken", model_named(A100), 8, "no-such-config", cost=0.5)
+    view, api, clock, controller = setup(pools=(broken, BALANCED))
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+    assert [r["metadata"]["labels"][REQUEST_LABEL] for r in requests_of(api)] == ["a100-balanced"]
+
+
+def test_load_pools_names_the_file(tmp_path: Any) -> None:
+    path = tmp_path / "pools.yaml"
+    path.write_text("pools:\n  - nodePool: x\n")
+    with pytest.raises(PoolsError, match=r"pools file .*pools.yaml: pools\[0\].gpu"):
+        load_pools(str(path))
+    with pytest.raises(PoolsError, match="No such file"):
+        load_pools(str(tmp_path / "missing.yaml"))
