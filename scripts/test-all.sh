@@ -8,5 +8,7 @@ echo "== mypy --strict extender"; mypy extender
 echo "== import layers"; lint-imports
 echo "== control plane binaries (kube-apiserver, kube-scheduler, etcd from Go modules; cached)"
 bash scripts/build-control-plane.sh
+echo "== Karpenter (kwok provider) and KWOK from Go modules, for tests/e2e/test_karpenter.py; cached"
+bash scripts/build-karpenter.sh
 echo "== Prometheus (Debian package, for tests/prometheus)"; bash scripts/install-prometheus.sh
 echo "== pytest"; python3 -m pytest -q "$@"

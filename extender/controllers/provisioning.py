@@ -319,13 +319,16 @@ class ProvisioningController:
         """Guard nodes that arrived, delete a request for each, lift guards that served; the requests left."""
         left = list(requests)
         now = self.now()
-        for info in sorted(self._pool_nodes(), key=lambda n: n.name):
+        for info in sorted(self._pool_nodes(), key=lambda n: (n.created, n.name)):
             state = info.annotations.get(CAPACITY_ANNOTATION)
             if state is None and info.name not in self._claimed:
-                if info.advertises_mig:
-                    continue  # an ordinary node of the pool: its layout is there already
+                # A node created after a request of its pool is that request's node, whatever its MIG state
+                # (MIG Manager may have been quick); one without its layout is on its way in any case.
+                created = parse_time(info.created)
+                mine = [r for r in left if r.pool == info.pool and (created is None or r.created <= created)]
+                if not mine and info.advertises_mig:
+                    continue  # an ordinary node of the pool
                 await self._guard(info, now)
-                mine = [r for r in left if r.pool == info.pool]
                 if mine:
                     left.remove(mine[0])
                     await self._delete(mine[0], "arrived")

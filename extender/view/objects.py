@@ -78,6 +78,8 @@ class NodeInfo:
     unschedulable: bool
     annotations: Mapping[str, str]
     """Only ``mig-extender.io/*`` and ``karpenter.sh/do-not-disrupt``."""
+    created: str
+    """``metadata.creationTimestamp`` as the API server wrote it (RFC 3339, seconds)."""
 
     @property
     def pool(self) -> str | None:
@@ -108,6 +110,7 @@ class NodeInfo:
             unschedulable=bool(isinstance(spec, Mapping) and spec.get("unschedulable")),
             annotations={k: v for k, v in annotations.items() if k.startswith(_KEPT_NODE_ANNOTATIONS)}
             or _NO_ANNOTATIONS,
+            created=str(metadata.get("creationTimestamp") or ""),
         )
 
 

@@ -1,0 +1,271 @@
+"""The provisioning loop with a real Karpenter: a pod no layout fits becomes a node of the right NodePool.
+
+Karpenter is sigs.k8s.io/karpenter with its kwok cloud provider (it creates Node objects for the instance
+types of scripts/karpenter-harness/instance-types.json) and the KWOK controller as the nodes' kubelet, both
+built from Go modules by scripts/build-karpenter.sh, against their own control plane (etcd + kube-apiserver)
+and the real kube-scheduler with the shipped extender configuration. The test plays NVIDIA's MIG Manager:
+when a node carries ``nvidia.com/mig.config`` and no MIG resources it sets the GFD labels and the MIG
+allocatable of that config (the GPU Operator's defaults), as MIG Manager and the device plugin would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.harness import NAMESPACE, ROOT, ControlPlane, Extender, Kube, default_bin_dir, start_scheduler, wait_for
+from tests.e2e.test_relayout import MERGE
+
+sys.path.insert(0, str(ROOT / "scripts" / "karpenter-harness"))
+from try_karpenter import KARPENTER_BIN_DIR, install_crds, spawn, stop
+
+from extender.model.catalog import model_named
+from extender.model.migparted import DEFAULT_CONFIG
+from extender.model.provisioning import Pool
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+POOL = "a100-balanced"
+SYSTEM = "mig-extender"
+MIG_3G = "nvidia.com/mig-3g.40gb"
+NODEPOOLS = "/apis/karpenter.sh/v1/nodepools"
+NODECLAIMS = "/apis/karpenter.sh/v1/nodeclaims"
+NODE_CLASS = {
+    "apiVersion": "karpenter.kwok.sh/v1alpha1",
+    "kind": "KWOKNodeClass",
+    "metadata": {"name": "default"},
+    "spec": {"nodeRegistrationDelay": "1s"},
+}
+
+
+def node_pool(name: str, instance_type: str, mig_config: str) -> dict[str, Any]:
+    """A MIG NodePool as manifests/karpenter ships them, for the kwok provider's node class."""
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"nvidia.com/mig.config": mig_config}},
+                "spec": {
+                    "requirements": [
+                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]},
+                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                    ],
+                    "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"},
+                    "expireAfter": "Never",
+                },
+            },
+            "limits": {"nvidia.com/gpu": "64"},
+            "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"},
+        },
+    }
+
+
+class MigManagerStandIn(threading.Thread):
+    """Gives every node that has ``nvidia.com/mig.config`` but no MIG resources the layout of that config."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(daemon=True, name="mig-manager")
+        self.kube = kube
+        self.stopped = threading.Event()
+        self.applied: list[str] = []
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                for node in self.kube.call("GET", "/api/v1/nodes")["items"]:
+                    self.apply(node)
+                time.sleep(0.5)
+        except BaseException as exc:  # reported by stop()
+            self.errors.append(exc)
+
+    def apply(self, node: dict[str, Any]) -> None:
+        config = node["metadata"].get("labels", {}).get("nvidia.com/mig.config")
+        allocatable = node.get("status", {}).get("allocatable") or {}
+        if not config or any(k.startswith("nvidia.com/mig-") for k in allocatable):
+            return
+        name = node["metadata"]["name"]
+        gpus = int(allocatable.get("nvidia.com/gpu", "0"))
+        if not gpus:
+            return
+        pool = Pool("stand-in", model_named(A100), gpus, config)
+        counts: dict[str, str | None] = {k: str(v) for k, v in pool.advertised(DEFAULT_CONFIG).items()}
+        counts["nvidia.com/gpu"] = "0"
+        labels = {
+            "nvidia.com/gpu.product": A100,
+            "nvidia.com/gpu.count": str(gpus),
+            "nvidia.com/mig.strategy": "mixed",
+            "nvidia.com/mig.config.state": "success",
+        }
+        self.kube.call("PATCH", f"/api/v1/nodes/{name}", {"metadata": {"labels": labels}}, content_type=MERGE)
+        self.kube.call(
+            "PATCH",
+            f"/api/v1/nodes/{name}/status",
+            {"status": {"allocatable": counts, "capacity": counts}},
+            content_type=MERGE,
+        )
+        self.applied.append(name)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=30)
+        assert not self.errors, f"the MIG Manager stand-in failed: {self.errors!r}"
+
+
+@pytest.fixture(scope="module")
+def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """Its own control plane: Karpenter's CRDs and nodes stay out of the other end-to-end tests."""
+    bin_dir = default_bin_dir()
+    if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "etcd")):
+        subprocess.run(["bash", str(ROOT / "scripts/build-control-plane.sh")], check=True, timeout=3600)
+    if not (KARPENTER_BIN_DIR / "karpenter-kwok").exists() or not (KARPENTER_BIN_DIR / "kwok").exists():
+        subprocess.run(["bash", str(ROOT / "scripts/build-karpenter.sh")], check=True, timeout=3600)
+    with ControlPlane(tmp_path_factory.mktemp("karpenter-plane"), bin_dir) as plane:
+        kube = Kube(plane)
+        for namespace in (NAMESPACE, SYSTEM):
+            kube.ensure_namespace(namespace)
+        install_crds(plane, KARPENTER_BIN_DIR / "crds")
+        kube.call("POST", "/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", NODE_CLASS)
+        kube.call("POST", NODEPOOLS, node_pool(POOL, "p4de.24xlarge", "all-balanced"))
+        yield plane
+
+
+@pytest.fixture(scope="module")
+def karpenter(karpenter_plane: ControlPlane) -> Iterator[None]:
+    """Karpenter's kwok controller and the KWOK controller, in their own process groups."""
+    plane = karpenter_plane
+    from tests.support import free_port
+
+    env = {
+        "KUBECONFIG": str(plane.kubeconfig),
+        "DISABLE_LEADER_ELECTION": "true",
+        "INSTANCE_TYPES_FILE_PATH": str(ROOT / "scripts/karpenter-harness/instance-types.json"),
+        "METRICS_PORT": str(free_port()),
+        "HEALTH_PROBE_PORT": str(free_port()),
+        "LOG_LEVEL": "debug",
+        "BATCH_IDLE_DURATION": "1s",
+        "BATCH_MAX_DURATION": "3s",
+        "CPU_REQUESTS": "2000",
+    }
+    kwok_args = [
+        str(KARPENTER_BIN_DIR / "kwok"),
+        f"--kubeconfig={plane.kubeconfig}",
+        f"--config={KARPENTER_BIN_DIR / 'kwok-stages.yaml'}",
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        "--node-ip=127.0.0.1",
+        "--cidr=10.244.0.1/16",
+    ]
+    processes = []
+    try:
+        processes.append(
+            ("karpenter", spawn("karpenter", [str(KARPENTER_BIN_DIR / "karpenter-kwok")], env, plane.workdir))
+        )
+        processes.append(("kwok", spawn("kwok", kwok_args, {}, plane.workdir)))
+        yield
+    finally:
+        for name, process in reversed(processes):
+            stop(process, name)
+
+
+def pools_file(workdir: Path) -> Path:
+    path = workdir / "pools.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"pools": [{"nodePool": POOL, "gpu": A100, "gpusPerNode": 8, "migConfig": "all-balanced", "maxNodes": 2}]}
+        )
+    )
+    return path
+
+
+def capacity_requests(kube: Kube) -> list[dict[str, Any]]:
+    pods = kube.call("GET", f"/api/v1/namespaces/{SYSTEM}/pods?labelSelector=mig-extender.io/capacity-request")
+    return list(pods["items"])
+
+
+def pool_nodes(kube: Kube) -> list[dict[str, Any]]:
+    return list(kube.call("GET", f"/api/v1/nodes?labelSelector=karpenter.sh/nodepool={POOL}")["items"])
+
+
+def test_a_pod_no_layout_fits_gets_a_node_of_the_right_pool_through_karpenter(
+    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path
+) -> None:
+    plane = karpenter_plane
+    kube = Kube(plane)
+    kube.call(
+        "POST",
+        f"/api/v1/namespaces/{SYSTEM}/configmaps",
+        {"metadata": {"name": "mig-extender-pools"}, "data": {"pools.yaml": pools_file(tmp_path).read_text()}},
+        ok=(201, 409),
+    )
+    extender = Extender(
+        plane,
+        tmp_path,
+        [
+            "--provision",
+            "requests",
+            "--provision-pools-file",
+            str(pools_file(tmp_path)),
+            "--provision-interval-s",
+            "1",
+            "--provision-debounce-s",
+            "2",
+        ],
+    )
+    mig_manager = MigManagerStandIn(kube)
+    scheduler = None
+    extender.start()
+    try:
+        scheduler = start_scheduler(plane, tmp_path, "extender", extender.url)
+        mig_manager.start()
+        kube.create_pod("inference", {MIG_3G: 1})
+
+        wait_for(
+            "the no-layout-fits verdict",
+            lambda: (
+                kube.pod("inference")["metadata"].get("annotations", {}).get("mig-extender.io/verdict")
+                == "no-layout-fits"
+            ),
+            timeout=30,
+        )
+        (request,) = wait_for("a capacity request", lambda: capacity_requests(kube), timeout=30)
+        assert request["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": POOL}
+        conditions = {c["type"]: c for c in request["status"]["conditions"]}
+        assert conditions["PodScheduled"]["reason"] == "Unschedulable"
+
+        (claim,) = wait_for("a NodeClaim", lambda: kube.call("GET", NODECLAIMS)["items"], timeout=60)
+        assert claim["metadata"]["labels"]["karpenter.sh/nodepool"] == POOL
+        (node,) = wait_for("a node of the pool", lambda: pool_nodes(kube), timeout=60)
+        name = node["metadata"]["name"]
+        assert node["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "p4de.24xlarge"
+
+        wait_for("the capacity request gone", lambda: not capacity_requests(kube), timeout=30)
+        bound = kube.wait_bound("inference", timeout=90)
+        assert bound == name, "scheduled through the extender onto the new node"
+        assert name in mig_manager.applied
+
+        def guard_lifted() -> bool:
+            annotations = kube.call("GET", f"/api/v1/nodes/{name}")["metadata"].get("annotations", {})
+            return annotations.get("mig-extender.io/capacity") == "released" and (
+                "karpenter.sh/do-not-disrupt" not in annotations
+            )
+
+        wait_for("the new node's guard lifted once the pod runs there", guard_lifted, timeout=30)
+        assert len(kube.call("GET", NODECLAIMS)["items"]) == 1, "one node, not one per reconcile"
+        assert not capacity_requests(kube)
+        reasons = {e["reason"] for e in kube.events_for("inference")}
+        assert {"MigNoLayoutFits", "MigCapacityRequested"} <= reasons
+    finally:
+        mig_manager.stop()
+        if scheduler is not None:
+            plane.stop_scheduler(scheduler)
+        extender.stop()
