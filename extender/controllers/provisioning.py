@@ -47,6 +47,7 @@ from ..model.state import NodeState
 from ..notify.annotator import SINCE, VERDICT
 from ..settings import Settings
 from ..view.objects import ANNOTATION_PREFIX, CAPACITY_REQUEST_SCHEDULER, DO_NOT_DISRUPT, NodeInfo, PodInfo
+from ..view.sources import CONFIG_STATE_LABEL
 from ..view.store import ClusterView
 from .kube import ApiError, CapacityApi, parse_time
 
@@ -285,7 +286,7 @@ class ProvisioningController:
         return _count(
             str(info.pool)
             for info in self._pool_nodes()
-            if not info.advertises_mig
+            if not _layout_applied(info)
             and (info.annotations.get(CAPACITY_ANNOTATION) == ARRIVING or info.name in self._claimed)
         )
 
@@ -322,12 +323,14 @@ class ProvisioningController:
         for info in sorted(self._pool_nodes(), key=lambda n: (n.created, n.name)):
             state = info.annotations.get(CAPACITY_ANNOTATION)
             if state is None and info.name not in self._claimed:
-                # A node created after a request of its pool is that request's node, whatever its MIG state
-                # (MIG Manager may have been quick); one without its layout is on its way in any case.
+                # A new node of a MIG pool is guarded whatever its MIG state (MIG Manager may have been
+                # quick, and the pod it came for is not bound yet); it is the node of the oldest request of
+                # its pool made before it.
                 created = parse_time(info.created)
+                is_old = created is None or (now - created).total_seconds() >= self.config.protect_s
+                if is_old and _layout_applied(info):
+                    continue  # an older node of the pool, in service
                 mine = [r for r in left if r.pool == info.pool and (created is None or r.created <= created)]
-                if not mine and info.advertises_mig:
-                    continue  # an ordinary node of the pool
                 await self._guard(info, now)
                 if mine:
                     left.remove(mine[0])
@@ -359,16 +362,16 @@ class ProvisioningController:
         in_use = any(p.is_active and p.demand.mig for p in self.view.pods_on(info.name))
         since = parse_time(info.annotations.get(CAPACITY_SINCE))
         expired = since is None or (now - since).total_seconds() >= self.config.protect_s
-        if not (in_use and info.advertises_mig) and not expired:
+        if not (in_use and _layout_applied(info)) and not expired:
             return
         annotations: dict[str, str | None] = {CAPACITY_ANNOTATION: RELEASED}
         if GUARDED_ANNOTATION in info.annotations:
             annotations[DO_NOT_DISRUPT] = None
             annotations[GUARDED_ANNOTATION] = None
         await self.api.patch_node(info.name, {"metadata": {"annotations": annotations}})
-        reason = "in-use" if in_use and info.advertises_mig else "timeout"
+        reason = "in-use" if in_use and _layout_applied(info) else "timeout"
         self.stats.protections_released[reason] += 1
-        if reason == "timeout" and not info.advertises_mig:
+        if reason == "timeout" and not _layout_applied(info):
             await self._event(
                 _node_ref(info.name),
                 "MigLayoutNotApplied",
@@ -495,6 +498,12 @@ class ProvisioningController:
             await self.api.post_event(regarding, reason, kind, note, EVENT_ACTION)
         except (ApiError, OSError, TimeoutError) as exc:  # an Event is worth a log line, not a failed reconcile
             log.warning("event %s on %s: %s", reason, regarding.get("name"), exc)
+
+
+def _layout_applied(info: NodeInfo) -> bool:
+    """MIG Manager reported success and the device plugin advertises instances (a fresh node may carry
+    counts its provider copied from the instance type, NodeOverlays included, before either ran)."""
+    return info.advertises_mig and info.labels.get(CONFIG_STATE_LABEL) == "success"
 
 
 def _count(keys: Iterable[str]) -> dict[str, int]:

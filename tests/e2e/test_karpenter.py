@@ -32,7 +32,12 @@ from extender.model.migparted import DEFAULT_CONFIG
 from extender.model.provisioning import Pool
 
 A100 = "NVIDIA-A100-SXM4-80GB"
+H100 = "NVIDIA-H100-80GB-HBM3"
+PRODUCTS = {"p4de.24xlarge": A100, "p5.48xlarge": H100}
+"""What GPU Feature Discovery would label the instance types' nodes with."""
 POOL = "a100-balanced"
+OVERLAY_POOL = "h100-7g"
+MIG_7G = "nvidia.com/mig-7g.80gb"
 SYSTEM = "mig-extender"
 MIG_3G = "nvidia.com/mig-3g.40gb"
 NODEPOOLS = "/apis/karpenter.sh/v1/nodepools"
@@ -91,17 +96,21 @@ class MigManagerStandIn(threading.Thread):
     def apply(self, node: dict[str, Any]) -> None:
         config = node["metadata"].get("labels", {}).get("nvidia.com/mig.config")
         allocatable = node.get("status", {}).get("allocatable") or {}
-        if not config or any(k.startswith("nvidia.com/mig-") for k in allocatable):
+        if not config or node["metadata"]["labels"].get("nvidia.com/mig.config.state") == "success":
             return
         name = node["metadata"]["name"]
         gpus = int(allocatable.get("nvidia.com/gpu", "0"))
         if not gpus:
             return
-        pool = Pool("stand-in", model_named(A100), gpus, config)
+        product = PRODUCTS[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
+        pool = Pool("stand-in", model_named(product), gpus, config)
         counts: dict[str, str | None] = {k: str(v) for k, v in pool.advertised(DEFAULT_CONFIG).items()}
         counts["nvidia.com/gpu"] = "0"
+        for stale in allocatable:  # e.g. counts the kwok provider copied from a NodeOverlay
+            if stale.startswith("nvidia.com/mig-"):
+                counts.setdefault(stale, None)
         labels = {
-            "nvidia.com/gpu.product": A100,
+            "nvidia.com/gpu.product": product,
             "nvidia.com/gpu.count": str(gpus),
             "nvidia.com/mig.strategy": "mixed",
             "nvidia.com/mig.config.state": "success",
@@ -136,6 +145,7 @@ def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contro
         install_crds(plane, KARPENTER_BIN_DIR / "crds")
         kube.call("POST", "/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", NODE_CLASS)
         kube.call("POST", NODEPOOLS, node_pool(POOL, "p4de.24xlarge", "all-balanced"))
+        kube.call("POST", NODEPOOLS, node_pool(OVERLAY_POOL, "p5.48xlarge", "all-7g.80gb"))
         yield plane
 
 
@@ -155,6 +165,7 @@ def karpenter(karpenter_plane: ControlPlane) -> Iterator[None]:
         "BATCH_IDLE_DURATION": "1s",
         "BATCH_MAX_DURATION": "3s",
         "CPU_REQUESTS": "2000",
+        "FEATURE_GATES": "NodeOverlay=true",  # only the overlay test creates NodeOverlays
     }
     kwok_args = [
         str(KARPENTER_BIN_DIR / "kwok"),
@@ -177,13 +188,10 @@ def karpenter(karpenter_plane: ControlPlane) -> Iterator[None]:
             stop(process, name)
 
 
-def pools_file(workdir: Path) -> Path:
+def pools_file(workdir: Path, pool: str = POOL, gpu: str = A100, mig_config: str = "all-balanced") -> Path:
     path = workdir / "pools.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {"pools": [{"nodePool": POOL, "gpu": A100, "gpusPerNode": 8, "migConfig": "all-balanced", "maxNodes": 2}]}
-        )
-    )
+    entry = {"nodePool": pool, "gpu": gpu, "gpusPerNode": 8, "migConfig": mig_config, "maxNodes": 2}
+    path.write_text(yaml.safe_dump({"pools": [entry]}))
     return path
 
 
@@ -192,8 +200,19 @@ def capacity_requests(kube: Kube) -> list[dict[str, Any]]:
     return list(pods["items"])
 
 
-def pool_nodes(kube: Kube) -> list[dict[str, Any]]:
-    return list(kube.call("GET", f"/api/v1/nodes?labelSelector=karpenter.sh/nodepool={POOL}")["items"])
+def pool_nodes(kube: Kube, pool: str = POOL) -> list[dict[str, Any]]:
+    return list(kube.call("GET", f"/api/v1/nodes?labelSelector=karpenter.sh/nodepool={pool}")["items"])
+
+
+def claims_of(kube: Kube, pool: str) -> list[dict[str, Any]]:
+    return list(kube.call("GET", f"{NODECLAIMS}?labelSelector=karpenter.sh/nodepool={pool}")["items"])
+
+
+def guard_lifted(kube: Kube, node: str) -> bool:
+    annotations = kube.call("GET", f"/api/v1/nodes/{node}")["metadata"].get("annotations", {})
+    return (
+        annotations.get("mig-extender.io/capacity") == "released" and "karpenter.sh/do-not-disrupt" not in annotations
+    )
 
 
 def test_a_pod_no_layout_fits_gets_a_node_of_the_right_pool_through_karpenter(
@@ -242,7 +261,7 @@ def test_a_pod_no_layout_fits_gets_a_node_of_the_right_pool_through_karpenter(
         conditions = {c["type"]: c for c in request["status"]["conditions"]}
         assert conditions["PodScheduled"]["reason"] == "Unschedulable"
 
-        (claim,) = wait_for("a NodeClaim", lambda: kube.call("GET", NODECLAIMS)["items"], timeout=60)
+        (claim,) = wait_for("a NodeClaim", lambda: claims_of(kube, POOL), timeout=60)
         assert claim["metadata"]["labels"]["karpenter.sh/nodepool"] == POOL
         (node,) = wait_for("a node of the pool", lambda: pool_nodes(kube), timeout=60)
         name = node["metadata"]["name"]
@@ -253,14 +272,8 @@ def test_a_pod_no_layout_fits_gets_a_node_of_the_right_pool_through_karpenter(
         assert bound == name, "scheduled through the extender onto the new node"
         assert name in mig_manager.applied
 
-        def guard_lifted() -> bool:
-            annotations = kube.call("GET", f"/api/v1/nodes/{name}")["metadata"].get("annotations", {})
-            return annotations.get("mig-extender.io/capacity") == "released" and (
-                "karpenter.sh/do-not-disrupt" not in annotations
-            )
-
-        wait_for("the new node's guard lifted once the pod runs there", guard_lifted, timeout=30)
-        assert len(kube.call("GET", NODECLAIMS)["items"]) == 1, "one node, not one per reconcile"
+        wait_for("the new node's guard lifted once the pod runs there", lambda: guard_lifted(kube, name), timeout=30)
+        assert len(claims_of(kube, POOL)) == 1, "one node, not one per reconcile"
         assert not capacity_requests(kube)
         reasons = {e["reason"] for e in kube.events_for("inference")}
         assert {"MigNoLayoutFits", "MigCapacityRequested"} <= reasons
@@ -269,3 +282,44 @@ def test_a_pod_no_layout_fits_gets_a_node_of_the_right_pool_through_karpenter(
         if scheduler is not None:
             plane.stop_scheduler(scheduler)
         extender.stop()
+
+
+def test_overlay_mode_karpenter_provisions_for_the_mig_pod_itself(
+    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path
+) -> None:
+    """With the NodeOverlay that ``mig-extender nodeoverlays`` prints, Karpenter knows the pool's MIG counts."""
+    plane = karpenter_plane
+    kube = Kube(plane)
+    pools = pools_file(tmp_path, OVERLAY_POOL, H100, "all-7g.80gb")
+    printed = subprocess.run(
+        [sys.executable, "-m", "extender", "nodeoverlays", "--pools", str(pools)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (overlay,) = yaml.safe_load_all(printed)
+    assert overlay["spec"]["capacity"] == {MIG_7G: "8"}
+    kube.call("POST", "/apis/karpenter.sh/v1alpha1/nodeoverlays", overlay)
+    extender = Extender(
+        plane, tmp_path, ["--provision", "overlay", "--provision-pools-file", str(pools), "--provision-interval-s", "1"]
+    )
+    mig_manager = MigManagerStandIn(kube)
+    scheduler = None
+    extender.start()
+    try:
+        scheduler = start_scheduler(plane, tmp_path, "extender", extender.url)
+        mig_manager.start()
+        kube.create_pod("training", {MIG_7G: 1})
+        (claim,) = wait_for("a NodeClaim of the H100 pool", lambda: claims_of(kube, OVERLAY_POOL), timeout=90)
+        assert claim["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "p5.48xlarge"
+        bound = kube.wait_bound("training", timeout=90)
+        assert bound in {n["metadata"]["name"] for n in pool_nodes(kube, OVERLAY_POOL)}
+        wait_for("the new node's guard lifted once the pod runs there", lambda: guard_lifted(kube, bound), timeout=30)
+        assert not capacity_requests(kube), "overlay mode makes no capacity requests"
+        assert len(claims_of(kube, OVERLAY_POOL)) == 1
+    finally:
+        mig_manager.stop()
+        if scheduler is not None:
+            plane.stop_scheduler(scheduler)
+        extender.stop()
+        kube.call("DELETE", f"/apis/karpenter.sh/v1alpha1/nodeoverlays/{overlay['metadata']['name']}", ok=(200, 404))
