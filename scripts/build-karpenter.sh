@@ -9,6 +9,8 @@
 #   kwok               the KWOK controller ${KWOK_VERSION}
 #   crds/*.yaml        Karpenter's CRDs from the module (NodePool, NodeClaim, NodeOverlay,
 #                      CapacityBuffer, KWOKNodeClass)
+#   crds-aws/*.yaml    the AWS provider's EC2NodeClass CRD (github.com/aws/karpenter-provider-aws, same
+#                      version, downloaded only, not built): manifests/karpenter is validated against it
 #   kwok-stages.yaml   KWOK Stage config (fast node-initialize, node heartbeat, pod ready/
 #                      complete/delete) from the kwok module, for `kwok --config`
 # Needs only a Go toolchain and the Go module proxy; nothing is written into the repository.
@@ -26,7 +28,7 @@ HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/karpenter-harness" && pwd)"
 CACHE_DIR="${MIG_EXTENDER_CACHE:-$HOME/.cache/mig-extender}"
 BIN_DIR="${CACHE_DIR}/bin/karpenter-${KARPENTER_VERSION}"
 SRC_DIR="${CACHE_DIR}/src/karpenter-${KARPENTER_VERSION}-loopback"
-OUTPUTS=(karpenter-kwok kwok crds kwok-stages.yaml)
+OUTPUTS=(karpenter-kwok kwok crds crds-aws kwok-stages.yaml)
 
 print_paths() {
     for name in "${OUTPUTS[@]}"; do
@@ -98,6 +100,18 @@ cp "${MOD_DIR}"/kwok/charts/crds/*.yaml "${MOD_DIR}"/kwok/apis/crds/*.yaml "${BI
 chmod -R u+w "${BIN_DIR}/.crds.tmp.$$"
 rm -rf "${BIN_DIR}/crds"
 mv "${BIN_DIR}/.crds.tmp.$$" "${BIN_DIR}/crds"
+
+AWS_DIR="$(cd "${work}" && go mod download -json "github.com/aws/karpenter-provider-aws@${KARPENTER_VERSION}" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+if [[ ! -f "${AWS_DIR}/pkg/apis/crds/karpenter.k8s.aws_ec2nodeclasses.yaml" ]]; then
+    echo "error: no EC2NodeClass CRD in github.com/aws/karpenter-provider-aws@${KARPENTER_VERSION} (${AWS_DIR})" >&2
+    exit 1
+fi
+mkdir -p "${BIN_DIR}/.crds-aws.tmp.$$"
+cp "${AWS_DIR}/pkg/apis/crds/karpenter.k8s.aws_ec2nodeclasses.yaml" "${BIN_DIR}/.crds-aws.tmp.$$/"
+chmod -R u+w "${BIN_DIR}/.crds-aws.tmp.$$"
+rm -rf "${BIN_DIR}/crds-aws"
+mv "${BIN_DIR}/.crds-aws.tmp.$$" "${BIN_DIR}/crds-aws"
 
 stages="${BIN_DIR}/.kwok-stages.tmp.$$"
 : >"${stages}"

@@ -13,6 +13,10 @@ Generated (everything else under ``manifests/`` is hand-written YAML):
 Both list every ``nvidia.com/mig-*`` resource of every catalog model in the extender's ``managedResources``:
 kube-scheduler only calls an extender for pods that request or limit a managed resource (an empty list
 would send it every pod), so a profile missing here is a pod the extender never sees.
+
+- ``manifests/karpenter/nodeoverlays.yaml``: Karpenter NodeOverlays declaring the MIG instances of each
+  NodePool of ``manifests/karpenter/pools.yaml`` under the GPU Operator's default mig-parted config
+  (what ``mig-extender nodeoverlays`` prints).
 """
 
 from __future__ import annotations
@@ -131,6 +135,31 @@ def secondary_scheduler_config(resources: Sequence[str]) -> str:
     return HEADER + SECONDARY_CONFIGMAP_HEAD + body
 
 
+NODEOVERLAYS_HEAD = """\
+#
+# Karpenter NodeOverlays (karpenter.sh/v1alpha1; Karpenter >= 1.7 with the feature gate NodeOverlay=true) for
+# the provisioning loop's overlay mode: each declares the nvidia.com/mig-* instances a node of one MIG
+# NodePool advertises once MIG Manager applied its nvidia.com/mig.config, as the pools file says
+# (pools.yaml), under the GPU Operator's default mig-parted config. With a custom mig-parted config run
+# `mig-extender nodeoverlays --pools pools.yaml --mig-parted config.yaml` instead. Karpenter then provisions
+# for MIG pods itself; it still sees counts only, never placements (docs/karpenter.md).
+"""
+
+
+def node_overlays(pools_configmap: Path) -> str:
+    """The NodeOverlays of the pools in the shipped pools ConfigMap."""
+    import yaml
+
+    from extender.controllers.provisioning import node_overlay
+    from extender.model.migparted import DEFAULT_CONFIG
+    from extender.model.provisioning import parse_pools
+
+    config_map = yaml.safe_load(pools_configmap.read_text())
+    pools = parse_pools(yaml.safe_load(config_map["data"]["pools.yaml"]))
+    body = yaml.safe_dump_all([node_overlay(pool, DEFAULT_CONFIG) for pool in pools], sort_keys=False)
+    return HEADER + NODEOVERLAYS_HEAD + body
+
+
 @dataclass(frozen=True)
 class Generated:
     path: str
@@ -143,6 +172,7 @@ def generated_files() -> list[Generated]:
     return [
         Generated("manifests/extender-mode/kube-scheduler-config.yaml", extender_mode_config(resources)),
         Generated("manifests/secondary-scheduler/scheduler-config.yaml", secondary_scheduler_config(resources)),
+        Generated("manifests/karpenter/nodeoverlays.yaml", node_overlays(ROOT / "manifests/karpenter/pools.yaml")),
     ]
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness import NAMESPACE, ROOT, ControlPlane, Extender, Kube, default_bin_dir, start_scheduler, wait_for
+from tests.e2e.test_manifests_dry_run import KARPENTER_PATHS, manifest_objects
 from tests.e2e.test_relayout import MERGE
 
 sys.path.insert(0, str(ROOT / "scripts" / "karpenter-harness"))
@@ -136,13 +137,14 @@ def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contro
     bin_dir = default_bin_dir()
     if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "etcd")):
         subprocess.run(["bash", str(ROOT / "scripts/build-control-plane.sh")], check=True, timeout=3600)
-    if not (KARPENTER_BIN_DIR / "karpenter-kwok").exists() or not (KARPENTER_BIN_DIR / "kwok").exists():
+    if not all((KARPENTER_BIN_DIR / name).exists() for name in ("karpenter-kwok", "kwok", "crds", "crds-aws")):
         subprocess.run(["bash", str(ROOT / "scripts/build-karpenter.sh")], check=True, timeout=3600)
     with ControlPlane(tmp_path_factory.mktemp("karpenter-plane"), bin_dir) as plane:
         kube = Kube(plane)
         for namespace in (NAMESPACE, SYSTEM):
             kube.ensure_namespace(namespace)
         install_crds(plane, KARPENTER_BIN_DIR / "crds")
+        install_crds(plane, KARPENTER_BIN_DIR / "crds-aws")  # EC2NodeClass, for the shipped manifests
         kube.call("POST", "/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", NODE_CLASS)
         kube.call("POST", NODEPOOLS, node_pool(POOL, "p4de.24xlarge", "all-balanced"))
         kube.call("POST", NODEPOOLS, node_pool(OVERLAY_POOL, "p5.48xlarge", "all-7g.80gb"))
@@ -323,3 +325,26 @@ def test_overlay_mode_karpenter_provisions_for_the_mig_pod_itself(
             plane.stop_scheduler(scheduler)
         extender.stop()
         kube.call("DELETE", f"/apis/karpenter.sh/v1alpha1/nodeoverlays/{overlay['metadata']['name']}", ok=(200, 404))
+
+
+KARPENTER_OBJECTS = manifest_objects(karpenter=True)
+
+
+@pytest.mark.parametrize(("where", "obj"), KARPENTER_OBJECTS, ids=[w for w, _ in KARPENTER_OBJECTS])
+def test_shipped_karpenter_manifests_pass_a_server_side_dry_run(
+    karpenter_plane: ControlPlane, where: str, obj: dict[str, Any]
+) -> None:
+    """manifests/karpenter against the CRDs of Karpenter v1.14.1 and its AWS provider (strict fields, CEL)."""
+    path = KARPENTER_PATHS[obj["kind"]]
+    status, body = karpenter_plane.request("POST", f"{path}?dryRun=All&fieldValidation=Strict", obj)
+    assert status in (200, 201), f"{where}: {status} {body}"
+
+
+def test_every_shipped_nodepool_has_a_pool_and_an_overlay() -> None:
+    kinds: dict[str, set[str]] = {}
+    for _, obj in KARPENTER_OBJECTS:
+        kinds.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
+    config_map = yaml.safe_load((ROOT / "manifests/karpenter/pools.yaml").read_text())
+    pools = {p["nodePool"] for p in yaml.safe_load(config_map["data"]["pools.yaml"])["pools"]}
+    assert pools == kinds["NodePool"]
+    assert {f"mig-{p}" for p in pools} == kinds["NodeOverlay"]

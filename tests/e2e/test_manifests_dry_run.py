@@ -1,7 +1,8 @@
 """Every object under manifests/ passes a server-side dry-run (strict field validation) on kube-apiserver.
 
 kube-scheduler-config.yaml of the extender mode is not an API object (it is the scheduler's own config
-file); the end-to-end scheduling tests load it into a real kube-scheduler instead.
+file); the end-to-end scheduling tests load it into a real kube-scheduler instead. Karpenter's objects
+(NodePool, EC2NodeClass, NodeOverlay) need its CRDs: tests/e2e/test_karpenter.py dry-runs them there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ NOT_API_OBJECTS = {
     ROOT / "manifests/prometheus/prometheusrule.yaml",
 }
 
+KARPENTER_PATHS = {
+    "NodePool": "/apis/karpenter.sh/v1/nodepools",
+    "NodeOverlay": "/apis/karpenter.sh/v1alpha1/nodeoverlays",
+    "EC2NodeClass": "/apis/karpenter.k8s.aws/v1/ec2nodeclasses",
+}
+
 PATHS = {
     "Namespace": "/api/v1/namespaces",
     "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
@@ -36,13 +43,14 @@ PATHS = {
 }
 
 
-def manifest_objects() -> list[tuple[str, dict[str, Any]]]:
+def manifest_objects(*, karpenter: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """Every API object under manifests/: the core ones, or with ``karpenter`` only Karpenter's."""
     found = []
     for path in sorted((ROOT / "manifests").rglob("*.yaml")):
         if path.name == "kustomization.yaml" or path in NOT_API_OBJECTS:
             continue
         for document in yaml.safe_load_all(path.read_text()):
-            if document:
+            if document and (document["kind"] in KARPENTER_PATHS) == karpenter:
                 found.append((f"{path.relative_to(ROOT)}:{document['kind']}/{document['metadata']['name']}", document))
     return found
 
