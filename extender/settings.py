@@ -219,6 +219,15 @@ class Settings:
             "(docs/karpenter.md); needed unless provision is off. Mounted from the ConfigMap mig-extender-pools."
         ),
     )
+    provision_request_resources: str = field(
+        default="gpu",
+        metadata=_doc(
+            "What a capacity request asks for: gpu (the instance's whole nvidia.com/gpu, which every Karpenter "
+            "knows) or mig (the pool's nvidia.com/mig-* instances; needs the NodeOverlays applied). With gpu, "
+            "Karpenter may never mark a node Initialized once MIG Manager turned its GPUs into MIG instances "
+            "(docs/karpenter.md); mig avoids that."
+        ),
+    )
     provision_namespace: str = field(
         default="mig-extender",
         metadata=_doc("Namespace of the capacity-request pods: the extender's own, where its Role allows them."),
@@ -301,6 +310,8 @@ class Settings:
             errors.append("relayout: needs annotate (it acts on pods whose verdict annotation is relayout)")
         if self.provision not in PROVISION_MODES:
             errors.append(f"provision: {self.provision!r} is not {', '.join(PROVISION_MODES)}")
+        if self.provision_request_resources not in ("gpu", "mig"):
+            errors.append(f"provision_request_resources: {self.provision_request_resources!r} is not gpu or mig")
         if self.provision != "off" and not self.provision_pools_file:
             errors.append("provision: needs provision_pools_file (which NodePools to provision, with what layout)")
         if self.provision != "off" and not self.annotate:

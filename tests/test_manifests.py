@@ -201,7 +201,8 @@ def test_kustomizations_reference_existing_files_and_not_the_control_plane_confi
     assert {p.parent.name for p in kustomizations} >= {"common", "base", "extender-mode", "secondary-scheduler"}
     for path in kustomizations:
         (doc,) = load_docs(path)
-        assert doc["kind"] == "Kustomization"
+        # manifests/karpenter is a Component: added to an install with `components:`, not built alone.
+        assert doc["kind"] == ("Component" if path.parent.name == "karpenter" else "Kustomization")
         assert "namespace" not in doc, f"{path}: a namespace override would move the Role in gpu-operator"
         for resource in doc["resources"]:
             target = (path.parent / resource).resolve()
@@ -389,6 +390,7 @@ def test_extender_rbac_is_minimal() -> None:
         ("", "ClusterRole", "mig-extender"),
         ("gpu-operator", "Role", "mig-extender-mig-parted-config"),
         ("mig-extender", "Role", "mig-extender-leader-election"),
+        ("mig-extender", "Role", "mig-extender-provisioning"),  # only with the karpenter Component
     }
     cluster = {
         (rule["apiGroups"][0], resource): set(rule["verbs"])
@@ -407,6 +409,16 @@ def test_extender_rbac_is_minimal() -> None:
     assert set(configmap_rule["verbs"]) == {"get", "list", "watch", "update"}  # generated configs
     lease_verbs = {v for r in rules_of("Role", "mig-extender-leader-election") for v in r["verbs"]}
     assert lease_verbs == {"get", "create", "update"}
+    provisioning = {
+        (resource, tuple(rule.get("resourceNames") or ())): set(rule["verbs"])
+        for rule in rules_of("Role", "mig-extender-provisioning")
+        for resource in rule["resources"]
+    }
+    assert provisioning == {
+        ("pods", ()): {"create", "delete"},  # capacity-request pods, in its own namespace only
+        ("pods/status", ()): {"patch"},  # their PodScheduled=False/Unschedulable condition
+        ("configmaps", ("mig-extender-pools",)): {"get"},  # the owner of the capacity requests
+    }
 
 
 def test_mig_scheduler_rbac_covers_scheduler_and_extender_sidecar() -> None:

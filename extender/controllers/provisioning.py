@@ -79,6 +79,7 @@ def load_pools(path: str) -> tuple[Pool, ...]:
 class ProvisionConfig:
     mode: str
     pools: tuple[Pool, ...]
+    request_resources: str = "gpu"
     namespace: str = "mig-extender"
     owner_configmap: str = "mig-extender-pools"
     interval_s: float = 10.0
@@ -93,6 +94,7 @@ class ProvisionConfig:
         return cls(
             mode=settings.provision,
             pools=load_pools(settings.provision_pools_file),
+            request_resources=settings.provision_request_resources,
             namespace=settings.provision_namespace,
             owner_configmap=settings.provision_owner_configmap,
             interval_s=settings.provision_interval_s,
@@ -135,9 +137,16 @@ def unschedulable_condition(note: str, now: datetime.datetime) -> dict[str, Any]
     }
 
 
-def request_pod(pool: Pool, namespace: str, owner: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A pod that only Karpenter acts on: a node of ``pool``, then it is deleted."""
-    gpus = {"nvidia.com/gpu": str(pool.gpus_per_node)}
+def request_pod(
+    pool: Pool, namespace: str, owner: Mapping[str, Any] | None, resources: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """A pod that only Karpenter acts on: a node of ``pool``, then it is deleted.
+
+    It asks for a whole node as Karpenter knows it: ``resources`` (the pool's MIG instances, known through
+    NodeOverlays), else the instance's whole ``nvidia.com/gpu``.
+    """
+    wanted = resources or {"nvidia.com/gpu": pool.gpus_per_node}
+    gpus = {name: str(count) for name, count in sorted(wanted.items())}
     metadata: dict[str, Any] = {
         "generateName": f"mig-capacity-{pool.name}-"[:58],
         "namespace": namespace,
@@ -418,9 +427,9 @@ class ProvisioningController:
         return self._owner
 
     async def _create(self, pool: Pool, waiting: int) -> CapacityRequest:
-        created = await self.api.create_pod(
-            self.config.namespace, request_pod(pool, self.config.namespace, await self._owner_ref())
-        )
+        resources = pool.advertised(self.view.mig_parted) if self.config.request_resources == "mig" else None
+        body = request_pod(pool, self.config.namespace, await self._owner_ref(), resources)
+        created = await self.api.create_pod(self.config.namespace, body)
         name = str(created["metadata"]["name"])
         self.stats.requests_created[pool.name] += 1
         await self._mark(name, pool, waiting)
