@@ -391,6 +391,7 @@ def test_extender_rbac_is_minimal() -> None:
         ("gpu-operator", "Role", "mig-extender-mig-parted-config"),
         ("mig-extender", "Role", "mig-extender-leader-election"),
         ("mig-extender", "Role", "mig-extender-provisioning"),  # only with the karpenter Component
+        ("", "ClusterRole", "mig-extender-provisioning"),  # list NodeClaims, ditto
     }
     cluster = {
         (rule["apiGroups"][0], resource): set(rule["verbs"])
@@ -419,6 +420,9 @@ def test_extender_rbac_is_minimal() -> None:
         ("pods/status", ()): {"patch"},  # their PodScheduled=False/Unschedulable condition
         ("configmaps", ("mig-extender-pools",)): {"get"},  # the owner of the capacity requests
     }
+    assert rules_of("ClusterRole", "mig-extender-provisioning") == [
+        {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims"], "verbs": ["list"]}
+    ]
 
 
 def test_mig_scheduler_rbac_covers_scheduler_and_extender_sidecar() -> None:

@@ -107,6 +107,10 @@ class CapacityApi(Protocol):
 
     async def patch_pod_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
 
+    async def list_node_claims(self) -> list[dict[str, Any]]:
+        """Karpenter's NodeClaims (karpenter.sh/v1); none when the CRD is not installed."""
+        ...
+
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -123,6 +127,7 @@ class KubeApi:
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.events = client.EventsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
         self.instance = identity()[:128]
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -213,6 +218,16 @@ class KubeApi:
             _request_timeout=TIMEOUT_S,
         )
         return cast(dict[str, Any], await _body(response, f"patch status of pod {namespace}/{name}"))
+
+    async def list_node_claims(self) -> list[dict[str, Any]]:
+        response = await self.custom.list_cluster_custom_object(
+            "karpenter.sh", "v1", "nodeclaims", _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        try:
+            body = await _body(response, "list nodeclaims")
+        except NotFound:
+            return []
+        return list(body.get("items") or [])
 
     async def post_event(
         self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str = "Relayout"

@@ -252,8 +252,12 @@ class ProvisioningController:
         requests = await self._guard_nodes(requests)
         pending = self._unmet()
         templates = self._templates()
-        arriving = self._arriving()
         requested = _count(r.pool for r in requests)
+        arriving = self._arriving()
+        for pool, launching in (await self._launching()).items():
+            # A NodeClaim made after a request is that request's node; any others (Karpenter acting on the
+            # pods themselves through NodeOverlays) are nodes on their way too.
+            arriving[pool] = arriving.get(pool, 0) + max(0, launching - requested.get(pool, 0))
         plan = plan_capacity(templates, [p.demand for p in pending], _POLICY, arriving=arriving, requested=requested)
         self.plan = plan
         self.stats.planned_nodes = {pool: n for pool, n in plan.requests.items()}
@@ -298,6 +302,22 @@ class ProvisioningController:
             if not _layout_applied(info)
             and (info.annotations.get(CAPACITY_ANNOTATION) == ARRIVING or info.name in self._claimed)
         )
+
+    async def _launching(self) -> dict[str, int]:
+        """NodeClaims of the pools that have no Node yet, by pool."""
+        try:
+            claims = await self.api.list_node_claims()
+        except ApiError as exc:  # e.g. no RBAC for it: plan without, and say so
+            log.warning("cannot list Karpenter NodeClaims: %s", exc)
+            return {}
+        launching: dict[str, int] = {}
+        for claim in claims:
+            metadata = claim.get("metadata") or {}
+            pool = (metadata.get("labels") or {}).get("karpenter.sh/nodepool")
+            registered = (claim.get("status") or {}).get("nodeName")
+            if pool in self.pools and not metadata.get("deletionTimestamp") and not registered:
+                launching[pool] = launching.get(pool, 0) + 1
+        return launching
 
     def _unmet(self) -> list[PodInfo]:
         """Pending pods whose no-layout-fits verdict is at least ``debounce_s`` old, oldest first.

@@ -89,7 +89,7 @@ def install_crds(cp: ControlPlane, crd_dir: Path) -> None:
     for name in names:
         while True:
             crd = must(cp, "GET", f"{PLURALS['CustomResourceDefinition']}/{name}")
-            conds = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+            conds = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
             if conds.get("Established") == "True":
                 break
             if time.monotonic() > deadline:

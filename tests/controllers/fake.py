@@ -70,6 +70,7 @@ class FakeApi:
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.down = False
         self.namespaced_pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.node_claims: list[dict[str, Any]] = []
         """Pods the controllers create (capacity requests)."""
         self.now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
         """creationTimestamp of created objects; tests move it with their clock."""
@@ -220,6 +221,9 @@ class FakeApi:
         self._bump(current)
         self._sync_pod(current, "MODIFIED")
         return copy.deepcopy(current)
+
+    async def list_node_claims(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.node_claims)
 
     def _sync_pod(self, pod: dict[str, Any], event: str) -> None:
         if self.view is not None:

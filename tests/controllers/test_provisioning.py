@@ -275,3 +275,33 @@ def test_load_pools_names_the_file(tmp_path: Any) -> None:
         load_pools(str(path))
     with pytest.raises(PoolsError, match="No such file"):
         load_pools(str(tmp_path / "missing.yaml"))
+
+
+def node_claim(pool: str, node: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{pool}-claim", "labels": {"karpenter.sh/nodepool": pool}},
+        "status": {"nodeName": node} if node else {},
+    }
+
+
+async def test_a_node_claim_karpenter_made_for_the_pods_themselves_counts_as_arriving() -> None:
+    view, api, clock, controller = setup()
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    api.node_claims = [node_claim("a100-balanced")]  # NodeOverlays: Karpenter launched for the pod
+    await tick(api, clock, controller, 60)
+    assert requests_of(api) == [], "no second node while Karpenter's is on its way"
+    api.node_claims = [node_claim("a100-balanced", node="n1")]  # registered: the Node counts from now on
+    karpenter_node(api, "n1", BALANCED)
+    await tick(api, clock, controller)
+    assert requests_of(api) == []
+
+
+async def test_a_node_claim_made_for_a_request_is_not_counted_twice() -> None:
+    view, api, clock, controller = setup()
+    for i in range(60):
+        view.apply(Kind.PODS, "ADDED", unmet_pod(f"s-{i}", {MIG_1G: 1}))
+    await tick(api, clock, controller, 60)
+    assert len(requests_of(api)) == 2
+    api.node_claims = [node_claim("a100-1g")]  # launched for one of the two requests
+    await tick(api, clock, controller)
+    assert len(requests_of(api)) == 2, "the claim is the first request's node, not extra capacity"

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,12 @@ from extender.model.provisioning import Pool
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 H100 = "NVIDIA-H100-80GB-HBM3"
-PRODUCTS = {"p4de.24xlarge": A100, "p5.48xlarge": H100}
+A100_40 = "NVIDIA-A100-SXM4-40GB"
+PRODUCTS = {"p4de.24xlarge": A100, "p5.48xlarge": H100, "p4d.24xlarge": A100_40}
 """What GPU Feature Discovery would label the instance types' nodes with."""
 POOL = "a100-balanced"
 OVERLAY_POOL = "h100-7g"
+MIG_REQUEST_POOL = "a100-40gb-1g"
 MIG_7G = "nvidia.com/mig-7g.80gb"
 SYSTEM = "mig-extender"
 MIG_3G = "nvidia.com/mig-3g.40gb"
@@ -148,6 +151,7 @@ def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contro
         kube.call("POST", "/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", NODE_CLASS)
         kube.call("POST", NODEPOOLS, node_pool(POOL, "p4de.24xlarge", "all-balanced"))
         kube.call("POST", NODEPOOLS, node_pool(OVERLAY_POOL, "p5.48xlarge", "all-7g.80gb"))
+        kube.call("POST", NODEPOOLS, node_pool(MIG_REQUEST_POOL, "p4d.24xlarge", "all-1g.5gb"))
         yield plane
 
 
@@ -217,73 +221,117 @@ def guard_lifted(kube: Kube, node: str) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class RequestCase:
+    request_resources: str
+    pool: str
+    instance_type: str
+    product: str
+    mig_config: str
+    resource: str
+
+
+REQUEST_CASES = [
+    # Whole GPUs, what every Karpenter knows of a p4de.24xlarge.
+    RequestCase("gpu", POOL, "p4de.24xlarge", A100, "all-balanced", MIG_3G),
+    # The pool's MIG instances, known to Karpenter through the NodeOverlay: the NodeClaim asks for what the
+    # node registers once MIG Manager is done, so Karpenter marks it Initialized; and no second node.
+    RequestCase("mig", MIG_REQUEST_POOL, "p4d.24xlarge", A100_40, "all-1g.5gb", "nvidia.com/mig-1g.5gb"),
+]
+
+
+@pytest.mark.parametrize("case", REQUEST_CASES, ids=[c.request_resources for c in REQUEST_CASES])
 def test_a_pod_no_layout_fits_gets_a_node_of_the_right_pool_through_karpenter(
-    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path
+    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path, case: RequestCase
 ) -> None:
     plane = karpenter_plane
     kube = Kube(plane)
+    pools = pools_file(tmp_path, case.pool, case.product, case.mig_config)
     kube.call(
         "POST",
         f"/api/v1/namespaces/{SYSTEM}/configmaps",
-        {"metadata": {"name": "mig-extender-pools"}, "data": {"pools.yaml": pools_file(tmp_path).read_text()}},
+        {"metadata": {"name": "mig-extender-pools"}, "data": {"pools.yaml": pools.read_text()}},
         ok=(201, 409),
     )
+    overlay = None
+    if case.request_resources == "mig":
+        overlay = node_overlays(pools)[0]
+        kube.call("POST", "/apis/karpenter.sh/v1alpha1/nodeoverlays", overlay)
     extender = Extender(
         plane,
         tmp_path,
         [
-            "--provision",
-            "requests",
-            "--provision-pools-file",
-            str(pools_file(tmp_path)),
-            "--provision-interval-s",
-            "1",
-            "--provision-debounce-s",
-            "2",
+            *("--provision", "requests", "--provision-request-resources", case.request_resources),
+            *("--provision-pools-file", str(pools), "--provision-interval-s", "1", "--provision-debounce-s", "2"),
         ],
     )
     mig_manager = MigManagerStandIn(kube)
     scheduler = None
+    pod = f"inference-{case.request_resources}"
     extender.start()
     try:
         scheduler = start_scheduler(plane, tmp_path, "extender", extender.url)
         mig_manager.start()
-        kube.create_pod("inference", {MIG_3G: 1})
+        kube.create_pod(pod, {case.resource: 1})
 
         wait_for(
             "the no-layout-fits verdict",
-            lambda: (
-                kube.pod("inference")["metadata"].get("annotations", {}).get("mig-extender.io/verdict")
-                == "no-layout-fits"
-            ),
+            lambda: kube.pod(pod)["metadata"].get("annotations", {}).get("mig-extender.io/verdict") == "no-layout-fits",
             timeout=30,
         )
-        (request,) = wait_for("a capacity request", lambda: capacity_requests(kube), timeout=30)
-        assert request["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": POOL}
-        conditions = {c["type"]: c for c in request["status"]["conditions"]}
-        assert conditions["PodScheduled"]["reason"] == "Unschedulable"
+        if case.request_resources == "gpu":
+            (request,) = wait_for("a capacity request", lambda: capacity_requests(kube), timeout=30)
+            assert request["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": case.pool}
+            assert request["spec"]["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": "8"}
+            conditions = {c["type"]: c for c in request["status"]["conditions"]}
+            assert conditions["PodScheduled"]["reason"] == "Unschedulable"
+        # With the NodeOverlay Karpenter may launch for the pod itself before the loop asks: the loop counts
+        # that NodeClaim as arriving capacity, so either way there is exactly one node.
 
-        (claim,) = wait_for("a NodeClaim", lambda: claims_of(kube, POOL), timeout=60)
-        assert claim["metadata"]["labels"]["karpenter.sh/nodepool"] == POOL
-        (node,) = wait_for("a node of the pool", lambda: pool_nodes(kube), timeout=60)
+        (claim,) = wait_for("a NodeClaim", lambda: claims_of(kube, case.pool), timeout=60)
+        (node,) = wait_for("a node of the pool", lambda: pool_nodes(kube, case.pool), timeout=60)
         name = node["metadata"]["name"]
-        assert node["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "p4de.24xlarge"
+        assert node["metadata"]["labels"]["node.kubernetes.io/instance-type"] == case.instance_type
 
         wait_for("the capacity request gone", lambda: not capacity_requests(kube), timeout=30)
-        bound = kube.wait_bound("inference", timeout=90)
+        bound = kube.wait_bound(pod, timeout=90)
         assert bound == name, "scheduled through the extender onto the new node"
         assert name in mig_manager.applied
 
         wait_for("the new node's guard lifted once the pod runs there", lambda: guard_lifted(kube, name), timeout=30)
-        assert len(claims_of(kube, POOL)) == 1, "one node, not one per reconcile"
+        assert len(claims_of(kube, case.pool)) == 1, "one node, not one per reconcile"
         assert not capacity_requests(kube)
-        reasons = {e["reason"] for e in kube.events_for("inference")}
-        assert {"MigNoLayoutFits", "MigCapacityRequested"} <= reasons
+        reasons = {e["reason"] for e in kube.events_for(pod)}
+        assert "MigNoLayoutFits" in reasons
+        if case.request_resources == "gpu":
+            assert "MigCapacityRequested" in reasons
+        else:
+            wait_for("Karpenter's NodeClaim Initialized", lambda: initialized(kube, claim), timeout=30)
     finally:
         mig_manager.stop()
         if scheduler is not None:
             plane.stop_scheduler(scheduler)
         extender.stop()
+        if overlay is not None:
+            kube.call(
+                "DELETE", f"/apis/karpenter.sh/v1alpha1/nodeoverlays/{overlay['metadata']['name']}", ok=(200, 404)
+            )
+
+
+def node_overlays(pools: Path) -> list[dict[str, Any]]:
+    printed = subprocess.run(
+        [sys.executable, "-m", "extender", "nodeoverlays", "--pools", str(pools)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return list(yaml.safe_load_all(printed))
+
+
+def initialized(kube: Kube, claim: dict[str, Any]) -> bool:
+    current = kube.call("GET", f"{NODECLAIMS}/{claim['metadata']['name']}")
+    conditions = {c["type"]: c["status"] for c in current.get("status", {}).get("conditions", [])}
+    return conditions.get("Initialized") == "True"
 
 
 def test_overlay_mode_karpenter_provisions_for_the_mig_pod_itself(
@@ -293,13 +341,7 @@ def test_overlay_mode_karpenter_provisions_for_the_mig_pod_itself(
     plane = karpenter_plane
     kube = Kube(plane)
     pools = pools_file(tmp_path, OVERLAY_POOL, H100, "all-7g.80gb")
-    printed = subprocess.run(
-        [sys.executable, "-m", "extender", "nodeoverlays", "--pools", str(pools)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    (overlay,) = yaml.safe_load_all(printed)
+    (overlay,) = node_overlays(pools)
     assert overlay["spec"]["capacity"] == {MIG_7G: "8"}
     kube.call("POST", "/apis/karpenter.sh/v1alpha1/nodeoverlays", overlay)
     extender = Extender(
