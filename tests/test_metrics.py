@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 import extender.metrics as metrics_module
-from extender.metrics import Metrics, SliceCounts, node_slices, slice_counts
+from extender.metrics import Metrics, ProvisioningStats, SliceCounts, node_slices, slice_counts
 from extender.model.catalog import GpuModel, model_named
 from extender.model.fragmentation import fragmentation_ratio, node_fragmentation, unusable_by_shape
 from extender.model.placement import Placement
@@ -264,6 +264,12 @@ def exported_names(view: ClusterView) -> set[str]:
     m.watch_restarts.labels("nodes", "gone").inc()
     m.events_posted.labels("MigNoLayoutFits", "ok").inc()
     m.pending_demand.labels("7g.80gb", "relayout").set(1)
+    stats = ProvisioningStats(requests={"p": 1}, planned_nodes={"p": 1}, unmet_pods={"hosted": 1})
+    stats.requests_created["p"] += 1
+    stats.requests_deleted["arrived"] += 1
+    stats.nodes_arrived["p"] += 1
+    stats.protections_released["in-use"] += 1
+    m.register_provisioning(stats)
     names = set()
     for family in m.registry.collect():
         suffix = "_total" if family.type == "counter" else ""
