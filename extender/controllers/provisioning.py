@@ -253,11 +253,7 @@ class ProvisioningController:
         pending = self._unmet()
         templates = self._templates()
         requested = _count(r.pool for r in requests)
-        arriving = self._arriving()
-        for pool, launching in (await self._launching()).items():
-            # A NodeClaim made after a request is that request's node; any others (Karpenter acting on the
-            # pods themselves through NodeOverlays) are nodes on their way too.
-            arriving[pool] = arriving.get(pool, 0) + max(0, launching - requested.get(pool, 0))
+        arriving = await self._arriving(requested)
         plan = plan_capacity(templates, [p.demand for p in pending], _POLICY, arriving=arriving, requested=requested)
         self.plan = plan
         self.stats.planned_nodes = {pool: n for pool, n in plan.requests.items()}
@@ -295,13 +291,21 @@ class ProvisioningController:
     def _pool_nodes(self) -> Iterable[NodeInfo]:
         return (info for info in self.view.nodes.values() if info.pool in self.pools)
 
-    def _arriving(self) -> dict[str, int]:
-        return _count(
+    async def _arriving(self, requested: Mapping[str, int]) -> dict[str, int]:
+        """Nodes on their way, by pool: guarded nodes without their layout, and NodeClaims without a Node.
+
+        A NodeClaim made after a request is that request's node (counted as requested); any others, such as
+        Karpenter acting on the pods themselves through NodeOverlays, are arriving capacity too.
+        """
+        arriving = _count(
             str(info.pool)
             for info in self._pool_nodes()
             if not _layout_applied(info)
             and (info.annotations.get(CAPACITY_ANNOTATION) == ARRIVING or info.name in self._claimed)
         )
+        for pool, launching in (await self._launching()).items():
+            arriving[pool] = arriving.get(pool, 0) + max(0, launching - requested.get(pool, 0))
+        return arriving
 
     async def _launching(self) -> dict[str, int]:
         """NodeClaims of the pools that have no Node yet, by pool."""
