@@ -7,19 +7,38 @@ Protocols let unit tests put an in-memory API in their place.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
+import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, cast
 
 import orjson
 from kubernetes_asyncio import client
 
+log = logging.getLogger(__name__)
+
 TIMEOUT_S = 10
 REPORTING_CONTROLLER = "mig-extender.io/controllers"
 NOTE_LIMIT = 1024
+
+
+async def reconcile_forever(
+    reconcile: Callable[[], Awaitable[None]], interval_s: float, on_error: Callable[[], None], what: str
+) -> None:
+    """Call ``reconcile`` every ``interval_s``; one that fails is logged and counted, and the next retries."""
+    while True:
+        try:
+            await reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad reconcile must not stop the controller
+            on_error()
+            log.exception("%s reconcile failed", what)
+        await asyncio.sleep(interval_s)
 
 
 class ApiError(Exception):

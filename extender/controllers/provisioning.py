@@ -29,7 +29,6 @@ or new leader carries on. Every action is an Event and a count in :class:`Provis
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import pathlib
@@ -49,7 +48,7 @@ from ..settings import Settings
 from ..view.objects import ANNOTATION_PREFIX, CAPACITY_REQUEST_SCHEDULER, DO_NOT_DISRUPT, NodeInfo, PodInfo
 from ..view.sources import CONFIG_STATE_LABEL
 from ..view.store import ClusterView
-from .kube import ApiError, CapacityApi, parse_time
+from .kube import ApiError, CapacityApi, parse_time, reconcile_forever
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +229,10 @@ class ProvisioningController:
         self._pool_errors: dict[str, str] = {}
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad reconcile must not stop the loop; the next one retries
-                self.stats.errors += 1
-                log.exception("provisioning reconcile failed")
-            await asyncio.sleep(self.config.interval_s)
+        await reconcile_forever(self.reconcile, self.config.interval_s, self._count_error, "provisioning")
+
+    def _count_error(self) -> None:
+        self.stats.errors += 1
 
     async def reconcile(self) -> None:
         if not self.is_leader():

@@ -30,7 +30,6 @@ Every step is an Event on the node and on the pods it is for, and a count in :cl
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import enum
 import hashlib
@@ -53,7 +52,7 @@ from ..settings import Settings
 from ..view.objects import ANNOTATION_PREFIX, NodeInfo, ObjectError, PodInfo
 from ..view.sources import CONFIG_LABEL, CONFIG_STATE_LABEL, build_node_state, usage_of
 from ..view.store import ClusterView, ConfigMapRef
-from .kube import ApiError, ClusterApi, Conflict, parse_time
+from .kube import ApiError, ClusterApi, Conflict, parse_time, reconcile_forever
 
 log = logging.getLogger(__name__)
 
@@ -259,15 +258,10 @@ class RelayoutController:
     # --- the loop ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad reconcile must not stop the controller; the next one retries
-                self.stats.errors += 1
-                log.exception("re-layout reconcile failed")
-            await asyncio.sleep(self.config.interval_s)
+        await reconcile_forever(self.reconcile, self.config.interval_s, self._count_error, "re-layout")
+
+    def _count_error(self) -> None:
+        self.stats.errors += 1
 
     def note_for(self, pod: PodInfo) -> RelayoutNote | None:
         return self.notes.get(pod.uid)

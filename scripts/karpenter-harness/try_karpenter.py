@@ -246,6 +246,38 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def karpenter_env(kubeconfig: Path, feature_gates: str = "") -> dict[str, str]:
+    """Karpenter's kwok controller: one replica, the GPU instance types, loopback ports, quick batching."""
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "DISABLE_LEADER_ELECTION": "true",
+        "INSTANCE_TYPES_FILE_PATH": str(HERE / "instance-types.json"),
+        "METRICS_PORT": str(free_port()),
+        "HEALTH_PROBE_PORT": str(free_port()),
+        "LOG_LEVEL": "debug",
+        "BATCH_IDLE_DURATION": "1s",
+        "BATCH_MAX_DURATION": "3s",
+        "CPU_REQUESTS": "2000",  # sizes some worker pools; the default assumes 1 CPU
+    }
+    if feature_gates:
+        env["FEATURE_GATES"] = feature_gates
+    return env
+
+
+def kwok_command(kubeconfig: Path) -> list[str]:
+    """The KWOK controller as the kubelet of the nodes Karpenter's kwok provider creates."""
+    return [
+        str(KARPENTER_BIN_DIR / "kwok"),
+        f"--kubeconfig={kubeconfig}",
+        f"--config={KARPENTER_BIN_DIR / 'kwok-stages.yaml'}",
+        "--manage-all-nodes=false",
+        # Karpenter's kwok provider annotates (and labels) its Nodes kwok.x-k8s.io/node=fake.
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        "--node-ip=127.0.0.1",
+        "--cidr=10.244.0.1/16",
+    ]
+
+
 def start_components(cp: ControlPlane, args: argparse.Namespace, procs: list[tuple[str, Proc]]) -> None:
     """kube-scheduler (default profile), Karpenter's kwok controller, the KWOK controller."""
     sched_cfg = cp.workdir / "default-scheduler.yaml"
@@ -257,30 +289,10 @@ def start_components(cp: ControlPlane, args: argparse.Namespace, procs: list[tup
     cp.start_scheduler(sched_cfg, "default")
     log("kube-scheduler (default-scheduler) up")
 
-    karpenter_env = {
-        "KUBECONFIG": str(cp.kubeconfig),
-        "DISABLE_LEADER_ELECTION": "true",
-        "INSTANCE_TYPES_FILE_PATH": str(HERE / "instance-types.json"),
-        "METRICS_PORT": str(free_port()),
-        "HEALTH_PROBE_PORT": str(free_port()),
-        "LOG_LEVEL": "debug",
-        "BATCH_IDLE_DURATION": "1s",
-        "BATCH_MAX_DURATION": "3s",
-        "CPU_REQUESTS": "2000",  # sizes some worker pools; the default assumes 1 CPU
-    }
     binary = str(KARPENTER_BIN_DIR / "karpenter-kwok")
-    procs.append(("karpenter", spawn("karpenter", [binary], karpenter_env, cp.workdir)))
+    procs.append(("karpenter", spawn("karpenter", [binary], karpenter_env(cp.kubeconfig), cp.workdir)))
     if not args.no_kwok:
-        kwok_args = [
-            str(KARPENTER_BIN_DIR / "kwok"),
-            f"--kubeconfig={cp.kubeconfig}",
-            f"--config={KARPENTER_BIN_DIR / 'kwok-stages.yaml'}",
-            "--manage-all-nodes=false",
-            # Karpenter's kwok provider annotates (and labels) its Nodes kwok.x-k8s.io/node=fake.
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--node-ip=127.0.0.1",
-            "--cidr=10.244.0.1/16",
-        ]
+        kwok_args = kwok_command(cp.kubeconfig)
         procs.append(("kwok", spawn("kwok", kwok_args, {}, cp.workdir)))
 
 

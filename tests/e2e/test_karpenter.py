@@ -27,7 +27,7 @@ from tests.e2e.test_manifests_dry_run import KARPENTER_PATHS, manifest_objects
 from tests.e2e.test_relayout import MERGE
 
 sys.path.insert(0, str(ROOT / "scripts" / "karpenter-harness"))
-from try_karpenter import KARPENTER_BIN_DIR, install_crds, spawn, stop
+from try_karpenter import KARPENTER_BIN_DIR, install_crds, karpenter_env, kwok_command, spawn, stop
 
 from extender.model.catalog import model_named
 from extender.model.migparted import DEFAULT_CONFIG
@@ -159,35 +159,14 @@ def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contro
 def karpenter(karpenter_plane: ControlPlane) -> Iterator[None]:
     """Karpenter's kwok controller and the KWOK controller, in their own process groups."""
     plane = karpenter_plane
-    from tests.support import free_port
-
-    env = {
-        "KUBECONFIG": str(plane.kubeconfig),
-        "DISABLE_LEADER_ELECTION": "true",
-        "INSTANCE_TYPES_FILE_PATH": str(ROOT / "scripts/karpenter-harness/instance-types.json"),
-        "METRICS_PORT": str(free_port()),
-        "HEALTH_PROBE_PORT": str(free_port()),
-        "LOG_LEVEL": "debug",
-        "BATCH_IDLE_DURATION": "1s",
-        "BATCH_MAX_DURATION": "3s",
-        "CPU_REQUESTS": "2000",
-        "FEATURE_GATES": "NodeOverlay=true",  # only the overlay test creates NodeOverlays
-    }
-    kwok_args = [
-        str(KARPENTER_BIN_DIR / "kwok"),
-        f"--kubeconfig={plane.kubeconfig}",
-        f"--config={KARPENTER_BIN_DIR / 'kwok-stages.yaml'}",
-        "--manage-all-nodes=false",
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        "--node-ip=127.0.0.1",
-        "--cidr=10.244.0.1/16",
-    ]
+    # NodeOverlay: only the overlay tests create NodeOverlays; without them Karpenter behaves as without the gate.
+    env = karpenter_env(plane.kubeconfig, feature_gates="NodeOverlay=true")
     processes = []
     try:
         processes.append(
             ("karpenter", spawn("karpenter", [str(KARPENTER_BIN_DIR / "karpenter-kwok")], env, plane.workdir))
         )
-        processes.append(("kwok", spawn("kwok", kwok_args, {}, plane.workdir)))
+        processes.append(("kwok", spawn("kwok", kwok_command(plane.kubeconfig), {}, plane.workdir)))
         yield
     finally:
         for name, process in reversed(processes):
