@@ -10,7 +10,7 @@ from typing import Any
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 GPU_RESOURCE = "nvidia.com/gpu"
 
-_INTEGER = re.compile(r"^\+?\d+$")
+_INTEGER = re.compile(r"^\+?[0-9]+$")
 # Device plugins cap a node at a few hundred instances; anything far beyond is a typo or an attack.
 MAX_INSTANCES_PER_POD = 1024
 
@@ -41,8 +41,15 @@ def _quantity(value: object, where: str) -> int:
         raise DemandError(f"{where}: {value!r} is not a whole number")
     if isinstance(value, int):
         number = value
+    elif isinstance(value, float) and value.is_integer():
+        # A JSON number such as 2.0 is an integer to JSON Schema, and Go's Quantity reads it as 2.
+        number = int(value)
     elif isinstance(value, str) and _INTEGER.match(value.strip()):
-        number = int(value.strip())
+        digits = value.strip().lstrip("+").lstrip("0") or "0"
+        if len(digits) > len(str(MAX_INSTANCES_PER_POD)):
+            # int() refuses strings of over 4,300 digits with a bare ValueError; any such count is out of range.
+            raise DemandError(f"{where}: {value[:24]!r}... is outside 0..{MAX_INSTANCES_PER_POD}")
+        number = int(digits)
     else:
         raise DemandError(f"{where}: {value!r} is not a whole number of devices")
     if number < 0 or number > MAX_INSTANCES_PER_POD:

@@ -80,7 +80,24 @@ def _demand_items(demand: PodDemand, node: NodeState) -> tuple[tuple[str, int], 
         if demand.mig:
             return f"MIG: node serves only {node.single_profile.name} as nvidia.com/gpu (single strategy)"
         return ((node.single_profile.name, demand.gpus),) if demand.gpus else ()
-    return demand.mig
+    return _merge_spellings(demand.mig, node)
+
+
+def _merge_spellings(items: tuple[tuple[str, int], ...], node: NodeState) -> tuple[tuple[str, int], ...]:
+    """One entry per profile: two spellings of it (``1g.10gb``, ``MIG-1G.10GB``) in one pod are one demand.
+
+    Left apart, each GPU's free instances would be offered to both spellings, and plans would take
+    instances twice. Names are merged when they are the same profile on every model of the node.
+    """
+    if len(items) < 2:
+        return items
+    merged: dict[object, tuple[str, int]] = {}
+    for name, count in items:
+        profiles = tuple(m.find_profile(name) for m in node.models)
+        key: object = profiles if any(profiles) else name
+        first, total = merged.get(key, (name, 0))
+        merged[key] = (first, total + count)
+    return items if len(merged) == len(items) else tuple(merged.values())
 
 
 def _unknown_profile_reason(names: Sequence[str], node: NodeState) -> str | None:
@@ -152,11 +169,23 @@ def _compute_gpu_vectors(gpu: GpuState, names: Sequence[str], caps: Vector, worl
 def _assign(options: Sequence[tuple[Vector, ...]], demand: Vector) -> list[Vector] | None:
     """Split ``demand`` over GPUs, one option per GPU, preferring to fill earlier GPUs first."""
     failed: set[tuple[int, Vector]] = set()
+    # What GPUs index.. could hold at most, per profile and in instances: a remainder beyond that cannot
+    # be placed, whatever the choice. Without this bound an unplaceable many-profile demand (a pod asking
+    # 7 each of 6 profiles) explores every combination of the GPUs' options: a minute on one 8-GPU node.
+    most: list[tuple[Vector, int]] = [((0,) * len(demand), 0)]
+    for vectors in reversed(options):
+        caps, total = most[-1]
+        widest = tuple(max((v[j] for v in vectors), default=0) for j in range(len(demand)))
+        most.append((tuple(map(sum, zip(caps, widest))), total + max(map(sum, vectors), default=0)))
+    most.reverse()
 
     def solve(index: int, remaining: Vector) -> list[Vector] | None:
         if not any(remaining):
             return [(0,) * len(remaining)] * (len(options) - index)
         if index == len(options) or (index, remaining) in failed:
+            return None
+        caps, total = most[index]
+        if sum(remaining) > total or any(r > c for r, c in zip(remaining, caps)):
             return None
         for vector in options[index]:
             if all(v <= r for v, r in zip(vector, remaining)):

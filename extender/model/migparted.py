@@ -15,7 +15,6 @@ For one GPU the first entry whose ``devices`` and ``device-filter`` match it app
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,7 +112,7 @@ def _spec_for(model: GpuModel, entry: _Entry, where: str) -> GpuLayoutSpec:
             raise MigPartedError(f"{where}.mig-devices: {exc}") from None
         if ci:
             per_gi = max(1, profile.compute_slices // int(ci.group("c")))
-        counts[profile] = counts.get(profile, 0) + math.ceil(count / per_gi)
+        counts[profile] = counts.get(profile, 0) - (-count // per_gi)  # ceil, exact for any int
     spec = GpuLayoutSpec(True, tuple(counts.items()))
     try:
         spec.layout(model)
@@ -146,6 +145,8 @@ def parse_config(source: str | Mapping[str, Any]) -> MigPartedConfig:
             document = yaml.safe_load(source)
         except yaml.YAMLError as exc:
             raise MigPartedError(f"mig-parted config is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise MigPartedError("mig-parted config is nested too deeply") from None
     else:
         document = source
     if not isinstance(document, Mapping):

@@ -181,7 +181,7 @@ def parse_pools(document: object) -> tuple[Pool, ...]:
         if unknown:
             raise PoolsError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_POOL_KEYS))}")
         name = entry.get("nodePool")
-        if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+        if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.fullmatch(name):
             raise PoolsError(f"{where}.nodePool: {name!r} is not a NodePool name (a DNS label)")
         if any(p.name == name for p in pools):
             raise PoolsError(f"{where}.nodePool: {name!r} is listed twice")
@@ -216,4 +216,7 @@ def _float(entry: Mapping[str, object], key: str, where: str, default: float) ->
     value = entry.get(key, default)
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise PoolsError(f"{where}.{key}: expected a number, not {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond a float's range
+        raise PoolsError(f"{where}.{key}: {value} is out of range") from None

@@ -74,6 +74,10 @@ def parse_extender_args(body: bytes) -> ExtenderArgs:
     metadata = pod.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         raise BadRequest("ExtenderArgs.Pod.metadata.name is missing")
+    for key in ("namespace", "uid"):
+        # Strings in Go's v1.ObjectMeta; anything else would be str()-ed into the pod's identity.
+        if not isinstance(metadata.get(key), str | None):
+            raise BadRequest(f"ExtenderArgs.Pod.metadata.{key} must be a string or null")
     names = _get(data, "NodeNames")
     # map(type, ...) runs in C: 5,000 names are checked in microseconds.
     if names is not None and (not isinstance(names, list) or not set(map(type, names)) <= {str}):
@@ -107,7 +111,13 @@ def filter_result(
     A null in that field would make kube-scheduler treat every node as filtered out (gotcha 2).
     """
     if args.nodes is not None:
-        nodes_field: dict[str, Any] | None = {"metadata": {}, "items": [args.nodes[i] for i in passed]}
+        try:
+            # Encoded here, once: orjson reads 1,024 levels of nesting but writes only 255, and a node it
+            # cannot write back must be a bad request, not a failed answer.
+            items = [orjson.Fragment(orjson.dumps(args.nodes[i])) for i in passed]
+        except orjson.JSONEncodeError:
+            raise BadRequest("ExtenderArgs.Nodes.items: a node is nested too deeply to be sent back") from None
+        nodes_field: dict[str, Any] | None = {"metadata": {}, "items": items}
         names_field: list[str] | None = None
     else:
         assert args.node_names is not None

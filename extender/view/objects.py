@@ -48,7 +48,7 @@ def _own(value: Any) -> str:
     Kept strings would otherwise pin the allocator's memory pages of the whole parsed list (the
     response's dicts around them are freed, but a page is returned only when all of it is free).
     """
-    return str(value).encode().decode()
+    return str(value).encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
 
 
 def _shared(value: Any) -> str:
@@ -93,6 +93,13 @@ class NodeInfo:
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> NodeInfo:
+        try:
+            return cls._from_raw(raw)
+        except RecursionError:  # str() of a value nested ~1,000 deep (JSON parsers allow that much)
+            raise ObjectError("Node with a value nested too deeply") from None
+
+    @classmethod
+    def _from_raw(cls, raw: Mapping[str, Any]) -> NodeInfo:
         metadata = _metadata(raw, "Node")
         labels = _string_map(metadata.get("labels"))
         annotations = _string_map(metadata.get("annotations"))
@@ -148,6 +155,13 @@ class PodInfo:
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:
+        try:
+            return cls._from_raw(raw)
+        except RecursionError:  # str() of a value nested ~1,000 deep (JSON parsers allow that much)
+            raise ObjectError("Pod with a value nested too deeply") from None
+
+    @classmethod
+    def _from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:
         metadata = _metadata(raw, "Pod")
         spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
         status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}

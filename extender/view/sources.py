@@ -97,6 +97,8 @@ def parse_gpus_annotation(text: str) -> tuple[GpuState, ...]:
         document = json.loads(text)
     except ValueError as exc:
         raise AnnotationError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise AnnotationError("not JSON this parser reads: nested too deeply") from None
     if not isinstance(document, Mapping):
         raise AnnotationError("must be a JSON object")
     if document.get("version") != "v1":
@@ -215,7 +217,7 @@ def _allocatable_counts(
 ) -> dict[Profile, int]:
     counts: dict[Profile, int] = {}
     if strategy is MigStrategy.SINGLE:
-        if single is not None and node.allocatable.get(GPU_RESOURCE):
+        if single is not None and _plausible(node, GPU_RESOURCE, single, warnings):
             counts[single] = node.allocatable[GPU_RESOURCE]
         return counts
     for resource, count in node.allocatable.items():
@@ -225,8 +227,24 @@ def _allocatable_counts(
         if profile is None:
             warnings.append(f"{node.name}: allocatable {resource} is not a profile of {model.name}")
             continue
-        counts[profile] = counts.get(profile, 0) + count
+        if _plausible(node, resource, profile, warnings):
+            counts[profile] = counts.get(profile, 0) + count
     return counts
+
+
+def _plausible(node: NodeInfo, resource: str, profile: Profile, warnings: list[str]) -> bool:
+    """An allocatable count that the largest node could hold; anything above it is ignored.
+
+    Spreading a count over GPUs costs time in proportion to it: a node object claiming 10**20 instances
+    would otherwise stall every answer that reads it.
+    """
+    count = node.allocatable.get(resource, 0)
+    most = profile.max_instances * MAX_GPUS_PER_NODE
+    if count > most:
+        warnings.append(
+            f"{node.name}: allocatable {resource}={count} is more than {MAX_GPUS_PER_NODE} GPUs hold; ignored"
+        )
+    return 0 < count <= most
 
 
 def _gpu_count(node: NodeInfo, model: GpuModel, counts: Mapping[Profile, int], warnings: list[str]) -> int:
@@ -293,8 +311,8 @@ def _first_fit(model: GpuModel, gpu_count: int, counts: Mapping[Profile, int]) -
 def _spread(model: GpuModel, gpu_count: int, counts: Mapping[Profile, int]) -> tuple[list[list[Placement]], int]:
     """Spread instances over GPUs: first fit, and where that leaves some over, an exact search."""
     per_gpu, left_over = _first_fit(model, gpu_count, counts)
-    if not left_over:
-        return per_gpu, 0
+    if not left_over or sum(p.memory_slices * n for p, n in counts.items()) > gpu_count * model.memory_slices:
+        return per_gpu, left_over  # all placed, or more memory slices than the GPUs have: no search helps
     # First fit can strand instances (3g+3g on one GPU leaves no 3g for the next): search exactly.
     empty = NodeState("spread", tuple(GpuState(i, model, (), dynamic=True) for i in range(gpu_count)))
     result = fit(empty, PodDemand(mig=tuple(sorted((p.name, n) for p, n in counts.items() if n))), Allocator.IDEAL)
