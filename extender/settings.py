@@ -151,6 +151,59 @@ class Settings:
         default=10.0,
         metadata=_doc("Grace for in-flight requests on SIGTERM; below the Deployment's terminationGracePeriodSeconds."),
     )
+    tls_cert_file: str | None = field(
+        default=None,
+        metadata=_doc(
+            "PEM certificate (chain) to serve HTTPS with, e.g. tls.crt of a cert-manager Secret. Unset: plain HTTP. "
+            "Re-read when it changes on disk (docs/security.md)."
+        ),
+    )
+    tls_key_file: str | None = field(
+        default=None,
+        metadata=_doc("PEM private key of tls_cert_file (unencrypted), e.g. tls.key of the same Secret."),
+    )
+    tls_client_ca_file: str | None = field(
+        default=None,
+        metadata=_doc(
+            "PEM CA bundle: require a client certificate it signed (kube-scheduler's tlsConfig certFile/keyFile) "
+            "on every path but tls_open_paths. Unset: no client certificates."
+        ),
+    )
+    tls_open_paths: str = field(
+        default="/healthz,/readyz",
+        metadata=_doc(
+            "With tls_client_ca_file: comma-separated paths served without a client certificate. The kubelet's "
+            "HTTPS probes present none; add /metrics if Prometheus scrapes without one."
+        ),
+    )
+    tls_reload_interval_s: float = field(
+        default=5.0,
+        metadata=_doc(
+            "How often the TLS files are checked for a change (inode, size, mtime); a changed pair is loaded for "
+            "new connections. The kubelet refreshes Secret volumes within about a minute, so this adds little."
+        ),
+    )
+    read_timeout_s: float = field(
+        default=10.0,
+        metadata=_doc(
+            "A request's headers and body must arrive within this time of its first byte, or the connection is "
+            "closed (408): kube-scheduler gives up after its 5 s httpTimeout, so only a stalled client is slower."
+        ),
+    )
+    keepalive_timeout_s: float = field(
+        default=120.0,
+        metadata=_doc(
+            "Idle keep-alive connections are closed after this. Above kube-scheduler's 90 s idle timeout "
+            "(Go's default transport), so the client closes first and never races a server-side close."
+        ),
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata=_doc(
+            "Open connections at most. At the limit a new connection replaces the longest-idle one, or gets a "
+            "503 when all are mid-request; this bounds the memory that many clients can pin."
+        ),
+    )
 
     relayout: str = field(
         default="off",
@@ -338,12 +391,23 @@ class Settings:
             "provision_max_requests",
             "provision_protect_s",
             "provision_request_timeout_s",
+            "tls_reload_interval_s",
+            "read_timeout_s",
+            "keepalive_timeout_s",
+            "max_connections",
         ):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be positive, not {getattr(self, name)}")
         for name in ("relayout_min_idle_s", "relayout_settle_s", "relayout_node_cooldown_s", "provision_debounce_s"):
             if getattr(self, name) < 0:
                 errors.append(f"{name}: must not be negative, not {getattr(self, name)}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            errors.append("tls_cert_file and tls_key_file: give both (a certificate and its key) or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            errors.append("tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates need TLS)")
+        bad_paths = [p for p in self.tls_open_paths.split(",") if p.strip() and not p.strip().startswith("/")]
+        if bad_paths:
+            errors.append(f"tls_open_paths: paths start with '/', not {', '.join(map(repr, bad_paths))}")
         if self.kubeconfig and self.snapshot:
             errors.append("kubeconfig and snapshot: give one source of the cluster view, not both")
         if errors:

@@ -18,6 +18,8 @@ from extender.model.catalog import GpuModel, model_named
 from extender.model.fragmentation import fragmentation_ratio, node_fragmentation, unusable_by_shape
 from extender.model.placement import Placement
 from extender.model.state import GpuState, Instance
+from extender.server.guard import ConnectionGuard, GuardCollector
+from extender.server.tls import TlsCollector, TlsStats
 from extender.view.store import ClusterView, Kind
 from tests.builders import gpu, node, pod
 
@@ -270,6 +272,8 @@ def exported_names(view: ClusterView) -> set[str]:
     stats.nodes_arrived["p"] += 1
     stats.protections_released["in-use"] += 1
     m.register_provisioning(stats)
+    m.registry.register(GuardCollector(ConnectionGuard(read_timeout_s=1, max_connections=1)))
+    m.registry.register(TlsCollector(TlsStats()))
     names = set()
     for family in m.registry.collect():
         suffix = "_total" if family.type == "counter" else ""

@@ -1,7 +1,12 @@
-"""The aiohttp application: kube-scheduler's verbs, probes and metrics over the cluster view."""
+"""The aiohttp application: kube-scheduler's verbs, probes and metrics over the cluster view.
+
+Every request passes :func:`_guard_requests`: its body is read within the connection's deadline and size limit
+(guard.py says why and how), and a client certificate is required where configured.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,9 +16,10 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..metrics import Metrics
+from ..metrics import VERBS, Metrics
 from ..settings import Settings
 from ..view.store import ClusterView
+from .guard import ConnectionGuard, GuardStats
 from .scheduling import SchedulingService
 from .wire import BadRequest, ExtenderArgs, parse_extender_args
 
@@ -23,6 +29,10 @@ SETTINGS = web.AppKey("settings", Settings)
 VIEW = web.AppKey("view", ClusterView)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", SchedulingService)
+
+GUARD = web.AppKey("guard", ConnectionGuard)
+GUARD_STATS = web.AppKey("guard_stats", GuardStats)
+OPEN_PATHS = web.AppKey("open_paths", frozenset[str])
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -35,12 +45,7 @@ def _error(message: str, status: int) -> web.Response:
 
 async def _read_args(request: web.Request, verb: str) -> ExtenderArgs | web.Response:
     metrics = request.app[METRICS]
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_body_bytes
-        metrics.bad_requests.labels(verb, "413").inc()
-        return _error(f"request body is larger than {limit} bytes (setting max_body_bytes)", 413)
+    body = await request.read()  # already read, within its deadline and size limit, by _guard_requests
     try:
         return parse_extender_args(body)
     except BadRequest as exc:
@@ -103,12 +108,88 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(settings: Settings, view: ClusterView, metrics: Metrics, service: SchedulingService) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes)
+def open_paths(settings: Settings) -> frozenset[str]:
+    """Paths served without a client certificate when ``tls_client_ca_file`` is set."""
+    return frozenset(path.strip() for path in settings.tls_open_paths.split(",") if path.strip())
+
+
+def _too_large(request: web.Request, limit: int) -> web.Response:
+    verb = request.path.strip("/")
+    if verb in VERBS:
+        request.app[METRICS].bad_requests.labels(verb, "413").inc()
+    response = _error(f"request body is larger than {limit} bytes (setting max_body_bytes)", 413)
+    response.force_close()
+    return response
+
+
+async def _cut_off(request: web.Request, status: int, message: str) -> web.Response:
+    """Answer and close at once: aiohttp would otherwise linger reading the rest of an unread body."""
+    response = _error(message, status)
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+@web.middleware
+async def _guard_requests(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    stats = request.app[GUARD_STATS]
+    guard = request.app.get(GUARD)
+    connection = guard.connection(request.transport) if guard is not None else None
+    time_left = connection.headers_received() if connection is not None else settings.read_timeout_s
+    try:
+        if settings.tls_client_ca_file and request.path not in request.app[OPEN_PATHS]:
+            transport = request.transport
+            if not (transport is not None and transport.get_extra_info("peercert")):
+                stats.client_certificate_refusals += 1
+                return _error(
+                    "a client certificate is required: configure tlsConfig certFile/keyFile in kube-scheduler's "
+                    "extender entry, signed by the CA in the extender's tls_client_ca_file",
+                    403,
+                )
+        if request.body_exists:
+            limit = settings.max_body_bytes
+            if request.content_length is not None and request.content_length > limit:
+                return _too_large(request, limit)
+            try:
+                async with asyncio.timeout(max(time_left, 0.0)):
+                    await request.read()  # cached on the request: handlers read it again for free
+            except TimeoutError:
+                stats.body_timeouts += 1
+                return await _cut_off(
+                    request, 408, f"request body not received within {settings.read_timeout_s:g} s (read_timeout_s)"
+                )
+            except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+                return _too_large(request, limit)
+        return await handler(request)
+    finally:
+        if connection is not None:
+            connection.request_done()
+
+
+def build_app(
+    settings: Settings,
+    view: ClusterView,
+    metrics: Metrics,
+    service: SchedulingService,
+    *,
+    guard: ConnectionGuard | None = None,
+) -> web.Application:
+    """The application; ``guard`` is the listener's (:class:`GuardedSite`), absent under aiohttp's test server."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_guard_requests])
     app[SETTINGS] = settings
     app[VIEW] = view
     app[METRICS] = metrics
     app[SERVICE] = service
+    app[OPEN_PATHS] = open_paths(settings)
+    app[GUARD_STATS] = guard.stats if guard is not None else GuardStats()
+    if guard is not None:
+        app[GUARD] = guard
     app.router.add_post("/filter", _verb("filter", lambda s, a: s.filter(a), _filter_fault))
     app.router.add_post("/prioritize", _verb("prioritize", lambda s, a: s.prioritize(a), _prioritize_fault))
     app.router.add_get("/healthz", healthz)

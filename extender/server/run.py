@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -32,7 +33,9 @@ from ..view.snapshot import load_snapshot
 from ..view.store import ClusterView, ConfigMapRef
 from ..view.watch import make_api_client, reflectors
 from .app import build_app
+from .guard import ConnectionGuard, GuardCollector, GuardedSite
 from .scheduling import SchedulingService
+from .tls import CertificateReloader, TlsCollector, TlsError, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,9 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # kubernetes_asyncio logs every API response body at DEBUG: whole Pod specs, env values included. Never
+    # let a debug log level turn that on; the extender's own debug lines name objects, not their contents.
+    logging.getLogger("kubernetes_asyncio").setLevel(max(root.level, logging.INFO))
 
 
 async def _wait_for_signal(stop: asyncio.Event) -> None:
@@ -123,30 +129,72 @@ def _controller_roots(
     return roots
 
 
+async def _source(
+    settings: Settings, view: ClusterView, metrics: Metrics, roots: dict[str, Coroutine[Any, Any, None]]
+) -> tuple[Any, KubeWriter | LogWriter]:
+    """The view's source (a snapshot, or list+watch reflectors added to ``roots``), its API client and writer."""
+    if settings.snapshot:
+        counts = load_snapshot(view, settings.snapshot)
+        log.info("serving snapshot %s: %s", settings.snapshot, counts)
+        return None, LogWriter(view)
+    api = await make_api_client(settings.kubeconfig)
+    for reflector in reflectors(
+        view,
+        api,
+        timeout_s=settings.watch_timeout_s,
+        read_timeout_s=settings.watch_read_timeout_s,
+        observer=metrics,
+    ):
+        roots[f"watch {reflector.kind}"] = reflector.run()
+    return api, KubeWriter(api)
+
+
+def _tls(settings: Settings) -> CertificateReloader | None:
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        return None
+    files = TlsFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    return CertificateReloader(files, interval_s=settings.tls_reload_interval_s)
+
+
+async def start_listener(
+    app: web.Application,
+    settings: Settings,
+    guard: ConnectionGuard,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[web.AppRunner, GuardedSite]:
+    """Serve ``app`` on ``settings.host``/``port`` through ``guard`` (and TLS with ``ssl_context``)."""
+    runner = web.AppRunner(
+        app,
+        access_log=log if settings.access_log else None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        keepalive_timeout=settings.keepalive_timeout_s,
+    )
+    await runner.setup()
+    site = GuardedSite(runner, settings.host, settings.port, guard=guard, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, site
+
+
 async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1)."""
+    """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1); 2 for unusable TLS files."""
+    try:
+        tls = _tls(settings)  # first: a bad certificate must stop the start-up before anything else runs
+    except TlsError as exc:
+        log.error("cannot serve HTTPS: %s", exc)
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
     view = ClusterView(
         config_ref=ConfigMapRef(settings.mig_parted_namespace, settings.mig_parted_configmap, settings.mig_parted_key),
         assume_ttl_s=settings.assume_ttl_s,
     )
     metrics = Metrics(view, per_gpu=settings.metrics_per_gpu)
     roots: dict[str, Coroutine[Any, Any, None]] = {}
-    api = None
-    if settings.snapshot:
-        counts = load_snapshot(view, settings.snapshot)
-        log.info("serving snapshot %s: %s", settings.snapshot, counts)
-        writer: KubeWriter | LogWriter = LogWriter(view)
-    else:
-        api = await make_api_client(settings.kubeconfig)
-        for reflector in reflectors(
-            view,
-            api,
-            timeout_s=settings.watch_timeout_s,
-            read_timeout_s=settings.watch_read_timeout_s,
-            observer=metrics,
-        ):
-            roots[f"watch {reflector.kind}"] = reflector.run()
-        writer = KubeWriter(api)
+    api, writer = await _source(settings, view, metrics, roots)
     annotator = None
     if settings.annotate:
         policy = PolicyConfig(dynamic_allocator=Allocator(settings.dynamic_allocator))
@@ -157,17 +205,14 @@ async def serve(settings: Settings) -> int:
     service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
     roots.update(_controller_roots(settings, view, api, service, annotator, metrics))
     metrics.weights_provider = service.weights
-    app = build_app(settings, view, metrics, service)
-    runner = web.AppRunner(
-        app,
-        access_log=log if settings.access_log else None,
-        handle_signals=False,
-        shutdown_timeout=settings.shutdown_timeout_s,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    log.info("mig-extender listening on %s:%d", settings.host, settings.port)
+    guard = ConnectionGuard.from_settings(settings)
+    metrics.registry.register(GuardCollector(guard))
+    if tls is not None:
+        roots["tls reload"] = tls.run()
+        metrics.registry.register(TlsCollector(tls.stats))
+    app = build_app(settings, view, metrics, service, guard=guard)
+    runner, site = await start_listener(app, settings, guard, tls.listening_context if tls else None)
+    log.info("mig-extender listening on %s", site.name)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
