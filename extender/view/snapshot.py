@@ -35,6 +35,8 @@ def _documents(text: str, source: str) -> list[Any]:
         return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise SnapshotError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise SnapshotError(f"{source}: nested too deeply to read") from None
 
 
 def _objects(document: Any, source: str) -> Iterator[Mapping[str, Any]]:
@@ -86,9 +88,11 @@ def load_snapshot_text(view: ClusterView, text: str, source: str = "snapshot") -
 
 def _parse_file(path: str) -> dict[Kind, list[Any]]:
     try:
-        text = pathlib.Path(path).read_text()
+        text = pathlib.Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return _parse_records(text, path)
 
 

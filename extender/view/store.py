@@ -185,7 +185,9 @@ class ClusterView:
             return None
 
     def _is_config_map(self, raw: Mapping[str, Any]) -> bool:
-        metadata = raw.get("metadata") or {}
+        metadata = raw.get("metadata")
+        if not isinstance(metadata, Mapping):
+            return False
         return (
             raw.get("kind", "ConfigMap") == "ConfigMap"
             and metadata.get("name") == self.config_ref.name
@@ -197,7 +199,8 @@ class ClusterView:
         if raw is None:
             self.mig_parted, self.mig_parted_source = DEFAULT_CONFIG, "built-in defaults"
             return
-        text = (raw.get("data") or {}).get(self.config_ref.key)
+        data = raw.get("data")
+        text = data.get(self.config_ref.key) if isinstance(data, Mapping) else None
         try:
             if not isinstance(text, str):
                 raise MigPartedError(f"key {self.config_ref.key!r} is missing")
@@ -257,9 +260,14 @@ class ClusterView:
             state = self.node_state(node.name)
             if state is not None:
                 return state
-        return self._build(node)
+        return self._build(node, in_view=False)
 
-    def _build(self, node: NodeInfo) -> NodeState:
+    def _build(self, node: NodeInfo, *, in_view: bool = True) -> NodeState:
+        """The node's state from its object and the pods on it; ``in_view`` False for a request's own copy.
+
+        Warnings are logged and kept per node only for the view's nodes: a request's Node objects are not
+        the cluster's (a client may invent any number), so their warnings go to the answer's reasons only.
+        """
         usage = Usage()
         for pod in self._pods_on_node.get(node.name, {}).values():
             usage.add(pod.demand)
@@ -267,6 +275,8 @@ class ClusterView:
             if assumed_node == node.name and uid not in self._pods_on_node.get(node.name, {}):
                 usage.add(demand, assumed=True)
         state = build_node_state(node, usage, self.mig_parted)
+        if not in_view:
+            return state
         if state.warnings:
             if self.counters.node_warnings.get(node.name) != state.warnings:
                 for warning in state.warnings:

@@ -472,11 +472,6 @@ def test_a_demand_of_many_profiles_is_answered_in_time(server: LoopbackServer) -
     assert_intact(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: ClusterView._build records warnings of request-borne Node objects in counters.node_warnings "
-    "(extender/view/store.py), so Node objects a request invents grow it without bound",
-)
 def test_request_node_objects_leave_no_trace_in_the_view(server: LoopbackServer) -> None:
     nodes = []
     for i in range(3):
