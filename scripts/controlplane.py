@@ -148,6 +148,31 @@ class SchedulerHandle:
         return self.process.alive()
 
 
+@dataclass
+class ApiServerHandle:
+    """A further kube-apiserver on the same etcd, started by :meth:`ControlPlane.start_apiserver_replica`."""
+
+    name: str
+    port: int
+    cert_dir: Path
+    process: ManagedProcess = field(repr=False)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.cert_dir / "apiserver.crt"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.alive()
+
+
 class ControlPlane:
     """etcd + kube-apiserver on 127.0.0.1 (random ports), kube-schedulers on demand.
 
@@ -184,6 +209,7 @@ class ControlPlane:
         self._apiserver: ManagedProcess | None = None
         self._apiserver_args: list[str] = []
         self._schedulers: list[SchedulerHandle] = []
+        self._replicas: list[ApiServerHandle] = []
 
     # ------------------------------------------------------------------ properties
     @property
@@ -220,11 +246,18 @@ class ControlPlane:
             out["kube-apiserver"] = self._apiserver.pid
         for handle in self._schedulers:
             out[f"kube-scheduler[{handle.name}]"] = handle.pid
+        for replica in self._replicas:
+            out[f"kube-apiserver[{replica.name}]"] = replica.pid
         return out
 
     def exited(self) -> dict[str, tuple[int | None, Path]]:
         """Managed processes that died on their own: name -> (exit code, log)."""
-        procs = [self._etcd, self._apiserver, *(h.process for h in self._schedulers)]
+        procs = [
+            self._etcd,
+            self._apiserver,
+            *(h.process for h in self._schedulers),
+            *(r.process for r in self._replicas),
+        ]
         return {p.name: (p.popen.returncode, p.log_path) for p in procs if p is not None and not p.alive()}
 
     # ------------------------------------------------------------------ lifecycle
@@ -263,8 +296,14 @@ class ControlPlane:
 
         Idempotent; keeps going if one process misbehaves and re-raises the first error.
         """
-        procs = [*(h.process for h in self._schedulers), self._apiserver, self._etcd]
+        procs = [
+            *(h.process for h in self._schedulers),
+            *(r.process for r in self._replicas),
+            self._apiserver,
+            self._etcd,
+        ]
         self._schedulers.clear()
+        self._replicas.clear()
         self._apiserver = None
         self._etcd = None
         errors: list[OSError | subprocess.SubprocessError] = []
@@ -288,6 +327,75 @@ class ControlPlane:
         self._apiserver.stop()
         self._apiserver = None
         self._start_apiserver()
+
+    def restart_etcd(self, downtime_s: float = 0.0) -> None:
+        """Stop etcd (SIGTERM), stay down ``downtime_s``, start it again on the same ports and data dir.
+
+        Returns once etcd answers ``/health``; the apiservers reconnect by themselves.
+        """
+        if self._etcd is None:
+            raise ControlPlaneError("etcd not running")
+        args, log_path = self._etcd.args, self._etcd.log_path
+        self._etcd.stop()
+        self._etcd = None
+        time.sleep(downtime_s)
+        self._etcd = self._spawn("etcd", args, log_path)
+        self._wait_ready(self._etcd, f"{self.etcd_endpoint}/health", ssl_verify=False)
+
+    def etcd_revision(self) -> int:
+        """etcd's current revision (what the apiserver hands out as resourceVersion)."""
+        answer = self._etcd_call("/v3/kv/range", {"key": "Lw=="})  # base64 of "/"
+        return int(answer["header"]["revision"])
+
+    def compact_etcd(self, revision: int | None = None) -> int:
+        """Compact etcd's history up to ``revision`` (default: the current one) and return it.
+
+        A watch resumed from an older resourceVersion then fails with 410 Gone unless an apiserver's
+        watch cache still holds the events (start an apiserver with ``--watch-cache=false`` to be sure).
+        """
+        target = self.etcd_revision() if revision is None else revision
+        self._etcd_call("/v3/kv/compaction", {"revision": str(target), "physical": True})
+        return target
+
+    def _etcd_call(self, path: str, body: dict[str, Any]) -> Any:
+        req = _request(self.etcd_endpoint + path, data=json.dumps(body).encode(), method="POST")
+        req.add_header("Content-Type", "application/json")
+        with _urlopen(req, None, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def start_apiserver_replica(self, name: str, extra_args: Sequence[str] = ()) -> ApiServerHandle:
+        """Another kube-apiserver on the same etcd, with ``extra_args`` (e.g. ``--watch-cache=false``).
+
+        It has its own port and self-signed certificate (in ``<workdir>/<name>``), the same token and
+        service-account keys; stopped by :meth:`stop_apiserver_replica` or :meth:`stop`.
+        """
+        if self._apiserver is None:
+            raise ControlPlaneError("control plane not started")
+        port = free_port()
+        cert_dir = self.workdir / name
+        cert_dir.mkdir(exist_ok=True)
+        args = [
+            f"--secure-port={port}"
+            if arg.startswith("--secure-port=")
+            else f"--cert-dir={cert_dir}"
+            if arg.startswith("--cert-dir=")
+            else arg
+            for arg in self._apiserver_args
+        ]
+        proc = self._spawn(f"kube-apiserver[{name}]", [*args, *extra_args], self.workdir / f"apiserver-{name}.log")
+        handle = ApiServerHandle(name=name, port=port, cert_dir=cert_dir, process=proc)
+        self._replicas.append(handle)
+        try:
+            self._wait_ready(proc, f"{handle.server}/readyz", ssl_verify=False, auth=True)
+        except BaseException:
+            self.stop_apiserver_replica(handle)
+            raise
+        return handle
+
+    def stop_apiserver_replica(self, handle: ApiServerHandle) -> None:
+        handle.process.stop()
+        if handle in self._replicas:
+            self._replicas.remove(handle)
 
     def start_scheduler(self, config_path: Path, name: str, *, extra_args: Sequence[str] = ()) -> SchedulerHandle:
         """Start kube-scheduler with ``--config=config_path`` and wait for its /healthz.
@@ -464,8 +572,17 @@ class ControlPlane:
                 self._ca_file = None
 
     def _write_kubeconfig(self) -> None:
-        if self._ca_file is not None:
-            tls = f"    certificate-authority: {json.dumps(str(self._ca_file))}\n"
+        self.write_kubeconfig(self.kubeconfig)
+
+    def write_kubeconfig(self, path: Path, server: str | None = None, ca_file: Path | None = None) -> Path:
+        """An admin kubeconfig at ``path`` for ``server`` (default: the apiserver), e.g. through a proxy.
+
+        TLS is verified with ``ca_file`` (default: the apiserver's certificate, if it verified).
+        """
+        server = server or self.server
+        ca_file = ca_file or self._ca_file
+        if ca_file is not None:
+            tls = f"    certificate-authority: {json.dumps(str(ca_file))}\n"
         else:
             tls = "    insecure-skip-tls-verify: true\n"
         text = (
@@ -474,7 +591,7 @@ class ControlPlane:
             "clusters:\n"
             "- name: mig-extender\n"
             "  cluster:\n"
-            f"    server: {json.dumps(self.server)}\n"
+            f"    server: {json.dumps(server)}\n"
             f"{tls}"
             "users:\n"
             f"- name: {ADMIN_USER}\n"
@@ -488,10 +605,11 @@ class ControlPlane:
             "    namespace: default\n"
             "current-context: mig-extender\n"
         )
-        tmp = self.kubeconfig.with_suffix(".tmp")
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.chmod(0o600)
-        tmp.replace(self.kubeconfig)
+        tmp.replace(path)
+        return path
 
     def _wait_ready(self, proc: ManagedProcess, url: str, *, ssl_verify: bool, auth: bool = False) -> None:
         deadline = time.monotonic() + self.ready_timeout

@@ -4,7 +4,10 @@ Follows client-go's reflector and kopf's watcher (python-style-and-watch.md, par
 - list, replace the store, then watch from the list's resourceVersion with bookmarks;
 - 410 Gone (expired resourceVersion) means re-list, which replaces the store (after a backoff when the
   version a list has just returned is refused: re-listing at once would only spin);
-- a client-side read timeout above the bookmark interval detects a stream that went silent;
+- a client-side read timeout above the bookmark interval detects a stream that went silent; the stream is
+  then re-watched at once (a quiet cluster looks the same: after an API server starts, minutes can pass
+  without a bookmark), and only a re-watch that fails backs off;
+- an accepted watch counts as a good sync for readiness, as a list, an event or a bookmark do;
 - a server-side timeout, randomised, makes every watch end and restart now and then;
 - failures back off exponentially with jitter (0.8 s doubling to 30 s, reset after 2 minutes of health),
   and a watch that ends at once without events counts as a failure;
@@ -58,6 +61,14 @@ class ApiError(Exception):
 
 class Gone(Exception):
     """The resourceVersion expired (HTTP 410): only a re-list can continue."""
+
+
+class SilentStream(Exception):
+    """An accepted watch delivered nothing for the read timeout: re-watch from the same resourceVersion.
+
+    A stalled connection and a quiet cluster look alike from here; the next watch request tells them
+    apart, as it is either accepted or fails (and then backs off).
+    """
 
 
 @dataclass
@@ -142,6 +153,10 @@ class Reflector:
                 if events == 0 and time.monotonic() - started < 1.0:
                     raise ApiError(0, "watch ended at once without events")
                 backoff.healthy()
+            except SilentStream as exc:
+                self._fresh_list = False
+                log.info("%s: nothing for %.0fs on the watch, re-watching (%s)", self.kind, self.read_timeout_s, exc)
+                self.observer.restarted(self.kind, str(exc))
             except Gone:
                 log.info("%s: resourceVersion expired, re-listing", self.kind)
                 self.observer.restarted(self.kind, "gone")
@@ -207,6 +222,9 @@ class Reflector:
             _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=self.read_timeout_s),
         )
         await _check(response)
+        # The API server accepted the watch from our resourceVersion: it will send every change since, so
+        # the view is as fresh as after an event (a quiet stream may see neither events nor bookmarks).
+        self.view.mark_ok(self.kind)
         events = 0
         pending = bytearray()
         try:
@@ -219,6 +237,8 @@ class Reflector:
                     if line.strip():
                         self._handle(orjson.loads(line))
                         events += 1
+        except TimeoutError as exc:  # aiohttp's SocketTimeoutError: no byte for read_timeout_s
+            raise SilentStream(type(exc).__name__) from exc
         finally:
             response.release()
         return events
