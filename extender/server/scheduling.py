@@ -8,6 +8,7 @@ demand and state id across requests, so that between two pods only the nodes tha
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -53,6 +54,11 @@ def _uid_of(pod: Mapping[str, Any]) -> str:
 
 UNKNOWN = -1  # state id standing for a node the view does not know
 _STATE_ID = attrgetter("state_id")
+
+
+def _reasons_where(names: list[str], ids: list[int], keep: list[bool], reasons: Mapping[int, str]) -> dict[str, str]:
+    """Node name -> reason of its state, for the positions ``keep`` marks."""
+    return dict(zip(compress(names, keep), map(reasons.__getitem__, compress(ids, keep))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,25 +166,35 @@ class SchedulingService:
         reasons[UNKNOWN] = UNKNOWN_NODE
         passing = {sid for sid, outcome in outcomes.items() if outcome is Outcome.SUCCESS}
         resolvable = {sid for sid, outcome in outcomes.items() if outcome is Outcome.UNSCHEDULABLE} | {UNKNOWN}
-        passed = list(compress(range(len(ids)), map(passing.__contains__, ids)))
+        passes = list(map(passing.__contains__, ids))
+        passed = list(compress(range(len(ids)), passes))
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         if len(passed) < len(ids):
-            for name, sid in zip(names, ids):
-                if sid not in passing:
-                    (failed if sid in resolvable else unresolvable)[name] = reasons[sid]
-        for sid, count in Counter(ids).items():
-            if sid == UNKNOWN:
-                labels = (str(Outcome.UNSCHEDULABLE), "unknown-node")
-            else:
-                labels = (str(outcomes[sid]), str(request.fits[sid].verdict))
-            self.metrics.filter_outcomes.labels(*labels).inc(count)
+            # Thousands of failing nodes are common: split them by result code with C-level maps.
+            fails = list(map(operator.not_, passes))
+            failing_ids, failing_names = list(compress(ids, fails)), list(compress(names, fails))
+            resolvables = list(map(resolvable.__contains__, failing_ids))
+            failed = _reasons_where(failing_names, failing_ids, resolvables, reasons)
+            unresolvable = _reasons_where(failing_names, failing_ids, list(map(operator.not_, resolvables)), reasons)
+        self._count_outcomes(request, outcomes)
         if not passed:
             self.on_unschedulable(request.uid)
         elif len(passed) == 1:
             # kube-scheduler binds a single feasible node without calling prioritize.
             self._assume(request, names[passed[0]])
         return filter_result(args, passed, failed, unresolvable)
+
+    def _count_outcomes(self, request: _Request, outcomes: Mapping[int, Outcome]) -> None:
+        """Nodes per result code and verdict; summed per label pair first (a few, against many node states)."""
+        per_label: Counter[tuple[str, str]] = Counter()
+        for sid, count in Counter(request.ids).items():
+            if sid == UNKNOWN:
+                per_label[str(Outcome.UNSCHEDULABLE), "unknown-node"] += count
+            else:
+                per_label[str(outcomes[sid]), str(request.fits[sid].verdict)] += count
+        for labels, count in per_label.items():
+            self.metrics.filter_outcomes.labels(*labels).inc(count)
 
     def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]]:
         request = self._prepare(args)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 from cachetools import TTLCache
@@ -74,6 +76,9 @@ class ClusterView:
         self.mig_parted: MigPartedConfig = DEFAULT_CONFIG
         self.mig_parted_source = "built-in defaults"
         self._assumed: TTLCache[str, tuple[str, PodDemand]] = TTLCache(maxsize=100_000, ttl=assume_ttl_s, timer=clock)
+        # The same placements by node, so that rebuilding a node's state reads its own (entries the cache
+        # evicted at its size limit linger here until that node's next rebuild drops them).
+        self._assumed_on_node: dict[str, dict[str, PodDemand]] = {}
         self.sync = {kind: SyncState() for kind in Kind}
         self.counters = ViewCounters()
         self.static = False
@@ -120,7 +125,7 @@ class ClusterView:
                     on_node.setdefault(pod.node_name, {})[pod.uid] = pod
             self.pods, self._pods_on_node = pods, on_node
             for uid in [u for u in self._assumed if u in pods and pods[u].node_name]:
-                self._assumed.pop(uid, None)
+                self._forget_assumed(uid)
         else:
             self._set_config(present[0] if present else None)
         state = self.sync[kind]
@@ -215,19 +220,34 @@ class ClusterView:
 
     def assume(self, pod_uid: str, node: str, demand: PodDemand) -> None:
         """Count ``demand`` as used on ``node`` until the pod's binding is seen or the TTL passes."""
-        previous = self._assumed.get(pod_uid)
-        if previous is not None:
-            self._changed(previous[0])
+        self.unassume(pod_uid)
         self._assumed[pod_uid] = (node, demand)
+        self._assumed_on_node.setdefault(node, {})[pod_uid] = demand
         self._changed(node)
 
     def unassume(self, pod_uid: str) -> None:
-        previous = self._assumed.pop(pod_uid, None)
+        previous = self._forget_assumed(pod_uid)
         if previous is not None:
-            self._changed(previous[0])
+            self._changed(previous)
+
+    def _forget_assumed(self, pod_uid: str) -> str | None:
+        """Drop the pod's assumed placement; returns the node it was on."""
+        previous = self._assumed.pop(pod_uid, None)
+        if previous is None:
+            return None
+        self._unindex_assumed(pod_uid, previous[0])
+        return previous[0]
+
+    def _unindex_assumed(self, pod_uid: str, node: str) -> None:
+        on_node = self._assumed_on_node.get(node)
+        if on_node is not None:
+            on_node.pop(pod_uid, None)
+            if not on_node:
+                del self._assumed_on_node[node]
 
     def _expire_assumed(self) -> None:
-        for _, (node, _) in self._assumed.expire():
+        for uid, (node, _) in self._assumed.expire():
+            self._unindex_assumed(uid, node)
             self._changed(node)
 
     # --- reading -------------------------------------------------------------------------------------
@@ -247,10 +267,9 @@ class ClusterView:
         """``node_state`` for every name of a request at once (one expiry pass; a C-level map when warm)."""
         self._expire_assumed()
         states = list(map(self._states.get, names))
-        if not all(states):  # states not built yet, or unknown names
-            for position, name in enumerate(names):
-                if states[position] is None:
-                    states[position] = self.node_state(name)
+        if not all(states):  # states not built yet (nodes that changed since the last request), or unknown names
+            for position in compress(range(len(states)), map(operator.not_, states)):
+                states[position] = self.node_state(names[position])
         return states
 
     def node_state_for(self, node: NodeInfo) -> NodeState:
@@ -271,8 +290,12 @@ class ClusterView:
         usage = Usage()
         for pod in self._pods_on_node.get(node.name, {}).values():
             usage.add(pod.demand)
-        for uid, (assumed_node, demand) in self._assumed.items():
-            if assumed_node == node.name and uid not in self._pods_on_node.get(node.name, {}):
+        bound = self._pods_on_node.get(node.name, {})
+        for uid, demand in list(self._assumed_on_node.get(node.name, {}).items()):
+            entry = self._assumed.get(uid)
+            if entry is None or entry[0] != node.name:  # evicted at the cache's size limit, or expired
+                self._unindex_assumed(uid, node.name)
+            elif uid not in bound:
                 usage.add(demand, assumed=True)
         state = build_node_state(node, usage, self.mig_parted)
         if not in_view:

@@ -72,6 +72,25 @@ def test_assumed_placements_count_until_bound_or_expired() -> None:
     assert used(view, "a") == 3  # counted once: the bound pod replaces the assumption
 
 
+def test_an_assumed_placement_moves_with_the_next_answer_and_never_counts_twice() -> None:
+    clock = Clock()
+    view = ClusterView(clock=clock, assume_ttl_s=30)
+    view.replace(Kind.NODES, [gpu_node("a"), gpu_node("b")])
+    demand = PodDemand(mig=(("1g.5gb", 2),))
+    view.assume("uid-p", "a", demand)
+    view.assume("uid-q", "a", demand)
+    assert (used(view, "a"), used(view, "b")) == (4, 0)
+    view.assume("uid-p", "b", demand)  # the pod's next attempt chose b
+    assert (used(view, "a"), used(view, "b")) == (2, 2)
+    view.unassume("uid-q")
+    assert (used(view, "a"), used(view, "b")) == (0, 2)
+    clock.now += 31
+    assert (used(view, "a"), used(view, "b")) == (0, 0)
+    view.assume("uid-p", "a", demand)
+    view.replace(Kind.PODS, [pod("p", limits={"nvidia.com/mig-1g.5gb": 2}, node_name="b")])
+    assert (used(view, "a"), used(view, "b")) == (0, 2)  # a re-list that shows the pod bound ends its assumption
+
+
 def test_malformed_objects_are_counted_not_fatal() -> None:
     view = ClusterView()
     view.replace(Kind.NODES, [{"metadata": {}}, gpu_node("a")])
