@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -159,7 +159,7 @@ class SchedulingService:
         ids = request.ids
         self.metrics.nodes_per_request.labels("filter").observe(len(names))
         if not request.demand.mig and not request.demand.gpus:
-            return filter_result(args, range(len(names)), {}, {})
+            return filter_result(args, repeat(True), {}, {})
         self._observe(request)
         outcomes = {sid: outcome_of(fit) for sid, fit in request.fits.items()}
         reasons = {sid: fit.reason for sid, fit in request.fits.items()}
@@ -167,10 +167,10 @@ class SchedulingService:
         passing = {sid for sid, outcome in outcomes.items() if outcome is Outcome.SUCCESS}
         resolvable = {sid for sid, outcome in outcomes.items() if outcome is Outcome.UNSCHEDULABLE} | {UNKNOWN}
         passes = list(map(passing.__contains__, ids))
-        passed = list(compress(range(len(ids)), passes))
+        feasible = passes.count(True)
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
-        if len(passed) < len(ids):
+        if feasible < len(ids):
             # Thousands of failing nodes are common: split them by result code with C-level maps.
             fails = list(map(operator.not_, passes))
             failing_ids, failing_names = list(compress(ids, fails)), list(compress(names, fails))
@@ -178,12 +178,12 @@ class SchedulingService:
             failed = _reasons_where(failing_names, failing_ids, resolvables, reasons)
             unresolvable = _reasons_where(failing_names, failing_ids, list(map(operator.not_, resolvables)), reasons)
         self._count_outcomes(request, outcomes)
-        if not passed:
+        if not feasible:
             self.on_unschedulable(request.uid)
-        elif len(passed) == 1:
+        elif feasible == 1:
             # kube-scheduler binds a single feasible node without calling prioritize.
-            self._assume(request, names[passed[0]])
-        return filter_result(args, passed, failed, unresolvable)
+            self._assume(request, names[passes.index(True)])
+        return filter_result(args, passes, failed, unresolvable)
 
     def _count_outcomes(self, request: _Request, outcomes: Mapping[int, Outcome]) -> None:
         """Nodes per result code and verdict; summed per label pair first (a few, against many node states)."""

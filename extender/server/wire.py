@@ -7,8 +7,9 @@ this parser, after trying the exact spelling first. Answers always use the exact
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import orjson
@@ -102,26 +103,27 @@ def parse_extender_args(body: bytes) -> ExtenderArgs:
 
 def filter_result(
     args: ExtenderArgs,
-    passed: Sequence[int],
+    passes: Iterable[bool],
     failed: Mapping[str, str],
     unresolvable: Mapping[str, str],
 ) -> dict[str, Any]:
     """ExtenderFilterResult, with the feasible list in the field that matches the request's mode.
 
-    A null in that field would make kube-scheduler treat every node as filtered out (gotcha 2).
+    ``passes`` marks the candidates that passed, in request order. A null in the feasible field would make
+    kube-scheduler treat every node as filtered out (gotcha 2).
     """
     if args.nodes is not None:
         try:
             # Encoded here, once: orjson reads 1,024 levels of nesting but writes only 255, and a node it
             # cannot write back must be a bad request, not a failed answer.
-            items = [orjson.Fragment(orjson.dumps(args.nodes[i])) for i in passed]
+            items = [orjson.Fragment(orjson.dumps(node)) for node in compress(args.nodes, passes)]
         except orjson.JSONEncodeError:
             raise BadRequest("ExtenderArgs.Nodes.items: a node is nested too deeply to be sent back") from None
         nodes_field: dict[str, Any] | None = {"metadata": {}, "items": items}
         names_field: list[str] | None = None
     else:
         assert args.node_names is not None
-        nodes_field, names_field = None, [args.node_names[i] for i in passed]
+        nodes_field, names_field = None, list(compress(args.node_names, passes))
     return {
         "Nodes": nodes_field,
         "NodeNames": names_field,

@@ -354,7 +354,17 @@ def readiness_figures(probe: Probe, start: float, end: float) -> dict[str, Any]:
 # --- the faults -----------------------------------------------------------------------------------------
 
 
-def test_apiserver_restart(
+def _restart_apiserver(plane: ControlPlane) -> None:
+    plane.restart_apiserver()
+
+
+def _restart_etcd(plane: ControlPlane) -> None:
+    # Down longer than the staleness bound: the API server answers errors meanwhile, the watches go quiet.
+    plane.restart_etcd(downtime_s=STALE_AFTER_S + 2)
+
+
+@pytest.mark.parametrize("restart", [_restart_apiserver, _restart_etcd], ids=["apiserver", "etcd"])
+def test_restart(
     plane: ControlPlane,
     kube: Kube,
     busy: Heartbeat,
@@ -362,6 +372,7 @@ def test_apiserver_restart(
     schedulers: list[object],
     workdir: Path,
     figures: dict[str, Any],
+    restart: Callable[[ControlPlane], None],
 ) -> None:
     kube.create_node("gpu-a", H100, config="all-3g.40gb")
     kube.create_node("gpu-b", H100, config="all-3g.40gb")
@@ -372,8 +383,10 @@ def test_apiserver_restart(
     with Probe(extender.url) as probe:
         base = probe.last()
         down = time.monotonic()
-        plane.restart_apiserver()
+        restart(plane)
         up = time.monotonic()
+        wait_for("the API server serving again", lambda: plane.request("GET", "/readyz")[0] == 200, 60)
+        serving = time.monotonic()
         for i in range(3):  # the three free 3g instances, asked for while the extender reconnects
             kube.create_pod(f"after-{i}", {MIG_3G: 1})
         create_probe_node(kube, "marker")
@@ -390,53 +403,7 @@ def test_apiserver_restart(
     assert kube.node_of("overflow") is None and sum(len(p) for p in bindings.values()) == 4
     figures.update(
         outage_s=up - down,
-        detected_after_s=probe.first(down, lambda s: busy_restarts(s) > busy_restarts(base)),
-        relisted=probe.last().relists > base.relists,
-        **readiness_figures(probe, down, up),
-        view_current_after_up_s=known - up,
-        pending_bound_after_up_s=bound - up,
-    )
-
-
-def test_etcd_restart(
-    plane: ControlPlane,
-    kube: Kube,
-    busy: Heartbeat,
-    extenders: Callable[..., Extender],
-    schedulers: list[object],
-    workdir: Path,
-    figures: dict[str, Any],
-) -> None:
-    kube.create_node("gpu-a", H100, config="all-3g.40gb")
-    kube.create_node("gpu-b", H100, config="all-3g.40gb")
-    extender = extenders()
-    schedulers.append(start_scheduler(plane, workdir, "extender", extender.url))
-    kube.create_pod("before", {MIG_3G: 1})
-    kube.wait_bound("before")
-    with Probe(extender.url) as probe:
-        base = probe.last()
-        down = time.monotonic()
-        plane.restart_etcd(downtime_s=STALE_AFTER_S + 2)
-        up = time.monotonic()
-        wait_for("the API server serving again", lambda: plane.request("GET", "/readyz")[0] == 200, 60)
-        serving = time.monotonic()
-        for i in range(3):
-            kube.create_pod(f"after-{i}", {MIG_3G: 1})
-        create_probe_node(kube, "marker")
-        known = wait_known(extender.url, "marker")
-        for i in range(3):
-            kube.wait_bound(f"after-{i}", timeout=60)
-        bound = time.monotonic()
-        kube.create_pod("overflow", {MIG_3G: 1})
-        scheduled(kube, "overflow", "Unschedulable")
-        wait_for("ready again", lambda: probe.last().ready, 30)
-    answered_from_last_view(probe.between(down, up))
-    readiness_follows_staleness(probe.samples)
-    bindings = assert_bindings_fit(kube)
-    assert kube.node_of("overflow") is None and sum(len(p) for p in bindings.values()) == 4
-    figures.update(
-        outage_s=up - down,
-        apiserver_serving_after_etcd_s=serving - up,
+        apiserver_serving_after_up_s=serving - up,
         detected_after_s=probe.first(down, lambda s: busy_restarts(s) > busy_restarts(base)),
         relisted=probe.last().relists > base.relists,
         **readiness_figures(probe, down, up),

@@ -480,10 +480,10 @@ def _check_args(args: ExtenderArgs) -> None:
         return
     assert all(isinstance(n, str) for n in names)
     assert args.node_cache_capable == (args.nodes is None)
-    passed = [i for i in range(len(names)) if i % 2 == 0]
+    passes = [i % 2 == 0 for i in range(len(names))]
     failed = {names[i]: "MIG: reason" for i in range(len(names)) if i % 2}
     try:
-        result = orjson.loads(orjson.dumps(filter_result(args, passed, failed, {})))
+        result = orjson.loads(orjson.dumps(filter_result(args, passes, failed, {})))
     except BadRequest as exc:
         assert "nested too deeply" in str(exc)
     else:
