@@ -139,7 +139,7 @@ class Reflector:
         self.resource_version: str | None = None
         self.page_size = page_size
         self._fresh_list = False
-        """The resourceVersion came from a list and no watch has accepted it yet."""
+        """The resourceVersion came from a list and no watch has served from it yet (see :meth:`watch`)."""
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -149,12 +149,10 @@ class Reflector:
                     await self.list()
                 started = time.monotonic()
                 events = await self.watch()
-                self._fresh_list = False
                 if events == 0 and time.monotonic() - started < 1.0:
                     raise ApiError(0, "watch ended at once without events")
                 backoff.healthy()
             except SilentStream as exc:
-                self._fresh_list = False
                 log.info("%s: nothing for %.0fs on the watch, re-watching (%s)", self.kind, self.read_timeout_s, exc)
                 self.observer.restarted(self.kind, str(exc))
             except Gone:
@@ -224,7 +222,9 @@ class Reflector:
         await _check(response)
         # The API server accepted the watch from our resourceVersion: it will send every change since, so
         # the view is as fresh as after an event (a quiet stream may see neither events nor bookmarks).
+        previous_ok = self.view.sync[self.kind].last_ok
         self.view.mark_ok(self.kind)
+        accepted = time.monotonic()
         events = 0
         pending = bytearray()
         try:
@@ -239,8 +239,16 @@ class Reflector:
                         events += 1
         except TimeoutError as exc:  # aiohttp's SocketTimeoutError: no byte for read_timeout_s
             raise SilentStream(type(exc).__name__) from exc
+        except Gone:
+            if events == 0:  # accepted, then refused before anything arrived: nothing was in sync after all
+                self.view.sync[self.kind].last_ok = previous_ok
+            raise
         finally:
             response.release()
+            # The version has served a watch (an event, or a second of it): a later 410 means it expired
+            # meanwhile, and a re-list at once is right. A stream cut before that keeps the flag.
+            if events or time.monotonic() - accepted >= 1.0:
+                self._fresh_list = False
         return events
 
     def _handle(self, event: Any) -> None:

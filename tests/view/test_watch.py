@@ -478,6 +478,22 @@ async def test_gone_straight_after_a_list_backs_off_instead_of_spinning(harness:
         await harness.stop()
 
 
+async def test_gone_after_a_quiet_watch_was_cut_relists_at_once(harness: Harness) -> None:
+    """A quiet stream (the mig-parted ConfigMap) served for a while, cut, then refused with 410: its version
+    expired during the cut, so the re-list is due now; only the cut itself backs off."""
+    fake, view = harness.fake, harness.view
+    fake.lists["nodes"].extend([Reply([gpu_node("a")], rv="10"), Reply([gpu_node("b")], rv="30")])
+    fake.watches["nodes"].extend([Stream([Pause(1.1)], end="abort"), Reply(status=410)])
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        harness.start(Kind.NODES)
+        await wait_until(lambda: len(fake.requests("nodes", watch=True)) == 3, "the watch after the re-list")
+        assert [s.query["resourceVersion"] for s in fake.requests("nodes", watch=True)] == ["10", "10", "30"]
+        assert [reason for _, reason in harness.observer.restarts] == ["ClientPayloadError", "gone"]
+        assert harness.backoffs == [0.01], "the 410 of a version that served a watch re-lists without waiting"
+        assert set(view.nodes) == {"b"}
+        await harness.stop()
+
+
 async def test_gone_on_the_list_itself_backs_off(harness: Harness) -> None:
     fake, view = harness.fake, harness.view
     fake.lists["nodes"].extend([Reply(status=410), Reply(status=410), Reply([gpu_node("a")], rv="10")])
