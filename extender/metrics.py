@@ -107,16 +107,18 @@ def _packable(model: GpuModel, occupied: int, existing: tuple[int, ...]) -> int:
     return best(0, existing)
 
 
-_COUNTS: dict[tuple[object, ...], SliceCounts] = {}
+_COUNTS: dict[int, SliceCounts] = {}
+# One entry per GPU state: tens in a fleet of static layouts, ~700 per GPU model in a dynamic one.
+_COUNTS_LIMIT = 5_000  # worst ~5.6 MB (~1,110 B per entry, measured)
 
 
 def slice_counts(gpu: GpuState) -> SliceCounts:
     """The GPU's :class:`SliceCounts`, cached by GPU state (model, instances, use), not by index."""
-    cached = _COUNTS.get(gpu.key)
+    cached = _COUNTS.get(gpu.state_id)
     if cached is None:
-        if len(_COUNTS) > 100_000:  # distinct GPU states are few; this only bounds a pathological churn
+        if len(_COUNTS) >= _COUNTS_LIMIT:
             _COUNTS.clear()
-        cached = _COUNTS[gpu.key] = _slice_counts(gpu)
+        cached = _COUNTS[gpu.state_id] = _slice_counts(gpu)
     return cached
 
 

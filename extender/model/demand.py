@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+MAX_RESOURCE_NAME = len("nvidia.com/") + 63  # a qualified name: prefix, then at most 63 characters
 GPU_RESOURCE = "nvidia.com/gpu"
 
 _INTEGER = re.compile(r"^\+?[0-9]+$")
@@ -75,6 +76,9 @@ def _container_gpu_resources(container: Mapping[str, Any], where: str) -> dict[s
             raise DemandError(f"{where}.resources.{section} is not an object")
         for name, value in values.items():
             if isinstance(name, str) and (name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX)):
+                if len(name) > MAX_RESOURCE_NAME:
+                    # The API server refuses such names; here one would be copied into every node's reason.
+                    raise DemandError(f"{where}.resources.{section}: resource name {name[:40]!r}... is too long")
                 found[name] = _quantity(value, f"{where}.resources.{section}[{name}]")
     return found
 

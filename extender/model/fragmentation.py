@@ -82,6 +82,8 @@ class DemandDistribution:
 
 
 _UNUSABLE: dict[int, tuple[tuple[str, float], ...]] = {}
+# One entry per GPU state: tens in a fleet of static layouts, ~700 per GPU model in a dynamic one.
+_UNUSABLE_LIMIT = 5_000  # worst ~3 MB (~600 B per entry, measured)
 
 
 def unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
@@ -91,7 +93,7 @@ def unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
     """
     cached = _UNUSABLE.get(gpu.state_id)
     if cached is None:
-        if len(_UNUSABLE) > 500_000:  # bounded; GPU states of a fleet are far fewer
+        if len(_UNUSABLE) >= _UNUSABLE_LIMIT:
             _UNUSABLE.clear()
         cached = _UNUSABLE[gpu.state_id] = _unusable_by_shape(gpu)
     return cached

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from .catalog import GpuModel, Profile
 
@@ -141,7 +141,12 @@ def _largest_first(profiles: Sequence[Profile]) -> tuple[Profile, ...]:
     return tuple(sorted(profiles, key=lambda p: (-p.memory_slices, -p.compute_slices, p.name)))
 
 
-@cache
+# Keys are (model, profiles wanted, occupied mask, strategy): finite, but plans for many demands over many
+# masks would fill an unbounded cache for good.
+_PLACE_ALL_LIMIT = 32_768
+
+
+@lru_cache(maxsize=_PLACE_ALL_LIMIT)
 def place_all(
     model: GpuModel, wanted: tuple[Profile, ...], occupied: int, strategy: str = "most-options"
 ) -> tuple[Placement, ...] | None:

@@ -11,13 +11,13 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import attrgetter
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
 from ..metrics import Metrics
 from ..model.catalog import MODELS
@@ -36,6 +36,19 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_NODE = "MIG: node not yet in the extender's view"
 WEIGHTS_REFRESH_S = 5.0  # the demand mix moves over minutes; scores may lag it by this much
+# Pods whose demand was learnt in the last hour, up to 8 new ones a second (kube-scheduler retries a pending pod
+# at least every 5 minutes; one evicted earlier is counted again).
+_OBSERVED_LIMIT = 30_000  # worst ~9 MB (~310 B per entry with a 36-character uid, measured)
+# Fits and raw scores remembered per demand and node state id, bounded over all demands together: 8 demands over
+# 10,000 distinct node states (the soak uses 6), or up to 64 demands over fewer.
+_MEMO_DEMANDS = 64
+_MEMO_STATES = 80_000  # per kind; worst ~19 MB of fits (~240 B per entry), ~10 MB of raw scores (~125 B), measured
+
+# One object per distinct demand, shared by the fits' keys, the memos and assumed placements (each request parses
+# its own: ~200 B that every fit the request adds to policy._FITS would keep alive).
+_DEMANDS_LIMIT = 1_024  # worst ~0.3 MB (~270 B per entry, measured)
+
+V = TypeVar("V")
 
 
 def shape_of_profile_name(name: str) -> str | None:
@@ -59,6 +72,38 @@ _STATE_ID = attrgetter("state_id")
 def _reasons_where(names: list[str], ids: list[int], keep: list[bool], reasons: Mapping[int, str]) -> dict[str, str]:
     """Node name -> reason of its state, for the positions ``keep`` marks."""
     return dict(zip(compress(names, keep), map(reasons.__getitem__, compress(ids, keep))))
+
+
+class _Memos(Generic[V]):
+    """Per-demand memos (node state id -> value), most recently used demand last; bounded in entries over all."""
+
+    def __init__(self) -> None:
+        self._by_demand: dict[PodDemand, dict[int, V]] = {}
+
+    def __len__(self) -> int:
+        """Entries over all demands."""
+        return sum(map(len, self._by_demand.values()))
+
+    def get(self, demand: PodDemand) -> dict[int, V]:
+        """The demand's memo (empty for a new demand), now the most recently used."""
+        memo = self._by_demand.pop(demand, None)
+        if memo is None:
+            memo = {}
+        self._by_demand[demand] = memo
+        return memo
+
+    def trim(self, demand: PodDemand, live: Collection[int]) -> None:
+        """Back within bounds after a request for ``demand`` (the most recently used): the least recently used
+        demands' memos go first; if this one alone is still too large, it keeps only the request's ``live`` states."""
+        total = len(self)
+        while (total > _MEMO_STATES or len(self._by_demand) > _MEMO_DEMANDS) and len(self._by_demand) > 1:
+            total -= len(self._by_demand.pop(next(iter(self._by_demand))))
+        if total > _MEMO_STATES:
+            memo = self._by_demand[demand]
+            self._by_demand[demand] = dict(zip(live, map(memo.__getitem__, live)))
+
+    def clear(self) -> None:
+        self._by_demand.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +142,27 @@ class SchedulingService:
         )
         self.on_unschedulable = on_unschedulable or (lambda uid: None)
         self.clock = clock
-        self._observed: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600, timer=clock)
+        self._observed: TTLCache[str, bool] = TTLCache(maxsize=_OBSERVED_LIMIT, ttl=3600, timer=clock)
         self._weights: Mapping[str, float] | None = None
         self._weights_at = 0.0
-        self._score_memos: LRUCache[PodDemand, dict[int, float]] = LRUCache(maxsize=256)
-        self._fit_memos: LRUCache[PodDemand, dict[int, FitResult]] = LRUCache(maxsize=256)
+        self._score_memos: _Memos[float] = _Memos()
+        self._fit_memos: _Memos[FitResult] = _Memos()
+        self._demands: dict[PodDemand, PodDemand] = {}
 
     # --- shared steps --------------------------------------------------------------------------------
 
+    def _canonical(self, demand: PodDemand) -> PodDemand:
+        """The first object seen equal to ``demand``."""
+        found = self._demands.get(demand)
+        if found is None:
+            if len(self._demands) >= _DEMANDS_LIMIT:
+                self._demands.clear()
+            found = self._demands[demand] = demand
+        return found
+
     def _prepare(self, args: ExtenderArgs) -> _Request:
         try:
-            demand = pod_demand(args.pod)
+            demand = self._canonical(pod_demand(args.pod))
         except DemandError as exc:
             raise BadRequest(f"ExtenderArgs.Pod: {exc}") from None
         if args.nodes is not None:
@@ -143,11 +198,11 @@ class SchedulingService:
     def _fit_states(self, demand: PodDemand, states: Mapping[int, NodeState]) -> dict[int, FitResult]:
         """One fit per node state and demand, remembered across requests (states repeat)."""
         memo = self._fit_memos.get(demand)
-        if memo is None or len(memo) > 200_000:
-            memo = self._fit_memos[demand] = {}
         for sid in states.keys() - memo.keys():  # only states no earlier request saw
             memo[sid] = evaluate(states[sid], demand, self.policy)
-        return dict(zip(states, map(memo.__getitem__, states)))
+        fits = dict(zip(states, map(memo.__getitem__, states)))
+        self._fit_memos.trim(demand, states.keys())
+        return fits
 
     # --- verbs ---------------------------------------------------------------------------------------
 
@@ -208,6 +263,7 @@ class SchedulingService:
         by_state = dict(zip(order, scores(candidates, self.scorer, weights, memo)))
         by_state[UNKNOWN] = 0
         fitting = [sid for sid in order if request.fits[sid].fits_now]
+        self._score_memos.trim(request.demand, fitting)
         if fitting:
             best = max(fitting, key=by_state.__getitem__)
             self._assume(request, names[request.ids.index(best)])
@@ -222,12 +278,7 @@ class SchedulingService:
         if self._weights is None or now - self._weights_at >= WEIGHTS_REFRESH_S:
             self._weights, self._weights_at = self.distribution.weights(now), now
             self._score_memos.clear()
-        memo = self._score_memos.get(demand)
-        if memo is None:
-            memo = self._score_memos[demand] = {}
-        if len(memo) > 200_000:
-            memo.clear()
-        return self._weights, memo
+        return self._weights, self._score_memos.get(demand)
 
     def _assume(self, request: _Request, node: str) -> None:
         if request.demand.mig or request.demand.gpus:

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+MAX_IDENTITY_LENGTH = 253  # a DNS subdomain, the longest name the API server accepts
+
 
 class BadRequest(Exception):
     """A request that is not a valid ExtenderArgs; answered with HTTP 400 and this message."""
@@ -75,10 +77,14 @@ def parse_extender_args(body: bytes) -> ExtenderArgs:
     metadata = pod.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         raise BadRequest("ExtenderArgs.Pod.metadata.name is missing")
-    for key in ("namespace", "uid"):
+    for key in ("name", "namespace", "uid"):
         # Strings in Go's v1.ObjectMeta; anything else would be str()-ed into the pod's identity.
-        if not isinstance(metadata.get(key), str | None):
+        value = metadata.get(key)
+        if not isinstance(value, str | None):
             raise BadRequest(f"ExtenderArgs.Pod.metadata.{key} must be a string or null")
+        if value is not None and len(value) > MAX_IDENTITY_LENGTH:
+            # The API server allows 253 (names); a longer one is kept in the view's caches per request.
+            raise BadRequest(f"ExtenderArgs.Pod.metadata.{key} is longer than {MAX_IDENTITY_LENGTH} characters")
     names = _get(data, "NodeNames")
     # map(type, ...) runs in C: 5,000 names are checked in microseconds.
     if names is not None and (not isinstance(names, list) or not set(map(type, names)) <= {str}):

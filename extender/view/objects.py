@@ -58,6 +58,7 @@ def _shared(value: Any) -> str:
 
 _NO_ANNOTATIONS: Mapping[str, str] = {}
 _DEMANDS: dict[PodDemand, PodDemand] = {}
+_DEMANDS_LIMIT = 4_096
 
 
 def _count(value: Any) -> int:
@@ -168,6 +169,8 @@ class PodInfo:
         assert isinstance(spec, Mapping) and isinstance(status, Mapping)
         try:
             demand, error = pod_demand(raw), None
+            if len(_DEMANDS) >= _DEMANDS_LIMIT:  # distinct demands are few; this bounds a pathological stream
+                _DEMANDS.clear()
             demand = _DEMANDS.setdefault(demand, demand)  # pods share the few distinct demands
         except DemandError as exc:
             demand, error = PodDemand(), str(exc)

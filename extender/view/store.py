@@ -28,6 +28,9 @@ from .sources import Usage, build_node_state
 
 log = logging.getLogger(__name__)
 
+# Pods answered in the last assume_ttl_s (30 s): kube-scheduler binds a few hundred pods per second at most.
+_ASSUMED_LIMIT = 20_000  # worst ~8 MB (~390 B per entry with a 36-character uid, measured)
+
 
 class Kind(enum.StrEnum):
     NODES = "nodes"
@@ -59,6 +62,32 @@ class ViewCounters:
     node_warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+class _AssumedPlacements(TTLCache[str, tuple[str, PodDemand]]):
+    """Assumed placements by pod uid: (node, demand).
+
+    cachetools also drops entries on its own, inside ``__setitem__`` (expired ones, discarded) and at its size
+    limit (the least recently used one): each is reported to ``dropped``, so that the per-node index and the
+    node's cached state follow, and no entry lingers for a node that is never rebuilt.
+    """
+
+    def __init__(
+        self, maxsize: int, ttl: float, timer: Callable[[], float], dropped: Callable[[str, str], None]
+    ) -> None:
+        super().__init__(maxsize, ttl, timer)
+        self._dropped = dropped
+
+    def expire(self, time: float | None = None) -> list[tuple[str, tuple[str, PodDemand]]]:
+        expired = super().expire(time)
+        for uid, (node, _) in expired:
+            self._dropped(uid, node)
+        return expired
+
+    def popitem(self) -> tuple[str, tuple[str, PodDemand]]:
+        uid, entry = super().popitem()
+        self._dropped(uid, entry[0])
+        return uid, entry
+
+
 class ClusterView:
     def __init__(
         self,
@@ -75,9 +104,8 @@ class ClusterView:
         self._states: dict[str, NodeState] = {}
         self.mig_parted: MigPartedConfig = DEFAULT_CONFIG
         self.mig_parted_source = "built-in defaults"
-        self._assumed: TTLCache[str, tuple[str, PodDemand]] = TTLCache(maxsize=100_000, ttl=assume_ttl_s, timer=clock)
-        # The same placements by node, so that rebuilding a node's state reads its own (entries the cache
-        # evicted at its size limit linger here until that node's next rebuild drops them).
+        self._assumed = _AssumedPlacements(_ASSUMED_LIMIT, assume_ttl_s, clock, self._assumption_dropped)
+        # The same placements by node, so that rebuilding a node's state reads its own.
         self._assumed_on_node: dict[str, dict[str, PodDemand]] = {}
         self.sync = {kind: SyncState() for kind in Kind}
         self.counters = ViewCounters()
@@ -116,6 +144,8 @@ class ClusterView:
         present = [r for r in records if r is not None]
         if kind is Kind.NODES:
             self.nodes = {node.name: node for node in present}
+            for name in [n for n in self.counters.node_warnings if n not in self.nodes]:
+                del self.counters.node_warnings[name]
         elif kind is Kind.PODS:
             pods: dict[str, PodInfo] = {}
             on_node: dict[str, dict[str, PodInfo]] = {}
@@ -143,6 +173,7 @@ class ClusterView:
                 return
             if event_type == "DELETED":
                 self.nodes.pop(node.name, None)
+                self.counters.node_warnings.pop(node.name, None)
             else:
                 self.nodes[node.name] = node
             self._changed(node.name)
@@ -157,7 +188,11 @@ class ClusterView:
     def _apply_pod(self, pod: PodInfo, *, deleted: bool) -> None:
         old = self.pods.pop(pod.uid, None)
         if old is not None and old.node_name:
-            self._pods_on_node.get(old.node_name, {}).pop(pod.uid, None)
+            on_node = self._pods_on_node.get(old.node_name)
+            if on_node is not None:
+                on_node.pop(pod.uid, None)
+                if not on_node:  # no empty entry left behind for a node that is gone
+                    del self._pods_on_node[old.node_name]
             self._changed(old.node_name)
         if deleted:
             self.unassume(pod.uid)
@@ -245,10 +280,13 @@ class ClusterView:
             if not on_node:
                 del self._assumed_on_node[node]
 
+    def _assumption_dropped(self, pod_uid: str, node: str) -> None:
+        """An assumed placement expired or was evicted at the cache's size limit."""
+        self._unindex_assumed(pod_uid, node)
+        self._changed(node)
+
     def _expire_assumed(self) -> None:
-        for uid, (node, _) in self._assumed.expire():
-            self._unindex_assumed(uid, node)
-            self._changed(node)
+        self._assumed.expire()  # reports each expired placement to _assumption_dropped
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -293,7 +331,7 @@ class ClusterView:
         bound = self._pods_on_node.get(node.name, {})
         for uid, demand in list(self._assumed_on_node.get(node.name, {}).items()):
             entry = self._assumed.get(uid)
-            if entry is None or entry[0] != node.name:  # evicted at the cache's size limit, or expired
+            if entry is None or entry[0] != node.name:  # expired (not purged yet), or moved
                 self._unindex_assumed(uid, node.name)
             elif uid not in bound:
                 usage.add(demand, assumed=True)

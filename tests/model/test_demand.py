@@ -65,6 +65,7 @@ def test_effective_demand(the_pod: dict[str, Any], expected: PodDemand) -> None:
         ({"nvidia.com/mig-1g.10gb": -1}, r"outside 0..1024"),
         ({"nvidia.com/mig-1g.10gb": True}, "not a whole number"),
         ({"nvidia.com/gpu": "99999999999"}, r"outside 0..1024"),
+        ({"nvidia.com/mig-" + "1g" * 40: "1"}, "resource name 'nvidia.com/mig-1g1g.*is too long"),
     ],
 )
 def test_bad_quantities_name_the_container_and_value(requests: dict[str, Any], message: str) -> None:

@@ -206,6 +206,8 @@ async def test_prioritize_answers_an_array_of_integer_scores(client: TestClient[
             "'half' is not a whole number",
         ),
         (b'{"Pod": {"metadata": {"name": "p"}}, "Nodes": {"items": [{"metadata": {}}]}}', "Node without metadata.name"),
+        (args(mig_pod("p" * 254, "1g.10gb"), names=["a"]), "metadata.name is longer than 253 characters"),
+        (b'{"Pod": {"metadata": {"name": "p", "uid": 7}}, "NodeNames": ["a"]}', "metadata.uid must be a string"),
     ],
     ids=[
         "malformed",
@@ -218,6 +220,8 @@ async def test_prioritize_answers_an_array_of_integer_scores(client: TestClient[
         "no-nodes",
         "bad-quantity",
         "nameless-node",
+        "long-name",
+        "uid-type",
     ],
 )
 @pytest.mark.parametrize("verb", ["filter", "prioritize"])
