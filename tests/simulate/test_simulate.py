@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from extender.model.catalog import model_named
@@ -10,9 +12,10 @@ from extender.model.fit import fit
 from extender.model.fragmentation import parse_mix
 from extender.model.relayout import choose_layout, plan_relayouts
 from extender.simulate.baselines import POLICIES, plan_naive, policies_named
+from extender.simulate.bound import optimum
 from extender.simulate.engine import Mode, SimConfig, Simulation, World, release
-from extender.simulate.run import run
-from extender.simulate.workload import NodeSpec, shape_for_milli, synthetic_pods
+from extender.simulate.run import plot, run
+from extender.simulate.workload import NodeSpec, SimPod, make_pod, shape_for_milli, synthetic_pods
 from tests.builders import gpu, node
 
 H100 = model_named("H100-80GB")
@@ -145,3 +148,36 @@ def test_churn_frees_everything_at_the_end_and_counts_node_hours() -> None:
 def test_unknown_policy_is_named() -> None:
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         policies_named("nope")
+
+
+def _pods(shapes: str) -> list[SimPod]:
+    return [make_pod(H100, f"p{i}", shape, 1, float(i), 60.0) for i, shape in enumerate(shapes.split())]
+
+
+@pytest.mark.parametrize(
+    ("shapes", "gpus", "allocated", "placed"),
+    [
+        # 3g.40gb takes half of the memory: two of them leave one compute slice that nothing can use.
+        ("3g 3g 3g 3g", 2, 12, 4),
+        # 4g + 3g fill a GPU; the second 4g does not fit beside them.
+        ("4g 4g 3g", 1, 7, 2),
+        # Seven 1g or one 7g: 7 slices either way, whichever pods the solver keeps.
+        ("1g 1g 1g 1g 1g 1g 1g 7g", 1, 7, None),
+        # Two GPUs: both 7g, and the 1g finds no room.
+        ("7g 7g 1g", 2, 14, 2),
+    ],
+)
+def test_exact_bound_is_the_offline_optimum(shapes: str, gpus: int, allocated: int, placed: int | None) -> None:
+    found = optimum(_pods(shapes), H100, gpus)
+    assert found is not None, "OR-Tools is part of the 'sim' extra that the test setup installs"
+    assert found["exact"] and found["optimal"]
+    assert found["allocated_slices"] == allocated
+    if placed is not None:
+        assert found["pods_placed"] == placed
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    output = small(World.STATIC, policies="spread,mig-extender", nodes=2, gpus=2)
+    target = tmp_path / "out.png"
+    assert plot(output, target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
