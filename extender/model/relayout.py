@@ -139,26 +139,58 @@ def _target_shares(weights: Mapping[str, float], model: GpuModel) -> dict[str, f
     return {s: v / total for s, v in slices.items()}
 
 
+def _mismatch(after: Mapping[str, float], target: Mapping[str, float]) -> float:
+    """L1 distance between the free supply's shares per shape and the mix's."""
+    total = sum(after.values()) or 1
+    shapes = after.keys() | target.keys()
+    return sum(abs(after.get(s, 0) / total - target.get(s, 0.0)) for s in shapes)
+
+
 def _layout_cost(
     model: GpuModel,
     layout: Layout,
-    required: Counter[Profile],
-    supply: Counter[str],
+    supply: Mapping[str, int],
     target: Mapping[str, float],
     waste_weight: float,
 ) -> float:
-    """Mismatch between free supply (with this layout's spare instances) and the mix, plus dead slices."""
-    spare = Counter(p.profile for p in layout)
-    spare.subtract(required)
+    """Mismatch between free supply (with every instance of ``layout`` free) and the mix, plus dead slices."""
     after = Counter(supply)
-    for profile, count in spare.items():
-        if count > 0:
-            after[model.shape_of(profile)] += count * profile.compute_slices
-    total = sum(after.values()) or 1
-    shapes = set(after) | set(target)
-    mismatch = sum(abs(after.get(s, 0) / total - target.get(s, 0.0)) for s in shapes)
+    for placement in layout:
+        after[model.shape_of(placement.profile)] += placement.profile.compute_slices
     dead = model.compute_slices - sum(p.profile.compute_slices for p in layout)
-    return mismatch + waste_weight * dead / model.compute_slices
+    return _mismatch(after, target) + waste_weight * dead / model.compute_slices
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    layout: Layout
+    counts: Mapping[Profile, int]
+    slices: tuple[tuple[str, int], ...]
+    """Compute slices of the layout's instances per shape."""
+    dead: int
+    order: tuple[int, str]
+    """Ties: the layout with the largest instance (keeps large profiles possible), then a stable text."""
+
+
+_CANDIDATES: dict[GpuModel, tuple[_Candidate, ...]] = {}
+
+
+def _candidates_for(model: GpuModel) -> tuple[_Candidate, ...]:
+    """The model's maximal layouts with what choosing among them needs, computed once per model."""
+    found = _CANDIDATES.get(model)
+    if found is None:
+        entries = []
+        for layout in maximal_layouts(model, planning_profiles(model)):
+            slices: Counter[str] = Counter()
+            for placement in layout:
+                slices[model.shape_of(placement.profile)] += placement.profile.compute_slices
+            used = sum(p.profile.compute_slices for p in layout)
+            largest = max(p.profile.compute_slices for p in layout)
+            order = (-largest, " ".join(str(p) for p in layout))
+            counts = Counter(p.profile for p in layout)
+            entries.append(_Candidate(layout, counts, tuple(slices.items()), model.compute_slices - used, order))
+        found = _CANDIDATES[model] = tuple(entries)
+    return found
 
 
 def choose_layout(
@@ -168,28 +200,34 @@ def choose_layout(
     supply: Mapping[str, int] | None = None,
     waste_weight: float = DEFAULT_WASTE_WEIGHT,
 ) -> Layout | None:
-    """The maximal layout that holds ``required`` and best serves the expected mix; None if none holds it."""
+    """The maximal layout that holds ``required`` and best serves the expected mix; None if none holds it.
+
+    Its cost is the mismatch between the mix and the free supply once the layout's spare instances (all
+    but ``required``) are added, plus ``waste_weight`` per dead compute slice.
+    """
     need = Counter(required)
     target = _target_shares(weights, model)
-    current: Counter[str] = Counter(supply or {})
-    best: Layout | None = None
-    best_key: tuple[float, int, str] = (float("inf"), 0, "")
-    for layout in maximal_layouts(model, planning_profiles(model)):
-        have = Counter(p.profile for p in layout)
-        if any(have[p] < n for p, n in need.items()):
+    base: Counter[str] = Counter(supply or {})
+    for profile, count in need.items():  # the required instances are taken at once: not spare
+        base[model.shape_of(profile)] -= count * profile.compute_slices
+    best: _Candidate | None = None
+    best_key: tuple[float, tuple[int, str]] = (float("inf"), (0, ""))
+    for candidate in _candidates_for(model):
+        if any(candidate.counts.get(p, 0) < n for p, n in need.items()):
             continue
-        cost = _layout_cost(model, layout, need, current, target, waste_weight)
-        # Ties: the layout with the largest instance (keeps large profiles possible), then a stable order.
-        largest = max(p.profile.compute_slices for p in layout)
-        key = (round(cost, 9), -largest, " ".join(str(p) for p in layout))
+        after = dict(base)
+        for shape, slices in candidate.slices:
+            after[shape] = after.get(shape, 0) + slices
+        cost = _mismatch(after, target) + waste_weight * candidate.dead / model.compute_slices
+        key = (round(cost, 9), candidate.order)
         if key < best_key:
-            best, best_key = layout, key
+            best, best_key = candidate, key
     if best is None and need:
         try:  # e.g. a profile outside the planning set (``+me``): its counts alone
             return place_counts(model, dict(need))
         except ValueError:
             return None
-    return best
+    return None if best is None else best.layout
 
 
 def _canonical(subset: Sequence[GpuState], rank: Mapping[int, int]) -> bool:
@@ -305,3 +343,62 @@ def plan_relayouts(
             plans[node.name] = plan
             states[node.name] = RelayoutPlan(node.name, tuple(relayouts), ()).apply(node)
     return list(plans.values())
+
+
+REBALANCE_MIN_GAIN = 1e-6
+"""A GPU changes only when the cost falls by more than this: equal layouts never swap."""
+
+
+def plan_rebalance(
+    nodes: Sequence[NodeState],
+    weights: Mapping[str, float],
+    supply: Mapping[str, int] | None = None,
+    config: PlannerConfig = PlannerConfig(),
+    frozen: Mapping[str, Collection[int]] | None = None,
+) -> list[RelayoutPlan]:
+    """Re-layouts of idle GPUs that bring the cluster's free instances closer to the expected mix.
+
+    :func:`plan_relayouts` serves pods that wait; this serves the ones to come. A layout the demand does
+    not use (``all-balanced``'s two 1g.10gb in a cluster of large requests) strands its small instances
+    once a pod takes its large one, and no idle GPU is left to re-partition later. Each idle static GPU
+    of a candidate (outside ``frozen``) gets the layout :func:`choose_layout` picks against the free
+    supply without it, when that lowers the mismatch with the mix plus the dead slices: every change
+    lowers that cluster-wide cost, so repeated calls settle instead of cycling. Plans host no pod.
+    """
+    states = [n for n in nodes if _is_candidate(n, config)]
+    current: Counter[str] = Counter(supply) if supply is not None else free_supply(states)
+    plans: list[RelayoutPlan] = []
+    settled: set[int] = set()  # GPU states that keep their layout against the supply as it is now
+    for node in states:
+        if len(plans) >= config.max_plans:
+            break
+        blocked = set((frozen or {}).get(node.name, ()))
+        changes = []
+        for gpu in node.gpus:
+            if not gpu.is_idle or gpu.dynamic or not gpu.mig_enabled or gpu.index in blocked:
+                continue
+            if gpu.state_id in settled:
+                continue
+            model = gpu.model
+            without = Counter(current)
+            for instance in gpu.instances:
+                without[model.shape_of(instance.profile)] -= instance.profile.compute_slices
+            target = _target_shares(weights, model)
+            old = tuple(i.placement for i in gpu.instances)
+            new = choose_layout(model, [], weights, without, config.waste_weight)
+            if new is None or set(new) == set(old):
+                settled.add(gpu.state_id)
+                continue
+            old_cost = _layout_cost(model, old, without, target, config.waste_weight)
+            new_cost = _layout_cost(model, new, without, target, config.waste_weight)
+            if new_cost > old_cost - REBALANCE_MIN_GAIN:
+                settled.add(gpu.state_id)
+                continue
+            for placement in new:
+                without[model.shape_of(placement.profile)] += placement.profile.compute_slices
+            current = without
+            settled.clear()
+            changes.append(GpuRelayout(gpu.index, new, config_name_for(model, new)))
+        if changes:
+            plans.append(RelayoutPlan(node.name, tuple(changes), ()))
+    return plans

@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", default="H100-80GB", help="GPU model of every node (default H100-80GB)")
     parser.add_argument("--world", choices=[w.value for w in World], default=World.STATIC.value)
     parser.add_argument("--relayout", choices=["on", "off"], default="on", help="static world: re-partition idle GPUs")
+    parser.add_argument(
+        "--rebalance",
+        choices=["on", "off"],
+        default="on",
+        help="fill, static world with re-layout: ours also re-partitions idle GPUs toward the expected mix",
+    )
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.FILL.value)
     parser.add_argument("--arrival", type=float, default=1.3, help="fill: submitted demand / cluster slices")
     parser.add_argument("--policies", default="all", help="all, or names: random,spread,pack,best-fit,fgd,mig-extender")
@@ -66,6 +72,7 @@ def main(args: argparse.Namespace) -> int:
         world=World(args.world),
         mode=Mode(args.mode),
         relayout=args.relayout == "on",
+        rebalance=args.rebalance == "on",
         arrival=args.arrival,
         seed=args.seed,
         layout=args.layout,

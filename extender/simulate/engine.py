@@ -27,7 +27,7 @@ from ..model.fragmentation import DemandDistribution, parse_mix
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig
 from ..model.placement import Placement
 from ..model.policy import PolicyConfig, evaluate, scores
-from ..model.relayout import RelayoutPlan, free_supply, plan_relayouts
+from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_rebalance, plan_relayouts
 from ..model.scoring import Scorer
 from ..model.state import GpuState, Instance, NodeState
 from .baselines import PolicySpec, plan_naive
@@ -62,6 +62,10 @@ class SimConfig:
     scale_up_after_s: float = 120.0
     node_startup_s: float = 300.0
     scale_down_after_s: float = 600.0
+    rebalance: bool = True
+    """Fill mode, static world with re-layout: our planner also re-partitions idle GPUs toward the expected
+    mix between waits (:func:`plan_rebalance`). Not in churn: re-partitioning nodes that the autoscaler
+    would remove costs node-hours (inference mix, 20 nodes: 311.8 -> 338.2 h)."""
     autoscale: bool = True
     new_node_gpus: int = 8
     curve_points: int = 200
@@ -154,6 +158,9 @@ class _CachedScorer:
         return value
 
 
+_REBALANCE = PlannerConfig(max_plans=16)
+
+
 class Simulation:
     """One policy, one world, one workload."""
 
@@ -173,6 +180,13 @@ class Simulation:
         self.fits: dict[PodDemand, dict[int, FitResult]] = {}
         self.supply_of: dict[int, Counter[str]] = {}
         self.result = PolicyResult(policy.name)
+        self.rebalancing = (
+            config.world is World.STATIC
+            and config.mode is Mode.FILL
+            and config.relayout
+            and config.rebalance
+            and policy.planner == "ours"
+        )
         self.next_id = 0
         for spec in nodes:
             self.add_node(initial_node(spec.name, config.model, spec.gpus, config.world, config))
@@ -292,14 +306,15 @@ class Simulation:
 
     # --- re-layout ----------------------------------------------------------------------------------------
 
-    def relayout_candidates(self, exclude: Collection[int] = ()) -> list[NodeState]:
+    def relayout_candidates(self, exclude: Collection[int] = (), per_state: int = 1) -> list[NodeState]:
+        """Nodes with idle static GPUs, at most ``per_state`` of each state (equal nodes plan alike)."""
         found = []
         for group in self.groups.values():
-            node_id = next((n for n in group if n not in exclude), None)
-            if node_id is None:
-                continue
-            node = self.nodes[node_id]
-            if any(g.is_idle and not g.dynamic for g in node.gpus):
+            node_ids = itertools.islice((n for n in group if n not in exclude), per_state)
+            for node_id in node_ids:
+                node = self.nodes[node_id]
+                if not any(g.is_idle and not g.dynamic for g in node.gpus):
+                    break
                 found.append(node)
         found.sort(key=lambda n: self.ids[n.name])
         return found
@@ -322,6 +337,13 @@ class Simulation:
             return plan_relayouts(candidates, waiting, self.weights, self.supply())
         return plan_naive(candidates, waiting)
 
+    def rebalance(self, exclude: Collection[int] = ()) -> list[RelayoutPlan]:
+        """Our planner between waits: idle GPUs re-partitioned toward the expected mix."""
+        if not self.rebalancing:
+            return []
+        candidates = self.relayout_candidates(exclude, per_state=_REBALANCE.max_plans)
+        return plan_rebalance(candidates, self.weights, self.supply(), _REBALANCE)
+
     def apply_plan(self, plan: RelayoutPlan) -> None:
         node_id = self.ids[plan.node]
         self.set_node(node_id, plan.apply(self.nodes[node_id]))
@@ -335,6 +357,9 @@ class Simulation:
         capacity = self.result.capacity_slices
         every = max(1, len(pods) // self.config.curve_points)
         for n, pod in enumerate(pods):
+            if n % self.config.weights_every == 0:
+                for plan in self.rebalance():
+                    self.apply_plan(plan)
             self.observe(pod, pod.arrival_s)
             self.result.submitted_slices += pod.slices
             placed = self.place(pod)

@@ -29,6 +29,7 @@ class RunOutput:
                 "mode": str(self.config.mode),
                 "gpu": self.config.model.name,
                 "relayout": self.config.relayout,
+                "rebalance": self.config.rebalance,
                 "arrival": self.config.arrival,
                 "seed": self.config.seed,
                 "layout": self.config.layout,

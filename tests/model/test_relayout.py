@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +14,19 @@ from extender.model.demand import PodDemand
 from extender.model.fit import fit
 from extender.model.fragmentation import parse_mix
 from extender.model.layouts import maximal_layouts
-from extender.model.relayout import PlannerConfig, fewest_changes, plan_relayouts, relayout_gpu
+from extender.model.relayout import (
+    DEFAULT_WASTE_WEIGHT,
+    PlannerConfig,
+    _mismatch,
+    _target_shares,
+    fewest_changes,
+    free_supply,
+    plan_rebalance,
+    plan_relayouts,
+    relayout_gpu,
+)
 from extender.model.state import GpuState, Instance, NodeState
+from tests.builders import gpu, node
 
 A30 = model_named("A30-24GB")
 A100 = model_named("A100-40GB")
@@ -125,3 +137,86 @@ def test_later_demands_use_what_earlier_plans_made() -> None:
     demand = PodDemand(mig=(("1g.5gb", 1),))
     (plan,) = plan_relayouts([node], [demand, demand, demand], MIX, config=PlannerConfig(whole_nodes_only=True))
     assert len(plan.gpus) == 1 and plan.hosts == (demand,)  # one new layout with several 1g hosts all three
+
+
+BALANCED_H100 = "2g.20gb@0 1g.10gb@2 1g.10gb@3 3g.40gb@4"
+
+
+def _apply(nodes: list[NodeState], plans: Sequence[object]) -> list[NodeState]:
+    by_name = {n.name: n for n in nodes}
+    for plan in plans:
+        by_name[plan.node] = plan.apply(by_name[plan.node])  # type: ignore[attr-defined]
+    return list(by_name.values())
+
+
+def test_rebalance_turns_idle_gpus_toward_the_mix() -> None:
+    nodes = [node(f"n{i}", gpu("H100-80GB", BALANCED_H100), gpu("H100-80GB", BALANCED_H100)) for i in range(3)]
+    plans = plan_rebalance(nodes, parse_mix("7g=1"))
+    changed = [g for plan in plans for g in plan.gpus]
+    assert len(changed) == 6
+    assert all([p.profile.name for p in g.layout] == ["7g.80gb"] for g in changed)
+    assert all(plan.hosts == () for plan in plans)
+
+
+@pytest.mark.parametrize(
+    ("layout", "mix"),
+    [
+        ("7g.80gb@0", "7g=1"),
+        # The counts match the mix exactly; the planner would write them in another arrangement of equal
+        # cost, which is no reason to re-partition.
+        (BALANCED_H100, "1g=2,2g=1,3g=1"),
+    ],
+)
+def test_rebalance_leaves_a_supply_that_matches_the_mix_alone(layout: str, mix: str) -> None:
+    nodes = [node(f"n{i}", gpu("H100-80GB", layout)) for i in range(3)]
+    assert plan_rebalance(nodes, parse_mix(mix)) == []
+
+
+def test_rebalance_touches_neither_busy_nor_frozen_gpus() -> None:
+    busy = gpu("H100-80GB", BALANCED_H100, used="1g.10gb@2")
+    nodes = [node("n0", busy, gpu("H100-80GB", BALANCED_H100), gpu("H100-80GB", BALANCED_H100))]
+    (plan,) = plan_rebalance(nodes, parse_mix("7g=1"), frozen={"n0": {2}})
+    assert [g.gpu_index for g in plan.gpus] == [1]
+    assert plan_rebalance(nodes, parse_mix("7g=1"), config=PlannerConfig(whole_nodes_only=True)) == []
+
+
+@given(clusters(), st.sampled_from(["uniform", "inference", "7g=1", "1g=1", "3g=2,4g=1"]))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_rebalance_settles_and_keeps_used_instances(nodes: list[NodeState], mix: str) -> None:
+    weights = parse_mix(mix)
+    before = {(n.name, g.index): g for n in nodes for g in n.gpus}
+    current = nodes
+    for _ in range(40):  # every change lowers a cluster-wide cost: the plans run out
+        plans = plan_rebalance(current, weights, free_supply(current))
+        if not plans:
+            break
+        current = _apply(current, plans)
+    else:
+        raise AssertionError(f"rebalancing did not settle: {plans}")
+    for state in current:
+        for g in state.gpus:
+            old = before[(state.name, g.index)]
+            if not old.is_idle:
+                assert g == old
+
+
+H100 = model_named("H100-80GB")
+
+
+def _cluster_cost(nodes: list[NodeState], weights: dict[str, float]) -> float:
+    """What each rebalancing change lowers: free supply against the mix, plus the layouts' dead slices."""
+    dead = sum(H100.compute_slices - sum(i.profile.compute_slices for i in g.instances) for n in nodes for g in n.gpus)
+    return _mismatch(free_supply(nodes), _target_shares(weights, H100)) + DEFAULT_WASTE_WEIGHT * dead / 7
+
+
+@given(
+    st.lists(st.lists(gpus(H100, 0), min_size=1, max_size=3), min_size=1, max_size=4),
+    st.sampled_from(["uniform", "inference", "7g=1", "1g=1", "3g=2,4g=1"]),
+)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_rebalancing_round_lowers_the_cluster_cost(shapes: list[list[GpuState]], mix: str) -> None:
+    weights = parse_mix(mix)
+    nodes = [node(f"n{i}", *g) for i, g in enumerate(shapes)]
+    plans = plan_rebalance(nodes, weights, free_supply(nodes))  # supply: the whole cluster's
+    if plans:
+        assert _cluster_cost(_apply(nodes, plans), weights) < _cluster_cost(nodes, weights) - 1e-9

@@ -130,6 +130,18 @@ def test_dynamic_ideal_at_least_first_fit_for_ours() -> None:
     assert ideal.allocated_slice_ratio >= first.allocated_slice_ratio
 
 
+def test_rebalancing_idle_gpus_leaves_fewer_slices_unallocated() -> None:
+    # all-balanced strands its 1g.10gb instances under a uniform mix once pods take the larger ones.
+    pods = synthetic_pods(H100, "uniform", 2000, 3)
+    specs = [NodeSpec(f"n{i}", 4) for i in range(10)]
+    allocated = {}
+    for rebalance in (True, False):
+        config = SimConfig(model=H100, world=World.STATIC, mode=Mode.FILL, seed=3, rebalance=rebalance)
+        (result,) = run(config, policies_named("mig-extender"), specs, pods, {}, with_bound=False).results
+        allocated[rebalance] = result.allocated_slices
+    assert allocated[True] > allocated[False]
+
+
 def test_ours_beats_spread_in_the_static_world_with_relayout() -> None:
     by_policy = {r.policy: r for r in small(World.STATIC).results}
     assert by_policy["mig-extender"].allocated_slices > by_policy["spread"].allocated_slices
