@@ -219,6 +219,15 @@ class Settings:
             "Off: only wholly idle nodes, since MIG Manager pauses the GPU clients of the whole node meanwhile."
         ),
     )
+    relayout_rebalance: bool = field(
+        default=False,
+        metadata=_doc(
+            "When no pod waits for a re-layout, also re-partition idle GPUs toward the expected demand mix, so "
+            "that pods find the instances they ask for instead of stranding a layout's small ones. For "
+            "fixed-size clusters: with an autoscaler, idle nodes are better removed than re-partitioned. "
+            "Subject to the same idle time, cool-down and rate limits. See docs/relayout.md."
+        ),
+    )
     relayout_min_idle_s: float = field(
         default=300.0,
         metadata=_doc(

@@ -24,6 +24,9 @@ Every ``interval_s`` the leader (see :mod:`.leader`) reconciles:
    ``plan-only`` mode the plans are only exported and named in the pods' annotations; ``on`` starts
    them, within ``max_concurrent`` and ``max_per_hour``: generated config written into the ConfigMap
    (resourceVersion, retried on conflict), then the node tainted and labelled ``tainted``.
+5. **Rebalance** (``rebalance``), when no pod waits and no re-layout is in progress: one candidate
+   re-partitioned toward the expected demand mix if that lowers the mismatch between the cluster's free
+   instances and the mix (:func:`~extender.model.relayout.plan_rebalance`), under the same limits.
 
 Every step is an Event on the node and on the pods it is for, and a count in :class:`RelayoutStats`.
 """
@@ -45,7 +48,7 @@ import yaml
 from ..model.layouts import layout_counts
 from ..model.migparted import MigPartedError, parse_config
 from ..model.policy import PolicyConfig, evaluate
-from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_relayouts
+from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_rebalance, plan_relayouts
 from ..model.state import Fidelity, GpuState, MigStrategy, NodeState
 from ..notify.annotator import VERDICT, RelayoutNote
 from ..settings import Settings
@@ -88,6 +91,7 @@ class Outcome(enum.StrEnum):
 class RelayoutConfig:
     mode: str = "on"
     single_gpus: bool = False
+    rebalance: bool = False
     min_idle_s: float = 300.0
     interval_s: float = 10.0
     settle_s: float = 10.0
@@ -102,6 +106,7 @@ class RelayoutConfig:
         return cls(
             mode=settings.relayout,
             single_gpus=settings.relayout_gpus,
+            rebalance=settings.relayout_rebalance,
             min_idle_s=settings.relayout_min_idle_s,
             interval_s=settings.relayout_interval_s,
             settle_s=settings.relayout_settle_s,
@@ -376,7 +381,8 @@ class RelayoutController:
         rest = [p for p in waiting if p.uid not in hosted and p.uid not in hosted_now]
         self.plans = []
         # At the concurrency or rate limit nothing could start: do not plan (plan-only always plans).
-        if rest and (self.config.mode == "plan-only" or self._may_start() is None):
+        may_plan = self.config.mode == "plan-only" or self._may_start() is None
+        if rest and may_plan:
             candidates, frozen = self._candidates()
             planner = PlannerConfig(whole_nodes_only=not self.config.single_gpus, max_plans=4)
             supply = free_supply(nodes)
@@ -400,8 +406,25 @@ class RelayoutController:
                 if started:
                     for pod in for_pods:
                         notes[pod.uid] = RelayoutNote(plan.node, name)
+        elif not rest and may_plan and self.config.rebalance and not self.in_flight:
+            await self._rebalance(nodes)
         self.stats.planned = len(self.plans)
         self.notes = notes
+
+    async def _rebalance(self, nodes: Sequence[NodeState]) -> None:
+        """Nothing waits: one idle node (or GPU) re-partitioned toward the expected mix, if that helps."""
+        candidates, frozen = self._candidates()
+        planner = PlannerConfig(whole_nodes_only=not self.config.single_gpus, max_plans=1)
+        self.plans = plan_rebalance(candidates, self.weights(), free_supply(nodes), planner, frozen)
+        by_name = {c.name: c for c in candidates}
+        for plan in self.plans:
+            state = by_name[plan.node]
+            entries = device_entries(state, plan)
+            name = generated_name(plan.node, entries)
+            if self.config.mode == "plan-only":
+                log.info("plan-only: would re-partition %s (%s) toward the expected mix", plan.node, name)
+                continue
+            await self._start(plan, state, plan.apply(state), entries, name, ())
 
     # --- starting -------------------------------------------------------------------------------------------
 
@@ -476,7 +499,9 @@ class RelayoutController:
         self.starts.append(started)
         self.stats.started += 1
         layout = "; ".join(f"GPU {g.gpu_index}: {_layout_text(g)}" for g in plan.gpus)
-        await self._event_node(node, "MigRelayoutStarted", "Normal", f"re-partitioning {layout} (config {name})")
+        purpose = "" if pods else " toward the expected demand mix"
+        message = f"re-partitioning {layout} (config {name}){purpose}"
+        await self._event_node(node, "MigRelayoutStarted", "Normal", message)
         for pod in pods:
             await self._event_pod(pod, "MigRelayoutStarted", "Normal", f"node {node} is being re-partitioned for it")
         log.info("re-layout of %s started: %s (config %s) for %s", node, layout, name, _keys(pods))

@@ -302,3 +302,39 @@ def test_generated_names_are_label_values(node: str) -> None:
 
 def test_counts_helper_matches_the_default_config() -> None:
     assert counts_for(H100, "all-3g.40gb") == {MIG_3G: 2}
+
+
+@pytest.mark.parametrize("rebalance", [True, False])
+async def test_rebalance_re_partitions_an_idle_node_toward_the_mix_when_nothing_waits(rebalance: bool) -> None:
+    # all-3g.40gb leaves a compute slice dead and serves a uniform mix badly
+    _view, api, clock, controller = setup(nodes=2, rebalance=rebalance)
+    await controller.reconcile()
+    clock.advance(61)
+    await controller.reconcile()
+    if not rebalance:
+        assert controller.in_flight == {} and api.patches == []
+        return
+    (node,) = controller.in_flight  # one at a time
+    annotations = api.nodes[node]["metadata"]["annotations"]
+    assert annotations["mig-extender.io/relayout-for"] == ""
+    (event,) = [e for e in api.events if e[2] == "MigRelayoutStarted"]
+    assert "toward the expected demand mix" in str(event)
+    (entry,) = api.configs()[annotations[CONFIG_ANNOTATION]]
+    assert entry["mig-devices"] != {"3g.40gb": 2}
+    assert sum(model_named(H100).profile(p).compute_slices * n for p, n in entry["mig-devices"].items()) == 7
+    clock.advance(5)
+    await controller.reconcile()
+    mig_manager(api, node)
+    await controller.reconcile()
+    assert controller.stats.outcomes == {"success": 1}
+
+
+async def test_rebalance_waits_behind_pods_and_plan_only_writes_nothing() -> None:
+    view, api, clock, controller = setup(nodes=2, rebalance=True, mode="plan-only", min_idle_s=0.0)
+    await controller.reconcile()
+    assert controller.stats.planned == 1 and api.patches == []
+    assert not any(n.startswith("mig-extender-") for n in api.configs())
+    view, api, clock, controller = setup(nodes=2, rebalance=True)
+    node = await start_one(view, api, clock, controller)
+    # the re-layout is for the waiting pod, not a rebalance
+    assert api.nodes[node]["metadata"]["annotations"]["mig-extender.io/relayout-for"] == "default/large"
