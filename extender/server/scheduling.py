@@ -7,6 +7,7 @@ demand and state id across requests, so that between two pods only the nodes tha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 import time
@@ -47,6 +48,10 @@ _MEMO_STATES = 80_000  # per kind; worst ~19 MB of fits (~240 B per entry), ~10 
 # One object per distinct demand, shared by the fits' keys, the memos and assumed placements (each request parses
 # its own: ~200 B that every fit the request adds to policy._FITS would keep alive).
 _DEMANDS_LIMIT = 1_024  # worst ~0.3 MB (~270 B per entry, measured)
+
+# Filter answers kept per demand for the next pod with the same demand and candidates: ~1.2 MB each at 5,000
+# candidates (names, answer, positions), so a few demands' worth.
+_ANSWERS_LIMIT = 8
 
 V = TypeVar("V")
 
@@ -121,6 +126,40 @@ class _Request:
     fits: dict[int, FitResult]
 
 
+Signature = tuple[Outcome, str, str]
+"""What a candidate contributes to a filter answer and its metrics: result code, reason, verdict label."""
+
+_UNKNOWN_SIGNATURE: Signature = (Outcome.UNSCHEDULABLE, UNKNOWN_NODE, "unknown-node")
+
+
+def _signature(request: _Request, sid: int) -> Signature:
+    if sid == UNKNOWN:
+        return _UNKNOWN_SIGNATURE
+    fit = request.fits[sid]
+    return (outcome_of(fit), fit.reason, str(fit.verdict))
+
+
+@dataclass(slots=True)
+class _FilterAnswer:
+    """A filter answer for one demand and candidate list, computed at ``generation`` of the view.
+
+    The answer depends on each candidate's signature only, so a later pod with the same demand and
+    candidates gets it again unless a node that changed since now signs differently: typically one
+    node changed (the last pod's), and its verdict did not.
+    """
+
+    generation: int
+    names: list[str]
+    request: _Request
+    passes: list[bool]
+    result: dict[str, Any]
+    per_label: Counter[tuple[str, str]]
+    positions: dict[str, int] | None = None
+    """Candidate name -> position, built when a change first needs it."""
+    uses: Counter[int] | None = None
+    """Candidates per state id, built with ``positions``."""
+
+
 class SchedulingService:
     def __init__(
         self,
@@ -148,6 +187,12 @@ class SchedulingService:
         self._score_memos: _Memos[float] = _Memos()
         self._fit_memos: _Memos[FitResult] = _Memos()
         self._demands: dict[PodDemand, PodDemand] = {}
+        self._last: tuple[int, list[str], _Request] | None = None
+        """The last filter's request narrowed to the nodes that passed, with the view's generation then."""
+        self._last_hosts: tuple[list[str], list[int], list[dict[str, Any]]] | None = None
+        """The last prioritize answer: its names, scores and the list handed out (serialised before the next)."""
+        self._answers: dict[PodDemand, _FilterAnswer] = {}
+        """The last filter answer per demand (by candidate names), least recently used first."""
 
     # --- shared steps --------------------------------------------------------------------------------
 
@@ -160,11 +205,38 @@ class SchedulingService:
             found = self._demands[demand] = demand
         return found
 
-    def _prepare(self, args: ExtenderArgs) -> _Request:
+    def _demand_of(self, args: ExtenderArgs) -> PodDemand:
         try:
-            demand = self._canonical(pod_demand(args.pod))
+            return self._canonical(pod_demand(args.pod))
         except DemandError as exc:
             raise BadRequest(f"ExtenderArgs.Pod: {exc}") from None
+
+    def _prioritize_request(self, args: ExtenderArgs) -> _Request:
+        demand = self._demand_of(args)
+        uid = _uid_of(args.pod)
+        if args.node_names is not None and self._last is not None:
+            # kube-scheduler calls prioritize with the filter's pod and the nodes that passed: unless the view
+            # changed in between, the filter's request holds them already, and thousands of names need not be
+            # looked up twice.
+            generation, passed, last = self._last
+            self.view.expire_assumed()
+            if (
+                last.uid == uid
+                and last.demand is demand
+                and generation == self.view.generation
+                and passed == args.node_names
+            ):
+                return last
+        return self._build_request(uid, demand, args)
+
+    def _remember_passed(self, request: _Request, passed: list[str], passes: list[bool]) -> None:
+        """Keep the filter's request, narrowed to the nodes that passed, for the prioritize that follows."""
+        narrowed = _Request(
+            request.uid, request.demand, list(compress(request.ids, passes)), request.states, request.fits
+        )
+        self._last = (self.view.generation, passed, narrowed)
+
+    def _build_request(self, uid: str, demand: PodDemand, args: ExtenderArgs) -> _Request:
         if args.nodes is not None:
             # Full Node objects: read each (the view's own state when it has this version).
             try:
@@ -182,7 +254,7 @@ class SchedulingService:
             ids = [UNKNOWN if state is None else state.state_id for state in candidates]
             states = {sid: state for sid, state in zip(ids, candidates) if state is not None}
         fits = self._fit_states(demand, states) if demand.mig or demand.gpus else {}
-        return _Request(_uid_of(args.pod), demand, ids, states, fits)
+        return _Request(uid, demand, ids, states, fits)
 
     def _observe(self, request: _Request) -> None:
         """Learn the demand mix from each pod once (kube-scheduler retries pods many times)."""
@@ -204,55 +276,126 @@ class SchedulingService:
         self._fit_memos.trim(demand, states.keys())
         return fits
 
+    def _fit_of(self, demand: PodDemand, sid: int, state: NodeState) -> FitResult:
+        memo = self._fit_memos.get(demand)
+        fit = memo.get(sid)
+        if fit is None:
+            fit = memo[sid] = evaluate(state, demand, self.policy)
+        return fit
+
     # --- verbs ---------------------------------------------------------------------------------------
 
     def filter(self, args: ExtenderArgs) -> dict[str, Any]:
+        uid = _uid_of(args.pod)
         # A new scheduling attempt: whatever this pod's last answer made the view assume is void.
-        self.view.unassume(_uid_of(args.pod))
-        request = self._prepare(args)
-        names = args.candidate_names()
-        ids = request.ids
-        self.metrics.nodes_per_request.labels("filter").observe(len(names))
-        if not request.demand.mig and not request.demand.gpus:
+        self.view.unassume(uid)
+        demand = self._demand_of(args)
+        if not demand.mig and not demand.gpus:
+            if args.nodes is not None:
+                self._build_request(uid, demand, args)  # the Node objects are read, and refused if malformed
+            self.metrics.nodes_per_request.labels("filter").observe(len(args.candidate_names()))
             return filter_result(args, repeat(True), {}, {})
+        answer = self._answer_again(demand, args.node_names)
+        if answer is None:
+            answer = self._answer(self._build_request(uid, demand, args), args)
+            if args.node_names is not None:
+                self._keep_answer(demand, answer)
+        names = answer.names
+        self.metrics.nodes_per_request.labels("filter").observe(len(names))
+        request = answer.request if answer.request.uid == uid else dataclasses.replace(answer.request, uid=uid)
         self._observe(request)
+        for labels, count in answer.per_label.items():
+            self.metrics.filter_outcomes.labels(*labels).inc(count)
+        feasible = answer.passes.count(True)
+        if not feasible:
+            self.on_unschedulable(uid)
+        elif feasible == 1:
+            # kube-scheduler binds a single feasible node without calling prioritize.
+            self._assume(request, names[answer.passes.index(True)])
+        if answer.result["NodeNames"] is not None:
+            self._remember_passed(request, answer.result["NodeNames"], answer.passes)
+        return answer.result
+
+    def _answer(self, request: _Request, args: ExtenderArgs) -> _FilterAnswer:
+        """The filter answer computed afresh: result codes per node state, spread over the candidates."""
+        names, ids = args.candidate_names(), request.ids
         outcomes = {sid: outcome_of(fit) for sid, fit in request.fits.items()}
         reasons = {sid: fit.reason for sid, fit in request.fits.items()}
         reasons[UNKNOWN] = UNKNOWN_NODE
         passing = {sid for sid, outcome in outcomes.items() if outcome is Outcome.SUCCESS}
         resolvable = {sid for sid, outcome in outcomes.items() if outcome is Outcome.UNSCHEDULABLE} | {UNKNOWN}
         passes = list(map(passing.__contains__, ids))
-        feasible = passes.count(True)
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
-        if feasible < len(ids):
+        if passes.count(True) < len(ids):
             # Thousands of failing nodes are common: split them by result code with C-level maps.
             fails = list(map(operator.not_, passes))
             failing_ids, failing_names = list(compress(ids, fails)), list(compress(names, fails))
             resolvables = list(map(resolvable.__contains__, failing_ids))
             failed = _reasons_where(failing_names, failing_ids, resolvables, reasons)
             unresolvable = _reasons_where(failing_names, failing_ids, list(map(operator.not_, resolvables)), reasons)
-        self._count_outcomes(request, outcomes)
-        if not feasible:
-            self.on_unschedulable(request.uid)
-        elif feasible == 1:
-            # kube-scheduler binds a single feasible node without calling prioritize.
-            self._assume(request, names[passes.index(True)])
-        return filter_result(args, passes, failed, unresolvable)
-
-    def _count_outcomes(self, request: _Request, outcomes: Mapping[int, Outcome]) -> None:
-        """Nodes per result code and verdict; summed per label pair first (a few, against many node states)."""
+        # Nodes per result code and verdict, summed per label pair (a few, against many node states).
         per_label: Counter[tuple[str, str]] = Counter()
-        for sid, count in Counter(request.ids).items():
-            if sid == UNKNOWN:
-                per_label[str(Outcome.UNSCHEDULABLE), "unknown-node"] += count
-            else:
-                per_label[str(outcomes[sid]), str(request.fits[sid].verdict)] += count
-        for labels, count in per_label.items():
-            self.metrics.filter_outcomes.labels(*labels).inc(count)
+        for sid, count in Counter(ids).items():
+            outcome, _, verdict = _signature(request, sid)
+            per_label[str(outcome), verdict] += count
+        result = filter_result(args, passes, failed, unresolvable)
+        return _FilterAnswer(self.view.generation, names, request, passes, result, per_label)
+
+    def _keep_answer(self, demand: PodDemand, answer: _FilterAnswer) -> None:
+        self._answers.pop(demand, None)
+        self._answers[demand] = answer
+        while len(self._answers) > _ANSWERS_LIMIT:
+            del self._answers[next(iter(self._answers))]
+
+    def _answer_again(self, demand: PodDemand, names: list[str] | None) -> _FilterAnswer | None:
+        """The last answer for this demand and these candidates, if no node changed since in a way that shows."""
+        answer = self._answers.get(demand)
+        if answer is None or names is None or answer.names != names:
+            return None
+        self.view.expire_assumed()
+        changed = self.view.changed_since(answer.generation)
+        if changed is None or (changed and not self._patch(answer, changed)):
+            del self._answers[demand]
+            return None
+        answer.generation = self.view.generation
+        self._keep_answer(demand, answer)
+        return answer
+
+    def _patch(self, answer: _FilterAnswer, changed: Collection[str]) -> bool:
+        """Bring the answer's node states up to date; False if a changed candidate now signs differently."""
+        if answer.positions is None or answer.uses is None:
+            answer.positions = dict(zip(answer.names, range(len(answer.names))))
+            answer.uses = Counter(answer.request.ids)
+        old_request, ids, uses = answer.request, answer.request.ids, answer.uses
+        # New dicts: the prioritize request handed out earlier keeps the ones it was given.
+        request = _Request(old_request.uid, old_request.demand, ids, dict(old_request.states), dict(old_request.fits))
+        for name in changed:
+            position = answer.positions.get(name)
+            if position is None:
+                continue
+            before = ids[position]
+            state = self.view.node_state(name)
+            after = UNKNOWN if state is None else state.state_id
+            if after == before:
+                continue
+            if state is not None and after not in request.states:
+                request.states[after] = state
+                request.fits[after] = self._fit_of(request.demand, after, state)
+            if _signature(request, after) != _signature(old_request, before):
+                return False
+            ids[position] = after
+            uses[after] += 1
+            uses[before] -= 1
+            if not uses[before]:
+                del uses[before]
+                request.states.pop(before, None)
+                request.fits.pop(before, None)
+        answer.request = request
+        return True
 
     def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]]:
-        request = self._prepare(args)
+        request = self._prioritize_request(args)
         names = args.candidate_names()
         self.metrics.nodes_per_request.labels("prioritize").observe(len(names))
         if not request.demand.mig and not request.demand.gpus:
@@ -267,7 +410,20 @@ class SchedulingService:
         if fitting:
             best = max(fitting, key=by_state.__getitem__)
             self._assume(request, names[request.ids.index(best)])
-        return host_priorities(names, list(map(by_state.__getitem__, request.ids)))
+        return self._host_priorities(names, list(map(by_state.__getitem__, request.ids)))
+
+    def _host_priorities(self, names: list[str], scores: list[int]) -> list[dict[str, Any]]:
+        """The answer's ``{Host, Score}`` list; for the same candidates as the last one, that list with the
+        scores that changed rewritten (one or two nodes between pods) instead of thousands of new dicts."""
+        last, self._last_hosts = self._last_hosts, None
+        if last is None or last[0] != names:
+            hosts = host_priorities(names, scores)
+        else:
+            _, previous, hosts = last
+            for position in compress(range(len(scores)), map(operator.ne, scores, previous)):
+                hosts[position]["Score"] = scores[position]
+        self._last_hosts = (names, scores, hosts)
+        return hosts
 
     def _scoring_state(self, demand: PodDemand) -> tuple[Mapping[str, float], dict[int, float]]:
         """The demand mix, refreshed every few seconds, and the raw scores already known under it.

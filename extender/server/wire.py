@@ -141,4 +141,4 @@ def filter_result(
 
 def host_priorities(names: Sequence[str], scores: Sequence[int]) -> list[dict[str, Any]]:
     """HostPriorityList: a top-level JSON array of ``{"Host", "Score"}`` with integer scores."""
-    return [{"Host": name, "Score": int(score)} for name, score in zip(names, scores)]
+    return [{"Host": name, "Score": score} for name, score in zip(names, scores)]

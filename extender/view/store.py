@@ -13,6 +13,7 @@ import enum
 import logging
 import operator
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
@@ -29,6 +30,9 @@ from .sources import Usage, build_node_state
 log = logging.getLogger(__name__)
 
 # Pods answered in the last assume_ttl_s (30 s): kube-scheduler binds a few hundred pods per second at most.
+# Node changes remembered, so that callers holding an answer computed at some generation can tell which nodes it
+# may be wrong for: a few seconds of a busy 10,000-node cluster's events.
+_CHANGE_LOG_LIMIT = 4_096
 _ASSUMED_LIMIT = 20_000  # worst ~8 MB (~390 B per entry with a 36-character uid, measured)
 
 
@@ -113,15 +117,39 @@ class ClusterView:
         """A snapshot: nothing streams into the view, so it cannot go stale."""
         self.generation = 0
         """Bumped on every change: lets callers cache whole-view computations."""
+        self._change_log: deque[tuple[int, str | None]] = deque()
+        self._change_log_floor = 0
+        """Every node change after this generation is in the log."""
 
     # --- writing -------------------------------------------------------------------------------------
 
     def _changed(self, node: str | None = None) -> None:
+        """A node's state may have changed (every node's when ``node`` is None)."""
         self.generation += 1
         if node is None:
             self._states.clear()
         else:
             self._states.pop(node, None)
+        if len(self._change_log) >= _CHANGE_LOG_LIMIT:
+            self._change_log_floor = self._change_log.popleft()[0]
+        self._change_log.append((self.generation, node))
+
+    def changed_since(self, generation: int) -> set[str] | None:
+        """Nodes whose state may differ from the one they had at ``generation``.
+
+        None when every node may (a re-list or a mig-parted config change since), or when the log no longer
+        reaches back that far. Changes that touch no node (a pending pod) bump the generation only.
+        """
+        if generation < self._change_log_floor:
+            return None
+        changed: set[str] = set()
+        for at, node in reversed(self._change_log):
+            if at <= generation:
+                break
+            if node is None:
+                return None
+            changed.add(node)
+        return changed
 
     def mark_ok(self, kind: Kind) -> None:
         """A list, an event or a bookmark arrived: the stream of this kind is alive."""
@@ -285,14 +313,15 @@ class ClusterView:
         self._unindex_assumed(pod_uid, node)
         self._changed(node)
 
-    def _expire_assumed(self) -> None:
+    def expire_assumed(self) -> None:
+        """Drop assumed placements past their time now (each one read also does): ``generation`` is then current."""
         self._assumed.expire()  # reports each expired placement to _assumption_dropped
 
     # --- reading -------------------------------------------------------------------------------------
 
     def node_state(self, name: str) -> NodeState | None:
         """The node's GPUs, or None for a node the view does not know."""
-        self._expire_assumed()
+        self.expire_assumed()
         state = self._states.get(name)
         if state is None:
             node = self.nodes.get(name)
@@ -303,7 +332,7 @@ class ClusterView:
 
     def node_states_for(self, names: Sequence[str]) -> list[NodeState | None]:
         """``node_state`` for every name of a request at once (one expiry pass; a C-level map when warm)."""
-        self._expire_assumed()
+        self.expire_assumed()
         states = list(map(self._states.get, names))
         if not all(states):  # states not built yet (nodes that changed since the last request), or unknown names
             for position in compress(range(len(states)), map(operator.not_, states)):
