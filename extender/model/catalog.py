@@ -19,9 +19,13 @@ class CatalogError(ValueError):
     """A GPU model or profile that the catalog does not know, with the closest known names."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Profile:
-    """One GPU-instance profile of one GPU model, as ``nvidia-smi mig -lgip``/``-lgipp`` print it."""
+    """One GPU-instance profile of one GPU model, as ``nvidia-smi mig -lgip``/``-lgipp`` print it.
+
+    Each exists once, in the catalog: equal means the same object, and hashing is by identity (placements and
+    states hash profiles on every hot path; a field-by-field hash cost a fifth of rebuilding a node's state).
+    """
 
     name: str
     profile_id: int | None
@@ -63,9 +67,9 @@ class Profile:
         return "{" + ",".join(str(s) for s in self.starts) + "}:" + str(self.memory_slices)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GpuModel:
-    """A MIG-capable GPU: its memory/compute slice geometry and profiles."""
+    """A MIG-capable GPU: its memory/compute slice geometry and profiles. One object per model, as ``Profile``."""
 
     name: str
     memory_slices: int

@@ -49,8 +49,8 @@ _MEMO_STATES = 80_000  # per kind; worst ~19 MB of fits (~240 B per entry), ~10 
 # its own: ~200 B that every fit the request adds to policy._FITS would keep alive).
 _DEMANDS_LIMIT = 1_024  # worst ~0.3 MB (~270 B per entry, measured)
 
-# Filter answers kept per demand for the next pod with the same demand and candidates: ~1.2 MB each at 5,000
-# candidates (names, answer, positions), so a few demands' worth.
+# Filter and prioritize answers kept per demand for the next pod with the same demand and candidates: ~1.2 MB
+# and ~0.5 MB each at 5,000 candidates (names, answer, positions), so a few demands' worth.
 _ANSWERS_LIMIT = 8
 
 V = TypeVar("V")
@@ -189,8 +189,9 @@ class SchedulingService:
         self._demands: dict[PodDemand, PodDemand] = {}
         self._last: tuple[int, list[str], _Request] | None = None
         """The last filter's request narrowed to the nodes that passed, with the view's generation then."""
-        self._last_hosts: tuple[list[str], list[int], list[dict[str, Any]]] | None = None
-        """The last prioritize answer: its names, scores and the list handed out (serialised before the next)."""
+        self._hosts: dict[PodDemand, tuple[list[str], list[int], list[dict[str, Any]]]] = {}
+        """The last prioritize answer per demand: names, scores and the list handed out (serialised before the
+        next request), least recently used first."""
         self._answers: dict[PodDemand, _FilterAnswer] = {}
         """The last filter answer per demand (by candidate names), least recently used first."""
 
@@ -410,19 +411,21 @@ class SchedulingService:
         if fitting:
             best = max(fitting, key=by_state.__getitem__)
             self._assume(request, names[request.ids.index(best)])
-        return self._host_priorities(names, list(map(by_state.__getitem__, request.ids)))
+        return self._host_priorities(request.demand, names, list(map(by_state.__getitem__, request.ids)))
 
-    def _host_priorities(self, names: list[str], scores: list[int]) -> list[dict[str, Any]]:
-        """The answer's ``{Host, Score}`` list; for the same candidates as the last one, that list with the
-        scores that changed rewritten (one or two nodes between pods) instead of thousands of new dicts."""
-        last, self._last_hosts = self._last_hosts, None
+    def _host_priorities(self, demand: PodDemand, names: list[str], scores: list[int]) -> list[dict[str, Any]]:
+        """The answer's ``{Host, Score}`` list; for the same demand and candidates as the last time, that list
+        with the scores that changed rewritten (a node or two between pods) instead of thousands of new dicts."""
+        last = self._hosts.pop(demand, None)  # out until rewritten: no half-rewritten list stays behind
         if last is None or last[0] != names:
             hosts = host_priorities(names, scores)
         else:
             _, previous, hosts = last
             for position in compress(range(len(scores)), map(operator.ne, scores, previous)):
                 hosts[position]["Score"] = scores[position]
-        self._last_hosts = (names, scores, hosts)
+        self._hosts[demand] = (names, scores, hosts)
+        while len(self._hosts) > _ANSWERS_LIMIT:
+            del self._hosts[next(iter(self._hosts))]
         return hosts
 
     def _scoring_state(self, demand: PodDemand) -> tuple[Mapping[str, float], dict[int, float]]:

@@ -11,6 +11,7 @@ In the derived sources which GPU and which placement a pod holds are estimates; 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -378,11 +379,17 @@ def _mark_used(
                         break
                     updated = updated.with_used(placed[0])
                     missing -= 1
-            else:
+            else:  # every instance this GPU gives at once: one new state, not one per pod
+                wanted = missing
+                instances = []
                 for instance in gpu.instances:
                     if missing > 0 and instance.profile is profile and not instance.used:
-                        updated = updated.with_used(instance.placement)
+                        instances.append(Instance(instance.placement, True))
                         missing -= 1
+                    else:
+                        instances.append(instance)
+                if missing < wanted:
+                    updated = dataclasses.replace(gpu, instances=tuple(instances))
             result[position] = updated
         if missing > 0 and warnings is not None:
             warnings.append(f"{node_name}: pods hold {missing} more {name} than the node has instances")

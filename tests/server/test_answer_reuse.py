@@ -45,7 +45,7 @@ def service(clock: Clock, *, fresh: bool) -> tuple[ClusterView, SchedulingServic
     if fresh:  # every answer from scratch
         scheduling._answer_again = lambda demand, names: None  # type: ignore[method-assign]
         scheduling._remember_passed = lambda request, passed, passes: None  # type: ignore[method-assign]
-        scheduling._host_priorities = host_priorities  # type: ignore[method-assign,assignment]
+        scheduling._host_priorities = lambda demand, names, scores: host_priorities(names, scores)  # type: ignore[method-assign]
     return view, scheduling
 
 
