@@ -262,6 +262,24 @@ def _gpu_count(node: NodeInfo, model: GpuModel, counts: Mapping[Profile, int], w
     return max(1, len(_first_fit(model, MAX_GPUS_PER_NODE, counts)[0]))
 
 
+# Nodes of one shape share their unused GPUs: a node rebuilt after each pod need not resolve its config again.
+_CONFIGURED_LIMIT = 512  # config names x GPU models x GPU counts in use; a few KB each
+_CONFIGURED: dict[tuple[int, str, str, int], tuple[MigPartedConfig, tuple[GpuState, ...]]] = {}
+
+
+def _configured(mig_parted: MigPartedConfig, config_name: str, model: GpuModel, gpu_count: int) -> tuple[GpuState, ...]:
+    """The GPUs as MIG Manager leaves them under ``config_name``; raises MigPartedError."""
+    key = (id(mig_parted), config_name, model.name, gpu_count)
+    found = _CONFIGURED.get(key)
+    if found is not None and found[0] is mig_parted:  # the id of a config since replaced may be reused
+        return found[1]
+    gpus = configured_gpus(model, mig_parted.resolve_all(config_name, model, gpu_count))
+    if len(_CONFIGURED) >= _CONFIGURED_LIMIT:
+        _CONFIGURED.clear()
+    _CONFIGURED[key] = (mig_parted, gpus)
+    return gpus
+
+
 def _from_config(
     node: NodeInfo,
     model: GpuModel,
@@ -272,7 +290,7 @@ def _from_config(
     warnings: list[str],
 ) -> tuple[GpuState, ...] | None:
     try:
-        gpus = configured_gpus(model, mig_parted.resolve_all(config_name, model, gpu_count))
+        gpus = _configured(mig_parted, config_name, model, gpu_count)
     except MigPartedError as exc:
         warnings.append(f"{node.name}: {exc}")
         return None

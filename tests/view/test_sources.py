@@ -204,3 +204,24 @@ def test_invalid_annotation_falls_back_to_derived_with_a_warning() -> None:
     s = state(raw_node({**H100, "nvidia.com/mig.config": "all-balanced"}, BALANCED_ALLOCATABLE, "{nope"))
     assert s.fidelity is Fidelity.LAYOUT
     assert s.warnings[0].startswith("invalid n1 annotation mig-extender.io/gpus, using derived layout: not JSON")
+
+
+def test_a_replaced_mig_parted_config_is_read_again_under_the_same_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from extender.model.migparted import parse_config
+    from extender.view import sources
+
+    monkeypatch.setattr(sources, "_CONFIGURED_LIMIT", 2)
+    raw = raw_node({**H100, "nvidia.com/mig.config": "custom"})
+    layouts = []
+    for profile in ("7g.80gb", "3g.40gb", "1g.10gb", "7g.80gb"):  # more configs than the cache holds
+        count = {"7g.80gb": 1, "3g.40gb": 2, "1g.10gb": 7}[profile]
+        config = parse_config(
+            {
+                "version": "v1",
+                "mig-configs": {"custom": [{"devices": "all", "mig-enabled": True, "mig-devices": {profile: count}}]},
+            }
+        )
+        built = build_node_state(NodeInfo.from_raw(raw), Usage(), config)
+        layouts.append({i.profile.name for g in built.gpus for i in g.instances})
+        assert len(sources._CONFIGURED) <= 2
+    assert layouts == [{"7g.80gb"}, {"3g.40gb"}, {"1g.10gb"}, {"7g.80gb"}]
