@@ -21,13 +21,14 @@ from extender.model import fragmentation, policy, state
 from extender.model.demand import PodDemand
 from extender.model.fit import FitResult, fit
 from extender.model.fragmentation import unusable_by_shape
+from extender.model.migparted import parse_config
 from extender.model.policy import PolicyConfig, evaluate
 from extender.model.state import GpuState, NodeState, intern_key
 from extender.server import scheduling
 from extender.server.scheduling import SchedulingService
 from extender.server.wire import ExtenderArgs
 from extender.settings import Settings
-from extender.view import store
+from extender.view import sources, store
 from extender.view.snapshot import load_snapshot
 from extender.view.store import ClusterView, Kind
 from tests.builders import gpu, node, pod
@@ -193,7 +194,41 @@ def memo_entries(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     return len(service._fit_memos), bound
 
 
+def answers_kept(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    monkeypatch.setattr(scheduling, "_ANSWERS_LIMIT", BOUND)
+    service = service_on(demo_view())
+    for i in range(FED):
+        ask(service, mig_pod(f"p{i}", count=i % 3 + 1, profile=("1g.10gb", "2g.20gb", "3g.40gb", "1g.20gb")[i % 4]))
+        assert len(service._hosts) <= BOUND
+    return len(service._answers), BOUND
+
+
+def change_log(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    monkeypatch.setattr(store, "_CHANGE_LOG_LIMIT", BOUND)
+    view = demo_view()
+    generation = view.generation
+    for i in range(FED):
+        view.apply(Kind.PODS, "ADDED", mig_pod(f"bound-{i}", node_name="h100-balanced"))
+    assert view.changed_since(generation) is None  # the log no longer reaches back: callers start afresh
+    assert view.changed_since(view.generation - 1) == {"h100-balanced"}
+    return len(view._change_log), BOUND
+
+
+def configured(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    monkeypatch.setattr(sources, "_CONFIGURED", {})
+    monkeypatch.setattr(sources, "_CONFIGURED_LIMIT", BOUND)
+    node_info = demo_view().nodes["h100-balanced"]
+    name = node_info.labels["nvidia.com/mig.config"]
+    for _ in range(FED):  # a new config object each time, as each ConfigMap update gives
+        config = parse_config({"version": "v1", "mig-configs": {name: [{"devices": "all", "mig-enabled": False}]}})
+        sources.build_node_state(node_info, sources.Usage(), config)
+    return len(sources._CONFIGURED), BOUND
+
+
 BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
+    "SchedulingService._answers and _hosts": answers_kept,
+    "ClusterView._change_log": change_log,
+    "sources._CONFIGURED": configured,
     "state._INTERNED": interned,
     "policy._FITS": fits,
     "fit._vectors_on_mask": vectors_on_mask,
