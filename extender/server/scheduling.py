@@ -3,6 +3,9 @@
 Per request the pod's demand is parsed once and the candidate nodes are grouped by node state: nodes in
 equal states (same GPUs, same use) get one fit and one score. Fits and raw scores are remembered per
 demand and state id across requests, so that between two pods only the nodes that changed cost work.
+Whole answers are kept too: kube-scheduler sends the same candidates pod after pod, so the last filter
+answer for a demand is given again once the nodes that changed since (the view logs them) are checked,
+and prioritize starts from the filter's request and rewrites only the scores that changed.
 """
 
 from __future__ import annotations
