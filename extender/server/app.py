@@ -190,7 +190,7 @@ def build_app(
     app[GUARD_STATS] = guard.stats if guard is not None else GuardStats()
     if guard is not None:
         app[GUARD] = guard
-    app.router.add_post("/filter", _verb("filter", lambda s, a: s.filter(a), _filter_fault))
+    app.router.add_post("/filter", _verb("filter", lambda s, a: s.filter_encoded(a), _filter_fault))
     app.router.add_post("/prioritize", _verb("prioritize", lambda s, a: s.prioritize(a), _prioritize_fault))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -21,6 +21,7 @@ from itertools import compress, repeat
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
+import orjson
 from cachetools import TTLCache
 
 from ..metrics import Metrics
@@ -161,6 +162,8 @@ class _FilterAnswer:
     """Candidate name -> position, built when a change first needs it."""
     uses: Counter[int] | None = None
     """Candidates per state id, built with ``positions``."""
+    encoded: bytes | None = None
+    """``result`` as JSON, once asked for (``result`` never changes: a changed answer is a new one)."""
 
 
 class SchedulingService:
@@ -290,6 +293,18 @@ class SchedulingService:
     # --- verbs ---------------------------------------------------------------------------------------
 
     def filter(self, args: ExtenderArgs) -> dict[str, Any]:
+        return self._filter(args)[0]
+
+    def filter_encoded(self, args: ExtenderArgs) -> orjson.Fragment:
+        """The filter answer as JSON: a kept answer is encoded once, not again for every pod it is given to."""
+        result, answer = self._filter(args)
+        if answer is None:
+            return orjson.Fragment(orjson.dumps(result))
+        if answer.encoded is None:
+            answer.encoded = orjson.dumps(result)
+        return orjson.Fragment(answer.encoded)
+
+    def _filter(self, args: ExtenderArgs) -> tuple[dict[str, Any], _FilterAnswer | None]:
         uid = _uid_of(args.pod)
         # A new scheduling attempt: whatever this pod's last answer made the view assume is void.
         self.view.unassume(uid)
@@ -298,7 +313,7 @@ class SchedulingService:
             if args.nodes is not None:
                 self._build_request(uid, demand, args)  # the Node objects are read, and refused if malformed
             self.metrics.nodes_per_request.labels("filter").observe(len(args.candidate_names()))
-            return filter_result(args, repeat(True), {}, {})
+            return filter_result(args, repeat(True), {}, {}), None
         answer = self._answer_again(demand, args.node_names)
         if answer is None:
             answer = self._answer(self._build_request(uid, demand, args), args)
@@ -318,7 +333,7 @@ class SchedulingService:
             self._assume(request, names[answer.passes.index(True)])
         if answer.result["NodeNames"] is not None:
             self._remember_passed(request, answer.result["NodeNames"], answer.passes)
-        return answer.result
+        return answer.result, answer
 
     def _answer(self, request: _Request, args: ExtenderArgs) -> _FilterAnswer:
         """The filter answer computed afresh: result codes per node state, spread over the candidates."""
