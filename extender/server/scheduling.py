@@ -218,7 +218,9 @@ class SchedulingService:
         except DemandError as exc:
             raise BadRequest(f"ExtenderArgs.Pod: {exc}") from None
 
-    def _prioritize_request(self, args: ExtenderArgs) -> _Request:
+    def _prioritize_request(self, args: ExtenderArgs) -> tuple[_Request, list[str]]:
+        """The request, and its candidate names: the filter's own list when it is the filter's request (the
+        same list object pod after pod while the filter answer is kept, so it compares by identity)."""
         demand = self._demand_of(args)
         uid = _uid_of(args.pod)
         if args.node_names is not None and self._last is not None:
@@ -233,8 +235,8 @@ class SchedulingService:
                 and generation == self.view.generation
                 and passed == args.node_names
             ):
-                return last
-        return self._build_request(uid, demand, args)
+                return last, passed
+        return self._build_request(uid, demand, args), args.candidate_names()
 
     def _remember_passed(self, request: _Request, passed: list[str], passes: list[bool]) -> None:
         """Keep the filter's request, narrowed to the nodes that passed, for the prioritize that follows."""
@@ -414,8 +416,7 @@ class SchedulingService:
         return True
 
     def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]]:
-        request = self._prioritize_request(args)
-        names = args.candidate_names()
+        request, names = self._prioritize_request(args)
         self.metrics.nodes_per_request.labels("prioritize").observe(len(names))
         if not request.demand.mig and not request.demand.gpus:
             return host_priorities(names, [0] * len(names))
@@ -435,7 +436,7 @@ class SchedulingService:
         """The answer's ``{Host, Score}`` list; for the same demand and candidates as the last time, that list
         with the scores that changed rewritten (a node or two between pods) instead of thousands of new dicts."""
         last = self._hosts.pop(demand, None)  # out until rewritten: no half-rewritten list stays behind
-        if last is None or last[0] != names:
+        if last is None or (last[0] is not names and last[0] != names):
             hosts = host_priorities(names, scores)
         else:
             _, previous, hosts = last
