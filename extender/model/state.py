@@ -6,6 +6,7 @@ import enum
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from operator import attrgetter
 
 from .catalog import GpuModel, Profile
@@ -31,6 +32,16 @@ def intern_key(key: tuple[object, ...]) -> int:
             _INTERNED.clear()
         found = _INTERNED[key] = next(_NEXT_ID)
     return found
+
+
+# Validated occupancy per instance layout: the same few layouts recur on every node (in any use).
+_OCCUPANCY_LIMIT = 4_096  # worst ~1.5 MB (a tuple of up to 7 placements and an int per entry)
+
+
+@lru_cache(maxsize=_OCCUPANCY_LIMIT)
+def _occupancy(model: GpuModel, placements: tuple[Placement, ...]) -> int:
+    """``occupancy_of``, checked once per model and layout; raises PlacementError like it (not cached)."""
+    return occupancy_of(model, placements)
 
 
 class Fidelity(enum.StrEnum):
@@ -88,7 +99,7 @@ class GpuState:
 
     def __post_init__(self) -> None:
         # Validates (raises PlacementError) and gives the occupancy; the derived fields are read on hot paths.
-        object.__setattr__(self, "occupied", occupancy_of(self.model, [i.placement for i in self.instances]))
+        object.__setattr__(self, "occupied", _occupancy(self.model, tuple(i.placement for i in self.instances)))
         if self.mig_enabled:
             used = sum(i.profile.compute_slices for i in self.instances if i.used)
         else:

@@ -194,6 +194,15 @@ def memo_entries(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     return len(service._fit_memos), bound
 
 
+def occupancy(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    assert state._occupancy.cache_parameters()["maxsize"] == state._OCCUPANCY_LIMIT
+    small = lru_cache(maxsize=BOUND)(state._occupancy.__wrapped__)
+    monkeypatch.setattr(state, "_occupancy", small)
+    for used in dynamic_gpus(FED):  # each with its own instances
+        GpuState(0, used.model, used.instances, dynamic=True)
+    return small.cache_info().currsize, BOUND
+
+
 def answers_kept(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     monkeypatch.setattr(scheduling, "_ANSWERS_LIMIT", BOUND)
     service = service_on(demo_view())
@@ -226,6 +235,7 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
 
 
 BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
+    "state._occupancy": occupancy,
     "SchedulingService._answers and _hosts": answers_kept,
     "ClusterView._change_log": change_log,
     "sources._CONFIGURED": configured,
