@@ -127,14 +127,18 @@ class GpuState:
     def existing_count(self, profile: Profile) -> int:
         return sum(1 for i in self.instances if i.profile is profile)
 
+    def with_instances(self, instances: tuple[Instance, ...]) -> GpuState:
+        """The same GPU with other instances (``dataclasses.replace`` without its cost: on every pod's path)."""
+        return GpuState(self.index, self.model, instances, self.dynamic, self.mig_enabled, self.whole_gpu_used)
+
     def with_used(self, placement: Placement) -> GpuState:
         """The state after an instance at ``placement`` is taken by a pod."""
         if self.dynamic:
-            return replace(self, instances=(*self.instances, Instance(placement, used=True)))
+            return self.with_instances((*self.instances, Instance(placement, used=True)))
         for position, instance in enumerate(self.instances):
             if instance.placement == placement and not instance.used:
                 taken = (*self.instances[:position], Instance(placement, True), *self.instances[position + 1 :])
-                return replace(self, instances=taken)
+                return self.with_instances(taken)
         raise ValueError(f"GPU {self.index} has no free instance {placement}")
 
     def emptied(self) -> GpuState:

@@ -11,7 +11,6 @@ In the derived sources which GPU and which placement a pod holds are estimates; 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -381,36 +380,41 @@ def _mark_used(
         bound[single.name] += usage.gpus
         assumed[single.name] += usage.assumed_gpus
     result = list(gpus)
-    for name in bound.keys() | assumed.keys():
+    # Static GPUs' instances with this call's marks, by position: each changed GPU is built once at the end.
+    marked: dict[int, list[Instance]] = {}
+    for name in sorted(bound.keys() | assumed.keys()):  # sorted: the same estimate in every process
         # Instances already marked used (by a node agent) may be the bound pods' own: count them once.
-        already = sum(1 for g in result for i in g.instances if i.used and g.model.find_profile(name) is i.profile)
+        already = sum(
+            1
+            for position, g in enumerate(result)
+            for i in marked.get(position, g.instances)
+            if i.used and g.model.find_profile(name) is i.profile
+        )
         missing = max(0, bound[name] - already) + assumed[name]
         for position, gpu in enumerate(result):
             profile = gpu.model.find_profile(name)
             if profile is None or missing <= 0:
                 continue
-            updated = gpu
             if gpu.dynamic:
+                updated = gpu
                 while missing > 0:
                     placed = place_all(gpu.model, (profile,), updated.occupied, "first-fit")
                     if placed is None:
                         break
                     updated = updated.with_used(placed[0])
                     missing -= 1
-            else:  # every instance this GPU gives at once: one new state, not one per pod
-                wanted = missing
-                instances = []
-                for instance in gpu.instances:
-                    if missing > 0 and instance.profile is profile and not instance.used:
-                        instances.append(Instance(instance.placement, True))
-                        missing -= 1
-                    else:
-                        instances.append(instance)
-                if missing < wanted:
-                    updated = dataclasses.replace(gpu, instances=tuple(instances))
-            result[position] = updated
+                result[position] = updated
+                continue
+            instances = marked.get(position, list(gpu.instances))
+            for index, instance in enumerate(instances):
+                if missing > 0 and instance.profile is profile and not instance.used:
+                    instances[index] = Instance(instance.placement, True)
+                    missing -= 1
+                    marked[position] = instances
         if missing > 0 and warnings is not None:
             warnings.append(f"{node_name}: pods hold {missing} more {name} than the node has instances")
+    for position, instances in marked.items():
+        result[position] = result[position].with_instances(tuple(instances))
     whole = usage.gpus + usage.assumed_gpus if single is None else 0
     for position, gpu in enumerate(result):
         if whole and not gpu.mig_enabled and not gpu.whole_gpu_used:
