@@ -370,6 +370,8 @@ class Settings:
             errors.append(f"relayout: {self.relayout!r} is not off, plan-only or on")
         if self.relayout != "off" and not self.annotate:
             errors.append("relayout: needs annotate (it acts on pods whose verdict annotation is relayout)")
+        if self.relayout_rebalance and self.relayout == "off":
+            errors.append("relayout_rebalance: needs relayout plan-only or on (the re-layout controller does it)")
         if self.provision not in PROVISION_MODES:
             errors.append(f"provision: {self.provision!r} is not {', '.join(PROVISION_MODES)}")
         if self.provision_request_resources not in ("gpu", "mig"):

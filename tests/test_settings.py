@@ -34,6 +34,7 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ({"annotate": "maybe"}, {}, "annotate (from --annotate): 'maybe' is not a boolean"),
         ({"kubeconfig": "a", "snapshot": "b"}, {}, "give one source of the cluster view"),
         ({"dynamic_allocator": "kubelet"}, {}, "dynamic_allocator: 'kubelet' is not first-fit or ideal"),
+        ({"relayout_rebalance": "true"}, {}, "relayout_rebalance: needs relayout plan-only or on"),
     ],
 )
 def test_bad_values_name_the_setting(overrides: dict[str, str], environ: dict[str, str], message: str) -> None:
