@@ -11,7 +11,8 @@ with no used instance, the MIG demands that wait, and the expected demand mix, i
    wasting the fewest compute slices (a layout such as 4x ``1g.2slot`` leaves 3 of 7 compute slices dead).
 
 Later waiting demands are planned against the states the earlier plans produce, so one re-layout can
-host several of them.
+host several of them. Between waits, :func:`plan_rebalance` applies the same layout choice to idle GPUs
+whose layout serves the expected mix worse than another would.
 """
 
 from __future__ import annotations
