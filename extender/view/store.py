@@ -30,10 +30,10 @@ from .sources import Usage, build_node_state
 log = logging.getLogger(__name__)
 
 # Pods answered in the last assume_ttl_s (30 s): kube-scheduler binds a few hundred pods per second at most.
+_ASSUMED_LIMIT = 20_000  # worst ~8 MB (~390 B per entry with a 36-character uid, measured)
 # Node changes remembered, so that callers holding an answer computed at some generation can tell which nodes it
 # may be wrong for: a few seconds of a busy 10,000-node cluster's events.
 _CHANGE_LOG_LIMIT = 4_096
-_ASSUMED_LIMIT = 20_000  # worst ~8 MB (~390 B per entry with a 36-character uid, measured)
 
 
 class Kind(enum.StrEnum):
