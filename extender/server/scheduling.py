@@ -340,11 +340,10 @@ class SchedulingService:
     def _answer(self, request: _Request, args: ExtenderArgs) -> _FilterAnswer:
         """The filter answer computed afresh: result codes per node state, spread over the candidates."""
         names, ids = args.candidate_names(), request.ids
-        outcomes = {sid: outcome_of(fit) for sid, fit in request.fits.items()}
-        reasons = {sid: fit.reason for sid, fit in request.fits.items()}
-        reasons[UNKNOWN] = UNKNOWN_NODE
-        passing = {sid for sid, outcome in outcomes.items() if outcome is Outcome.SUCCESS}
-        resolvable = {sid for sid, outcome in outcomes.items() if outcome is Outcome.UNSCHEDULABLE} | {UNKNOWN}
+        signatures = {sid: _signature(request, sid) for sid in (*request.fits, UNKNOWN)}
+        reasons = {sid: reason for sid, (_, reason, _) in signatures.items()}
+        passing = {sid for sid, (outcome, _, _) in signatures.items() if outcome is Outcome.SUCCESS}
+        resolvable = {sid for sid, (outcome, _, _) in signatures.items() if outcome is Outcome.UNSCHEDULABLE}
         passes = list(map(passing.__contains__, ids))
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
@@ -358,7 +357,7 @@ class SchedulingService:
         # Nodes per result code and verdict, summed per label pair (a few, against many node states).
         per_label: Counter[tuple[str, str]] = Counter()
         for sid, count in Counter(ids).items():
-            outcome, _, verdict = _signature(request, sid)
+            outcome, _, verdict = signatures[sid]
             per_label[str(outcome), verdict] += count
         result = filter_result(args, passes, failed, unresolvable)
         return _FilterAnswer(self.view.generation, names, request, passes, result, per_label)
