@@ -159,6 +159,13 @@ def _layout_cost(
     for placement in layout:
         after[model.shape_of(placement.profile)] += placement.profile.compute_slices
     dead = model.compute_slices - sum(p.profile.compute_slices for p in layout)
+    return _cost(model, after, dead, target, waste_weight)
+
+
+def _cost(
+    model: GpuModel, after: Mapping[str, float], dead: int, target: Mapping[str, float], waste_weight: float
+) -> float:
+    """Mismatch between the free supply ``after`` a layout and the mix, plus the layout's dead slices."""
     return _mismatch(after, target) + waste_weight * dead / model.compute_slices
 
 
@@ -194,6 +201,32 @@ def _candidates_for(model: GpuModel) -> tuple[_Candidate, ...]:
     return found
 
 
+def _best_candidate(
+    model: GpuModel,
+    need: Counter[Profile],
+    target: Mapping[str, float],
+    supply: Mapping[str, int],
+    waste_weight: float,
+) -> tuple[_Candidate, float] | None:
+    """The maximal layout holding ``need`` with the lowest cost, and that cost; None if none holds it."""
+    base: Counter[str] = Counter(supply)
+    for profile, count in need.items():  # the required instances are taken at once: not spare
+        base[model.shape_of(profile)] -= count * profile.compute_slices
+    best: tuple[_Candidate, float] | None = None
+    best_key: tuple[float, tuple[int, str]] = (float("inf"), (0, ""))
+    for candidate in _candidates_for(model):
+        if any(candidate.counts.get(p, 0) < n for p, n in need.items()):
+            continue
+        after = dict(base)
+        for shape, slices in candidate.slices:
+            after[shape] = after.get(shape, 0) + slices
+        cost = _cost(model, after, candidate.dead, target, waste_weight)
+        key = (round(cost, 9), candidate.order)
+        if key < best_key:
+            best, best_key = (candidate, cost), key
+    return best
+
+
 def choose_layout(
     model: GpuModel,
     required: Sequence[Profile],
@@ -207,28 +240,13 @@ def choose_layout(
     but ``required``) are added, plus ``waste_weight`` per dead compute slice.
     """
     need = Counter(required)
-    target = _target_shares(weights, model)
-    base: Counter[str] = Counter(supply or {})
-    for profile, count in need.items():  # the required instances are taken at once: not spare
-        base[model.shape_of(profile)] -= count * profile.compute_slices
-    best: _Candidate | None = None
-    best_key: tuple[float, tuple[int, str]] = (float("inf"), (0, ""))
-    for candidate in _candidates_for(model):
-        if any(candidate.counts.get(p, 0) < n for p, n in need.items()):
-            continue
-        after = dict(base)
-        for shape, slices in candidate.slices:
-            after[shape] = after.get(shape, 0) + slices
-        cost = _mismatch(after, target) + waste_weight * candidate.dead / model.compute_slices
-        key = (round(cost, 9), candidate.order)
-        if key < best_key:
-            best, best_key = candidate, key
-    if best is None and need:
+    found = _best_candidate(model, need, _target_shares(weights, model), supply or {}, waste_weight)
+    if found is None and need:
         try:  # e.g. a profile outside the planning set (``+me``): its counts alone
             return place_counts(model, dict(need))
         except ValueError:
             return None
-    return None if best is None else best.layout
+    return None if found is None else found[0].layout
 
 
 def _canonical(subset: Sequence[GpuState], rank: Mapping[int, int]) -> bool:
@@ -370,6 +388,7 @@ def plan_rebalance(
     current: Counter[str] = Counter(supply) if supply is not None else free_supply(states)
     plans: list[RelayoutPlan] = []
     settled: set[int] = set()  # GPU states that keep their layout against the supply as it is now
+    targets: dict[GpuModel, dict[str, float]] = {}  # the mix's shares in each model's slices
     for node in states:
         if len(plans) >= config.max_plans:
             break
@@ -384,15 +403,14 @@ def plan_rebalance(
             without = Counter(current)
             for instance in gpu.instances:
                 without[model.shape_of(instance.profile)] -= instance.profile.compute_slices
-            target = _target_shares(weights, model)
+            target = targets.get(model) or targets.setdefault(model, _target_shares(weights, model))
             old = tuple(i.placement for i in gpu.instances)
-            new = choose_layout(model, [], weights, without, config.waste_weight)
-            if new is None or set(new) == set(old):
+            found = _best_candidate(model, Counter(), target, without, config.waste_weight)
+            if found is None or set(found[0].layout) == set(old):
                 settled.add(gpu.state_id)
                 continue
-            old_cost = _layout_cost(model, old, without, target, config.waste_weight)
-            new_cost = _layout_cost(model, new, without, target, config.waste_weight)
-            if new_cost > old_cost - REBALANCE_MIN_GAIN:
+            new, new_cost = found[0].layout, found[1]
+            if new_cost > _layout_cost(model, old, without, target, config.waste_weight) - REBALANCE_MIN_GAIN:
                 settled.add(gpu.state_id)
                 continue
             for placement in new:
