@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from itertools import combinations
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -110,28 +111,24 @@ def vectors_on_mask(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     return small.cache_info().currsize, BOUND
 
 
-def gpu_vectors(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    monkeypatch.setattr(fit_module, "_GPU_VECTORS", {})
-    monkeypatch.setattr(fit_module, "_GPU_VECTORS_LIMIT", BOUND)
-    for used in dynamic_gpus(FED):
-        fit(dynamic_node(used), ONE_1G)
-    return len(fit_module._GPU_VECTORS), BOUND
+def per_gpu_state(
+    module: ModuleType, table: str, read: Callable[[GpuState], object]
+) -> Callable[[pytest.MonkeyPatch], tuple[int, int]]:
+    """A dict cache keyed by GPU state (``table``, bounded by ``table + "_LIMIT"``), fed by ``read``."""
+
+    def feed(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+        monkeypatch.setattr(module, table, {})
+        monkeypatch.setattr(module, table + "_LIMIT", BOUND)
+        for used in dynamic_gpus(FED):
+            read(used)
+        return len(getattr(module, table)), BOUND
+
+    return feed
 
 
-def unusable(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    monkeypatch.setattr(fragmentation, "_UNUSABLE", {})
-    monkeypatch.setattr(fragmentation, "_UNUSABLE_LIMIT", BOUND)
-    for used in dynamic_gpus(FED):
-        unusable_by_shape(used)
-    return len(fragmentation._UNUSABLE), BOUND
-
-
-def counts(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    monkeypatch.setattr(metrics_module, "_COUNTS", {})
-    monkeypatch.setattr(metrics_module, "_COUNTS_LIMIT", BOUND)
-    for used in dynamic_gpus(FED):
-        slice_counts(used)
-    return len(metrics_module._COUNTS), BOUND
+gpu_vectors = per_gpu_state(fit_module, "_GPU_VECTORS", lambda used: fit(dynamic_node(used), ONE_1G))
+unusable = per_gpu_state(fragmentation, "_UNUSABLE", unusable_by_shape)
+counts = per_gpu_state(metrics_module, "_COUNTS", slice_counts)
 
 
 def observed(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
