@@ -83,6 +83,17 @@ def _reasons_where(names: list[str], ids: list[int], keep: list[bool], reasons: 
     return dict(zip(compress(names, keep), map(reasons.__getitem__, compress(ids, keep))))
 
 
+K = TypeVar("K")
+
+
+def _keep_recent(table: dict[K, V], key: K, value: V) -> None:
+    """``table[key] = value`` as the most recently used entry; least recently used ones beyond _ANSWERS_LIMIT go."""
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > _ANSWERS_LIMIT:
+        del table[next(iter(table))]
+
+
 class _Memos(Generic[V]):
     """Per-demand memos (node state id -> value), most recently used demand last; bounded in entries over all."""
 
@@ -320,7 +331,7 @@ class SchedulingService:
         if answer is None:
             answer = self._answer(self._build_request(uid, demand, args), args)
             if args.node_names is not None:
-                self._keep_answer(demand, answer)
+                _keep_recent(self._answers, demand, answer)
         names = answer.names
         self.metrics.nodes_per_request.labels("filter").observe(len(names))
         request = answer.request if answer.request.uid == uid else dataclasses.replace(answer.request, uid=uid)
@@ -362,12 +373,6 @@ class SchedulingService:
         result = filter_result(args, passes, failed, unresolvable)
         return _FilterAnswer(self.view.generation, names, request, passes, result, per_label)
 
-    def _keep_answer(self, demand: PodDemand, answer: _FilterAnswer) -> None:
-        self._answers.pop(demand, None)
-        self._answers[demand] = answer
-        while len(self._answers) > _ANSWERS_LIMIT:
-            del self._answers[next(iter(self._answers))]
-
     def _answer_again(self, demand: PodDemand, names: list[str] | None) -> _FilterAnswer | None:
         """The last answer for this demand and these candidates, if no node changed since in a way that shows."""
         answer = self._answers.get(demand)
@@ -379,7 +384,7 @@ class SchedulingService:
             del self._answers[demand]
             return None
         answer.generation = self.view.generation
-        self._keep_answer(demand, answer)
+        _keep_recent(self._answers, demand, answer)
         return answer
 
     def _patch(self, answer: _FilterAnswer, changed: Collection[str]) -> bool:
@@ -441,9 +446,7 @@ class SchedulingService:
             _, previous, hosts = last
             for position in compress(range(len(scores)), map(operator.ne, scores, previous)):
                 hosts[position]["Score"] = scores[position]
-        self._hosts[demand] = (names, scores, hosts)
-        while len(self._hosts) > _ANSWERS_LIMIT:
-            del self._hosts[next(iter(self._hosts))]
+        _keep_recent(self._hosts, demand, (names, scores, hosts))
         return hosts
 
     def _scoring_state(self, demand: PodDemand) -> tuple[Mapping[str, float], dict[int, float]]:
