@@ -193,6 +193,11 @@ def claims_of(kube: Kube, pool: str) -> list[dict[str, Any]]:
     return list(kube.call("GET", f"{NODECLAIMS}?labelSelector=karpenter.sh/nodepool={pool}")["items"])
 
 
+def launched(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NodeClaims Karpenter has launched: a new one gets its instance-type label only then."""
+    return [c for c in claims if "node.kubernetes.io/instance-type" in c["metadata"].get("labels", {})]
+
+
 def guard_lifted(kube: Kube, node: str) -> bool:
     annotations = kube.call("GET", f"/api/v1/nodes/{node}")["metadata"].get("annotations", {})
     return (
@@ -335,7 +340,9 @@ def test_overlay_mode_karpenter_provisions_for_the_mig_pod_itself(
         scheduler = start_scheduler(plane, tmp_path, "extender", extender.url)
         mig_manager.start()
         kube.create_pod("training", {MIG_7G: 1})
-        (claim,) = wait_for("a NodeClaim of the H100 pool", lambda: claims_of(kube, OVERLAY_POOL), timeout=90)
+        (claim,) = wait_for(
+            "a launched NodeClaim of the H100 pool", lambda: launched(claims_of(kube, OVERLAY_POOL)), timeout=90
+        )
         assert claim["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "p5.48xlarge"
         bound = kube.wait_bound("training", timeout=90)
         assert bound in {n["metadata"]["name"] for n in pool_nodes(kube, OVERLAY_POOL)}
