@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .placement import max_instances
+from .placement import max_added_compute, max_instances
 from .state import GpuState, NodeState
 
 # Named mixes of ../shared/data/README.md: shares of requests by count, per profile shape.
@@ -130,3 +130,19 @@ def fragmentation_ratio(nodes: Iterable[NodeState], weights: Mapping[str, float]
         total_f += node_fragmentation(node.gpus, weights)
         total_free += node.total_compute - node.used_compute
     return total_f / total_free if total_free else 0.0
+
+
+def stranded_compute(gpu: GpuState) -> int:
+    """Free compute slices that no instance can reach until a running one leaves: memory-bound holes.
+
+    Unlike F it depends on no demand: an H100 running a 3g.40gb at 0 and another at 4 has one free compute
+    slice and no free memory slice, whatever arrives next. Free pre-made instances do not count as held.
+    """
+    if not gpu.mig_enabled:
+        return 0
+    held = 0
+    for instance in gpu.instances:
+        if instance.used:
+            held |= instance.placement.mask
+    free = gpu.model.compute_slices - gpu.used_compute
+    return max(0, free - max_added_compute(gpu.model, held))

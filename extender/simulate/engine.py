@@ -23,7 +23,7 @@ from typing import Any
 from ..model.catalog import GpuModel
 from ..model.demand import PodDemand
 from ..model.fit import Allocator, FitResult, Verdict
-from ..model.fragmentation import DemandDistribution, parse_mix
+from ..model.fragmentation import DemandDistribution, parse_mix, stranded_compute
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig
 from ..model.placement import Placement
 from ..model.policy import PolicyConfig, evaluate, scores
@@ -88,6 +88,8 @@ class PolicyResult:
     mean_wait_s: float | None = None
     nodes_added: int = 0
     nodes_removed: int = 0
+    stranded_slices: int | None = None
+    """Fill mode: free compute slices at the end that no instance could reach without moving a running one."""
     curve: list[tuple[float, float]] = field(default_factory=list)
     """(submitted demand / capacity, allocated / capacity) during the run."""
     node_counts: list[tuple[float, int]] = field(default_factory=list)
@@ -112,6 +114,8 @@ class PolicyResult:
             "relayout_gpus": self.relayout_gpus,
             "seconds": round(self.seconds, 2),
         }
+        if self.stranded_slices is not None:
+            out["stranded_slices"] = self.stranded_slices
         if self.node_hours is not None:
             out["node_hours"] = round(self.node_hours, 3)
             out["mean_wait_s"] = None if self.mean_wait_s is None else round(self.mean_wait_s, 3)
@@ -375,6 +379,7 @@ class Simulation:
                 self.result.curve.append(
                     (self.result.submitted_slices / capacity, self.result.allocated_slices / capacity)
                 )
+        self.result.stranded_slices = sum(stranded_compute(g) for node in self.nodes.values() for g in node.gpus)
         self.result.seconds = time.perf_counter() - started
         return self.result
 

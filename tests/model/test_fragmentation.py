@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from extender.model.catalog import MODELS
 from extender.model.demand import PodDemand
 from extender.model.fit import Allocator, fit
 from extender.model.fragmentation import (
@@ -11,9 +12,12 @@ from extender.model.fragmentation import (
     fragmentation_ratio,
     gpu_fragmentation,
     parse_mix,
+    stranded_compute,
     unusable_by_shape,
 )
+from extender.model.placement import max_added_compute
 from extender.model.scoring import normalize, score_fragmentation, scorer_named
+from extender.model.state import GpuState
 from tests.builders import gpu, node
 
 ONLY_3G = {"3g": 1.0}
@@ -39,6 +43,38 @@ ONLY_3G = {"3g": 1.0}
 )
 def test_gpu_fragmentation(the_gpu, weights, expected) -> None:  # type: ignore[no-untyped-def]
     assert gpu_fragmentation(the_gpu, weights) == pytest.approx(expected)
+
+
+def _used(model: str, layout: str) -> GpuState:
+    return gpu(model, layout, used=layout, dynamic=True)
+
+
+@pytest.mark.parametrize(
+    ("the_gpu", "stranded"),
+    [
+        (gpu("H100-80GB", dynamic=True), 0),
+        # 3g.40gb at 0 takes memory slices 0-3 for 3 compute slices: 3g@4 adds 3 more, one slice is lost
+        (_used("H100-80GB", "3g.40gb@0"), 1),
+        (_used("H100-80GB", "3g.40gb@4"), 0),
+        (_used("H100-80GB", "3g.40gb@0 3g.40gb@4"), 1),
+        # the 2-slot 1g loses a compute slice anywhere but at 6, where slice 7 is of no use to others
+        (_used("H100-80GB", "1g.20gb@0"), 1),
+        (_used("H100-80GB", "1g.20gb@6"), 0),
+        (_used("H100-80GB", "1g.20gb@0 1g.20gb@2 1g.20gb@4 1g.20gb@6"), 3),
+        (_used("H100-80GB", "4g.40gb@0 3g.40gb@4"), 0),
+        (_used("A30-24GB", "2g.12gb@0"), 0),
+        # free pre-made instances hold nothing: the layout could change under them
+        (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4"), 0),
+        (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4", used="3g.40gb@0"), 1),
+    ],
+)
+def test_stranded_compute(the_gpu: GpuState, stranded: int) -> None:
+    assert stranded_compute(the_gpu) == stranded
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_an_empty_gpu_strands_nothing(model) -> None:  # type: ignore[no-untyped-def]
+    assert max_added_compute(model, 0) == model.compute_slices
 
 
 def test_unusable_is_cached_per_state_not_per_index() -> None:

@@ -109,6 +109,19 @@ def test_bound_is_an_upper_bound_on_every_policy(world: World, mix: str) -> None
         figures = result.figures()
         assert figures["allocated_slice_ratio"] <= output.bound["allocated_slice_ratio"] + 1e-9, result.policy
         assert figures["pods_placed"] + figures["pods_failed"] == output.inputs["pods"]
+        assert 0 <= figures["stranded_slices"] <= figures["unallocated_slices"], result.policy
+
+
+@pytest.mark.parametrize(
+    ("mix", "stranded_per_gpu"),
+    # only 3g.40gb: every GPU ends with 3g@0 and 3g@4 and one compute slice no instance can reach;
+    # only 1g.10gb: seven per GPU, nothing left
+    [("3g=1", 1), ("1g=1", 0)],
+)
+def test_dynamic_fill_reports_memory_bound_holes_as_stranded(mix: str, stranded_per_gpu: int) -> None:
+    output = small(World.DYNAMIC_IDEAL, mix, policies="mig-extender", nodes=2, gpus=4)
+    (figures,) = (r.figures() for r in output.results)
+    assert figures["stranded_slices"] == figures["unallocated_slices"] == 8 * stranded_per_gpu
 
 
 def test_static_nodes_never_hold_more_instances_than_their_layout() -> None:
