@@ -16,8 +16,8 @@ from extender.model.fragmentation import (
     unusable_by_shape,
 )
 from extender.model.placement import max_added_compute
-from extender.model.scoring import normalize, score_fragmentation, scorer_named
-from extender.model.state import GpuState
+from extender.model.scoring import normalize, packing_term, placement_effect, score_fragmentation, scorer_named
+from extender.model.state import GpuState, NodeState
 from tests.builders import gpu, node
 
 ONLY_3G = {"3g": 1.0}
@@ -108,6 +108,41 @@ def test_fragmentation_score_prefers_the_placement_that_keeps_3g_room() -> None:
     demand = PodDemand(mig=(("1g.10gb", 1),))
     scores = {n.name: score_fragmentation(n, fit(n, demand, Allocator.IDEAL), weights) for n in (clean, broken)}
     assert scores["broken"] > scores["clean"]
+
+
+def _dynamic_node(name: str, gpus: int, used: str = "") -> NodeState:
+    """``gpus`` dynamic H100s, the first of which runs ``used``."""
+    first = gpu("H100-80GB", used, used=used, dynamic=True)
+    return node(name, first, *(gpu("H100-80GB", dynamic=True) for _ in range(gpus - 1)))
+
+
+@pytest.mark.parametrize(
+    ("preferred", "other"),
+    [
+        # equal used compute: the large node, so that the small one can drain and go
+        (_dynamic_node("large", 8, "3g.40gb@4"), _dynamic_node("small", 2, "3g.40gb@4")),
+        # all idle: open the large node
+        (_dynamic_node("large", 8), _dynamic_node("small", 1)),
+        # equal size: the fuller node, as before
+        (_dynamic_node("fuller", 8, "4g.40gb@0"), _dynamic_node("emptier", 8, "2g.20gb@0")),
+        # more used compute beats size
+        (_dynamic_node("busy-small", 2, "4g.40gb@0 3g.40gb@4"), _dynamic_node("idle-large", 8)),
+    ],
+    ids=["same-use", "all-idle", "same-size", "busy-small"],
+)
+def test_packing_gathers_pods_on_full_size_nodes(preferred: NodeState, other: NodeState) -> None:
+    demand = PodDemand(mig=(("1g.10gb", 1),))
+    weights = parse_mix("1g=1")  # every 1g placement lowers F alike: packing alone decides
+    preferred_score, other_score = (
+        score_fragmentation(n, fit(n, demand, Allocator.IDEAL), weights) for n in (preferred, other)
+    )
+    assert preferred_score > other_score
+
+
+def test_packing_term_stays_below_one() -> None:
+    busy = _dynamic_node("busy", 8, "4g.40gb@0 3g.40gb@4")
+    demand = PodDemand(mig=(("1g.10gb", 1),))
+    assert packing_term(placement_effect(busy, fit(busy, demand, Allocator.IDEAL))) < 1
 
 
 def test_normalize_maps_to_0_10_once() -> None:
