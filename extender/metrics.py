@@ -17,7 +17,6 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -26,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from .model.catalog import GpuModel, Profile
 from .model.fit import Verdict
-from .model.fragmentation import NAMED_MIXES, unusable_by_shape
+from .model.fragmentation import NAMED_MIXES, stranded_compute, unusable_by_shape
 from .model.placement import max_instances
 from .model.policy import Outcome
 from .model.state import Fidelity, GpuState, NodeState
@@ -79,34 +78,6 @@ def _room(gpu: GpuState, profile: Profile) -> int:
     return gpu.free_count(profile)
 
 
-@cache
-def _packable(model: GpuModel, occupied: int, existing: tuple[int, ...]) -> int:
-    """Most compute slices new base-profile instances could take on a dynamic GPU (a small exact search).
-
-    ``existing`` counts instances per base profile (in ``model.base_profiles`` order), for their limits.
-    Placements are chosen by increasing start: at each free memory slice, leave it or start one there.
-    """
-    profiles = model.base_profiles
-
-    @cache
-    def best(position: int, counts: tuple[int, ...]) -> int:
-        if position >= model.memory_slices:
-            return 0
-        if occupied >> position & 1:
-            return best(position + 1, counts)
-        result = best(position + 1, counts)
-        for k, profile in enumerate(profiles):
-            if position not in profile.starts or counts[k] >= profile.max_instances:
-                continue
-            if profile.occupancy(position) & occupied or position + profile.memory_slices > model.memory_slices:
-                continue
-            after = (*counts[:k], counts[k] + 1, *counts[k + 1 :])
-            result = max(result, profile.compute_slices + best(position + profile.memory_slices, after))
-        return result
-
-    return best(0, existing)
-
-
 _COUNTS: dict[int, SliceCounts] = {}
 # One entry per GPU state: tens in a fleet of static layouts, ~700 per GPU model in a dynamic one.
 _COUNTS_LIMIT = 5_000  # worst ~5.6 MB (~1,110 B per entry, measured)
@@ -128,19 +99,12 @@ def _slice_counts(gpu: GpuState) -> SliceCounts:
     used = gpu.used_compute
     free = capacity - used
     rooms = tuple((p, _room(gpu, p)) for p in model.base_profiles)
-    if not gpu.mig_enabled:
-        usable = free  # a whole-GPU pod can take an idle MIG-disabled GPU: nothing is stranded
-    elif gpu.dynamic:
-        existing = tuple(gpu.existing_count(p) for p in model.base_profiles)
-        usable = _packable(model, gpu.occupied, existing)
-    else:
-        usable = sum(p.compute_slices * room for p, room in rooms)
     largest = max((p for p, room in rooms if room > 0), key=lambda p: (p.compute_slices, p.memory_slices), default=None)
     return SliceCounts(
         capacity=capacity,
         used=used,
         free=free,
-        stranded=max(0, free - usable),
+        stranded=stranded_compute(gpu),
         largest=largest,
         free_instances=rooms,
         unusable=unusable_by_shape(gpu),

@@ -133,16 +133,20 @@ def fragmentation_ratio(nodes: Iterable[NodeState], weights: Mapping[str, float]
 
 
 def stranded_compute(gpu: GpuState) -> int:
-    """Free compute slices that no instance can reach until a running one leaves: memory-bound holes.
+    """Free compute slices that no instance can use: memory-bound holes, whatever the demand.
 
-    Unlike F it depends on no demand: an H100 running a 3g.40gb at 0 and another at 4 has one free compute
-    slice and no free memory slice, whatever arrives next. Free pre-made instances do not count as held.
+    Static GPUs: free compute not covered by free pre-made instances (the layout's dead slices). Dynamic
+    GPUs: free compute beyond what the best set of new legal placements takes; an H100 running 3g.40gb at 0
+    and at 4 has one such slice until a pod leaves. A GPU with MIG disabled strands nothing (a whole-GPU pod
+    takes it when idle).
     """
+    model = gpu.model
+    free = model.compute_slices - gpu.used_compute
     if not gpu.mig_enabled:
         return 0
-    held = 0
-    for instance in gpu.instances:
-        if instance.used:
-            held |= instance.placement.mask
-    free = gpu.model.compute_slices - gpu.used_compute
-    return max(0, free - max_added_compute(gpu.model, held))
+    if gpu.dynamic:
+        existing = tuple(gpu.existing_count(p) for p in model.base_profiles)
+        usable = max_added_compute(model, gpu.occupied, existing)
+    else:
+        usable = sum(p.compute_slices * gpu.free_count(p) for p in model.base_profiles)
+    return max(0, free - usable)

@@ -184,19 +184,33 @@ def place_all(
 
 
 @cache
-def max_added_compute(model: GpuModel, occupied: int) -> int:
-    """The most compute slices further instances of any base profile can add on ``occupied``.
+def max_added_compute(model: GpuModel, occupied: int, existing: tuple[int, ...]) -> int:
+    """The most compute slices new base-profile instances could take on ``occupied`` (a small exact search).
 
+    ``existing`` counts instances per base profile (in ``model.base_profiles`` order), for their limits.
+    Placements are chosen by increasing start: at each free memory slice, leave it or start one there.
     Less than the free compute when the free memory slices cannot all be reached: a 3g.40gb at 0 on an
-    H100 takes 4 of 8 memory slices for 3 of 7 compute slices, and the 7th compute slice is lost until it
-    leaves. Exact on the catalog's geometries, where the starts of a profile bound its instance count.
+    H100 takes 4 of 8 memory slices for 3 of 7 compute slices, and the 7th is lost until it leaves.
     """
-    best = 0
-    for profile in model.base_profiles:
-        for start in free_starts(profile, occupied):
-            added = profile.compute_slices + max_added_compute(model, occupied | profile.occupancy(start))
-            best = max(best, added)
-    return best
+    profiles = model.base_profiles
+
+    @cache
+    def best(position: int, counts: tuple[int, ...]) -> int:
+        if position >= model.memory_slices:
+            return 0
+        if occupied >> position & 1:
+            return best(position + 1, counts)
+        result = best(position + 1, counts)
+        for k, profile in enumerate(profiles):
+            if position not in profile.starts or counts[k] >= profile.max_instances:
+                continue
+            if profile.occupancy(position) & occupied or position + profile.memory_slices > model.memory_slices:
+                continue
+            after = (*counts[:k], counts[k] + 1, *counts[k + 1 :])
+            result = max(result, profile.compute_slices + best(position + profile.memory_slices, after))
+        return result
+
+    return best(0, existing)
 
 
 @cache

@@ -89,7 +89,7 @@ class PolicyResult:
     nodes_added: int = 0
     nodes_removed: int = 0
     stranded_slices: int | None = None
-    """Fill mode: free compute slices at the end that no instance could reach without moving a running one."""
+    """Fill mode: free compute slices at the end that no instance can use (``stranded_compute``)."""
     curve: list[tuple[float, float]] = field(default_factory=list)
     """(submitted demand / capacity, allocated / capacity) during the run."""
     node_counts: list[tuple[float, int]] = field(default_factory=list)

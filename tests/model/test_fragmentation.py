@@ -63,9 +63,10 @@ def _used(model: str, layout: str) -> GpuState:
         (_used("H100-80GB", "1g.20gb@0 1g.20gb@2 1g.20gb@4 1g.20gb@6"), 3),
         (_used("H100-80GB", "4g.40gb@0 3g.40gb@4"), 0),
         (_used("A30-24GB", "2g.12gb@0"), 0),
-        # free pre-made instances hold nothing: the layout could change under them
-        (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4"), 0),
+        # static: the layout's dead slice, used or not; the free instances are what is usable
+        (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4"), 1),
         (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4", used="3g.40gb@0"), 1),
+        (gpu("H100-80GB", "4g.40gb@0 3g.40gb@4", used="4g.40gb@0"), 0),
     ],
 )
 def test_stranded_compute(the_gpu: GpuState, stranded: int) -> None:
@@ -74,7 +75,7 @@ def test_stranded_compute(the_gpu: GpuState, stranded: int) -> None:
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
 def test_an_empty_gpu_strands_nothing(model) -> None:  # type: ignore[no-untyped-def]
-    assert max_added_compute(model, 0) == model.compute_slices
+    assert max_added_compute(model, 0, (0,) * len(model.base_profiles)) == model.compute_slices
 
 
 def test_unusable_is_cached_per_state_not_per_index() -> None:
