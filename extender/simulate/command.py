@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale-down-after", type=float, default=600.0, help="churn: empty this long, removed")
     parser.add_argument("--no-autoscale", action="store_true", help="churn: fixed cluster")
     parser.add_argument("--no-bound", action="store_true", help="skip the CP-SAT bound")
+    parser.add_argument(
+        "--work-conserving-bound",
+        action="store_true",
+        help="fill, dynamic worlds: also the best a scheduler knowing every arrival but placing each pod that "
+        "fits could do (CP-SAT; a few nodes only)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
 
@@ -84,7 +90,15 @@ def main(args: argparse.Namespace) -> int:
         autoscale=not args.no_autoscale,
         new_node_gpus=args.synthetic_gpus,
     )
-    output = run(config, policies, nodes, pods, {"input": label}, with_bound=not args.no_bound)
+    output = run(
+        config,
+        policies,
+        nodes,
+        pods,
+        {"input": label},
+        with_bound=not args.no_bound,
+        work_conserving=args.work_conserving_bound,
+    )
     print(table(output))
     if args.json:
         write_json(output, args.json)

@@ -12,7 +12,7 @@ from extender.model.fit import fit
 from extender.model.fragmentation import parse_mix
 from extender.model.relayout import choose_layout, plan_relayouts
 from extender.simulate.baselines import POLICIES, plan_naive, policies_named
-from extender.simulate.bound import optimum
+from extender.simulate.bound import optimum, work_conserving_optimum
 from extender.simulate.engine import Mode, SimConfig, Simulation, World, release
 from extender.simulate.run import plot, run
 from extender.simulate.workload import NodeSpec, SimPod, make_pod, shape_for_milli, synthetic_pods
@@ -199,6 +199,43 @@ def test_exact_bound_is_the_offline_optimum(shapes: str, gpus: int, allocated: i
     assert found["allocated_slices"] == allocated
     if placed is not None:
         assert found["pods_placed"] == placed
+
+
+@pytest.mark.parametrize(
+    ("shapes", "gpus", "offline", "conserving"),
+    [
+        # the 1g.20gb fits, so it must be placed, and the 7g then finds no whole GPU
+        ("1g.2slot 7g", 1, 7, 1),
+        # both 3g.40gb fit and must be placed: 3 + 3, where leaving one out for the 4g gives 7
+        ("3g 3g 4g", 1, 7, 6),
+        # foresight: the first 3g.40gb goes to slices 4-7 so that the 4g fits beside it
+        ("3g 4g 3g", 1, 7, 7),
+        # the 1g fits, so it takes one of the GPUs, and only one 7g finds a whole GPU
+        ("1g 7g 7g", 2, 14, 8),
+    ],
+)
+def test_work_conserving_bound_places_every_pod_that_fits(
+    shapes: str, gpus: int, offline: int, conserving: int
+) -> None:
+    pods = _pods(shapes)
+    found = work_conserving_optimum(pods, H100, gpus)
+    assert found is not None and found["optimal"]
+    assert found["allocated_slices"] == conserving
+    assert optimum(pods, H100, gpus)["allocated_slices"] == offline  # type: ignore[index]
+
+
+@pytest.mark.parametrize("world", [World.DYNAMIC_FIRST_FIT, World.DYNAMIC_IDEAL])
+def test_work_conserving_bound_lies_between_every_policy_and_the_offline_optimum(world: World) -> None:
+    config = SimConfig(model=H100, world=world, mode=Mode.FILL, seed=2)
+    specs = [NodeSpec(f"n{i}", 2) for i in range(2)]
+    pods = synthetic_pods(H100, "uniform", 200, 2)
+    output = run(config, policies_named("all"), specs, pods, {}, work_conserving=True)
+    assert output.bound is not None and output.work_conserving_bound is not None
+    assert output.work_conserving_bound["optimal"]
+    conserving = output.work_conserving_bound["allocated_slices"]
+    assert conserving <= output.bound["allocated_slices"]
+    for result in output.results:
+        assert result.allocated_slices <= conserving, result.policy
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
