@@ -140,10 +140,10 @@ def stranded_compute(gpu: GpuState) -> int:
     and at 4 has one such slice until a pod leaves. A GPU with MIG disabled strands nothing (a whole-GPU pod
     takes it when idle).
     """
-    model = gpu.model
-    free = model.compute_slices - gpu.used_compute
     if not gpu.mig_enabled:
         return 0
+    model = gpu.model
+    free = model.compute_slices - gpu.used_compute
     if gpu.dynamic:
         existing = tuple(gpu.existing_count(p) for p in model.base_profiles)
         usable = max_added_compute(model, gpu.occupied, existing)
