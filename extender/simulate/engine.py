@@ -85,6 +85,8 @@ class PolicyResult:
     relayout_gpus: int = 0
     seconds: float = 0.0
     node_hours: float | None = None
+    gpu_hours: float | None = None
+    """Churn: GPUs alive (or starting) over time; fairer than node-hours when node sizes differ."""
     mean_wait_s: float | None = None
     nodes_added: int = 0
     nodes_removed: int = 0
@@ -118,6 +120,7 @@ class PolicyResult:
             out["stranded_slices"] = self.stranded_slices
         if self.node_hours is not None:
             out["node_hours"] = round(self.node_hours, 3)
+            out["gpu_hours"] = None if self.gpu_hours is None else round(self.gpu_hours, 3)
             out["mean_wait_s"] = None if self.mean_wait_s is None else round(self.mean_wait_s, 3)
             out["nodes_added"] = self.nodes_added
             out["nodes_removed"] = self.nodes_removed
@@ -422,6 +425,7 @@ class Churn:
         self.now = 0.0
         self.last = 0.0
         self.node_seconds = 0.0
+        self.gpu_seconds = 0.0
 
     def push(self, when: float, kind: _Event, payload: Any) -> None:
         heapq.heappush(self.events, (when, int(kind), next(self.seq), payload))
@@ -430,7 +434,10 @@ class Churn:
         return len(self.sim.nodes)  # nodes under re-layout stay in sim.nodes, outside the groups
 
     def advance(self, when: float) -> None:
-        self.node_seconds += (when - self.last) * (self.live_nodes() + self.starting)
+        elapsed = when - self.last
+        self.node_seconds += elapsed * (self.live_nodes() + self.starting)
+        live_gpus = self.sim.result.capacity_slices / self.config.model.compute_slices
+        self.gpu_seconds += elapsed * (live_gpus + self.starting * self.config.new_node_gpus)
         self.last = when
         self.now = when
 
@@ -476,6 +483,7 @@ class Churn:
             sim.result.node_counts.append((when, self.live_nodes() + self.starting))
         sim.result.pods_failed = len(self.pending)
         sim.result.node_hours = self.node_seconds / 3600.0
+        sim.result.gpu_hours = self.gpu_seconds / 3600.0
         sim.result.mean_wait_s = sum(self.waits) / len(self.waits) if self.waits else None
         capacity = max(1, sim.result.capacity_slices)
         sim.result.curve.append((sim.result.submitted_slices / capacity, sim.result.allocated_slices / capacity))

@@ -76,7 +76,7 @@ def run(
 def table(output: RunOutput) -> str:
     churn = output.config.mode is Mode.CHURN
     head = f"{'policy':<14}{'alloc':>8}{'unalloc':>9}{'placed':>8}{'failed':>8}{'1st-fail':>9}{'relayouts':>10}"
-    head += f"{'node-h':>11}{'wait-s':>9}" if churn else f"{'stranded':>9}"
+    head += f"{'node-h':>11}{'gpu-h':>11}{'wait-s':>9}" if churn else f"{'stranded':>9}"
     head += f"{'secs':>7}"
     lines = [head]
     for r in output.results:
@@ -88,7 +88,7 @@ def table(output: RunOutput) -> str:
         )
         if churn:
             wait = "-" if f["mean_wait_s"] is None else f"{f['mean_wait_s']:.1f}"
-            line += f"{f['node_hours']:>11.1f}{wait:>9}"
+            line += f"{f['node_hours']:>11.1f}{f['gpu_hours']:>11.1f}{wait:>9}"
         else:
             line += f"{f['stranded_slices']:>9}"
         lines.append(line + f"{f['seconds']:>7.1f}")

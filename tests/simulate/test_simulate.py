@@ -167,6 +167,8 @@ def test_churn_frees_everything_at_the_end_and_counts_node_hours() -> None:
     for result in output.results:
         assert result.allocated_slices == 0
         assert result.node_hours is not None and result.node_hours > 0
+        # every node, first or added, has 4 GPUs
+        assert result.gpu_hours == pytest.approx(4 * result.node_hours)
         assert result.pods_placed + result.pods_failed == 300
 
 
