@@ -66,6 +66,13 @@ def main(args: argparse.Namespace) -> int:
         else:
             print("mig-extender: simulate needs --pods CSV or --synthetic MIX", file=sys.stderr)
             return 2
+        if args.work_conserving_bound and (args.world == World.STATIC.value or args.mode != Mode.FILL.value):
+            print(
+                "mig-extender: --work-conserving-bound needs --mode fill and a dynamic world "
+                "(dynamic-first-fit or dynamic-ideal): in the static world pods wait for re-layouts",
+                file=sys.stderr,
+            )
+            return 2
         if args.nodes:
             nodes = read_nodes(args.nodes)
         else:

@@ -31,3 +31,15 @@ def test_unknown_gpu_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
 def test_misspelled_profile(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["layouts", "--gpu", "A100-40GB", "--profiles", "1g.5gb,3g.2gb"]) == 2
     assert "no MIG profile '3g.2gb' (did you mean 3g.20gb" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "world_and_mode",
+    [["--world", "static"], ["--world", "dynamic-ideal", "--mode", "churn"]],
+)
+def test_work_conserving_bound_outside_dynamic_fill_is_refused(
+    world_and_mode: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--synthetic", "uniform", "--synthetic-nodes", "1", "--work-conserving-bound", *world_and_mode]
+    assert main(args) == 2
+    assert "--work-conserving-bound needs --mode fill and a dynamic world" in capsys.readouterr().err
