@@ -48,6 +48,17 @@ def _cp_model() -> Any:
         return None
 
 
+def _solve(cp_model: Any, solver_model: Any, time_limit_s: float) -> tuple[Any, bool] | None:
+    """Solve on one core within the limit: the solver and whether it proved optimality, or None if no solution."""
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.num_workers = 1
+    status = solver.Solve(solver_model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return solver, status == cp_model.OPTIMAL
+
+
 def optimum(
     pods: Sequence[SimPod], model: GpuModel, gpu_count: int, time_limit_s: float = 30.0
 ) -> dict[str, Any] | None:
@@ -74,12 +85,10 @@ def optimum(
         )
     slices = {s: model.profile_for_shape(s).compute_slices for s in taken}  # type: ignore[union-attr]
     solver_model.Maximize(sum(slices[s] * v for s, v in taken.items()))
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit_s
-    solver.parameters.num_workers = 1
-    status = solver.Solve(solver_model)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    solved = _solve(cp_model, solver_model, time_limit_s)
+    if solved is None:
         return None
+    solver, optimal = solved
     capacity = gpu_count * model.compute_slices
     allocated = round(float(solver.ObjectiveValue()))
     best_bound = round(float(solver.BestObjectiveBound()))
@@ -95,8 +104,8 @@ def optimum(
         "first_failure_demand_ratio": None,
         "relayouts": None,
         "solver": "cp-sat",
-        "optimal": status == cp_model.OPTIMAL,
-        "exact": single and status == cp_model.OPTIMAL,
+        "optimal": optimal,
+        "exact": single and optimal,
     }
 
 
@@ -163,12 +172,10 @@ def work_conserving_optimum(
     for (_, limited), taken in per_profile.items():
         solver_model.Add(sum(taken) <= limited.max_instances)
     solver_model.Maximize(sum(objective))
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit_s
-    solver.parameters.num_workers = 1
-    status = solver.Solve(solver_model)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    solved = _solve(cp_model, solver_model, time_limit_s)
+    if solved is None:
         return None
+    solver, optimal = solved
     capacity = gpu_count * model.compute_slices
     best_bound = round(float(solver.BestObjectiveBound()))
     return {
@@ -177,5 +184,5 @@ def work_conserving_optimum(
         "found_slices": round(float(solver.ObjectiveValue())),
         "capacity_slices": capacity,
         "solver": "cp-sat, work-conserving",
-        "optimal": status == cp_model.OPTIMAL,
+        "optimal": optimal,
     }
