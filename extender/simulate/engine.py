@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-import math
 import random
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from typing import Any
 
 from ..model.catalog import GpuModel
 from ..model.demand import PodDemand
-from ..model.fit import Allocator, FitResult, Verdict
+from ..model.fit import Allocator, FitResult
 from ..model.fragmentation import DemandDistribution, parse_mix, stranded_compute
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig
 from ..model.placement import Placement
@@ -403,6 +402,23 @@ class _Event(enum.IntEnum):
 
 
 @dataclass
+class _InFlight:
+    """A node the autoscaler launched, with the instances of the pods it is meant for already made."""
+
+    capacity: NodeState
+    """Dynamic GPUs whatever the world: what the node can host once partitioned for its pods."""
+    pods: list[str] = field(default_factory=list)
+
+    def reserve(self, pod: SimPod, config: PolicyConfig) -> bool:
+        result = evaluate(self.capacity, pod.demand, config)
+        if not result.fits_now:
+            return False
+        self.capacity = self.capacity.with_used((p.gpu_index, p.placement) for p in result.plan)
+        self.pods.append(pod.name)
+        return True
+
+
+@dataclass
 class _Pending:
     pod: SimPod
     since: float
@@ -419,7 +435,9 @@ class Churn:
         self.pending: dict[str, _Pending] = {}
         self.running: dict[str, tuple[int, list[tuple[int, Placement]]]] = {}
         self.changing: dict[int, RelayoutPlan] = {}
-        self.starting = 0
+        self.launches = itertools.count()
+        self.in_flight: dict[str, _InFlight] = {}
+        """Nodes starting, by name, with the pods they are meant for."""
         self.node_version: dict[int, int] = {}
         self.waits: list[float] = []
         self.now = 0.0
@@ -429,6 +447,10 @@ class Churn:
 
     def push(self, when: float, kind: _Event, payload: Any) -> None:
         heapq.heappush(self.events, (when, int(kind), next(self.seq), payload))
+
+    @property
+    def starting(self) -> int:
+        return len(self.in_flight)
 
     def live_nodes(self) -> int:
         return len(self.sim.nodes)  # nodes under re-layout stay in sim.nodes, outside the groups
@@ -468,10 +490,11 @@ class Churn:
                 version = self.node_version.get(node_id, 0)
                 self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, version))
             elif kind == _Event.NODE_READY:
-                self.starting -= 1
-                node_id = sim.add_node(payload)
+                state = payload
+                node_id = sim.add_node(state)
                 sim.result.nodes_added += 1
                 self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, 0))
+                del self.in_flight[state.name]
             elif kind == _Event.SCALE_UP_CHECK:
                 if payload in self.pending:
                     self.scale_up()
@@ -480,6 +503,8 @@ class Churn:
                 self.scale_down(*payload)
                 continue
             self.schedule_pending()
+            if kind == _Event.NODE_READY:
+                self.scale_up()  # its pods are on their own again if others' pods took its room
             sim.result.node_counts.append((when, self.live_nodes() + self.starting))
         sim.result.pods_failed = len(self.pending)
         sim.result.node_hours = self.node_seconds / 3600.0
@@ -537,33 +562,44 @@ class Churn:
             self.push(self.now + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, version))
 
     def scale_up(self) -> None:
-        """Pods have waited past the threshold: add nodes if no layout of any node hosts them."""
+        """Launch nodes for overdue pods that no layout of a live node hosts and no starting node is meant for.
+
+        As Karpenter does with in-flight NodeClaims, each overdue pod is first fitted onto the nodes already
+        starting (their instances made for the pods they were launched for), and new nodes are launched only
+        for the rest, fitted in turn.
+        """
         sim = self.sim
-        if not self.config.autoscale or self.starting:
+        if not self.config.autoscale:
             return
         in_flight = {d for plan in self.changing.values() for d in plan.hosts}
+        covered = {name for node in self.in_flight.values() for name in node.pods}
         overdue = [
             p
             for p in self.pending.values()
-            if self.now - p.since >= self.config.scale_up_after_s and p.pod.demand not in in_flight
+            if self.now - p.since >= self.config.scale_up_after_s
+            and p.pod.demand not in in_flight
+            and p.pod.name not in covered
+            and not self.hosted_after_relayout(p.pod.demand)
         ]
-        needed = 0
+        model, gpus = self.config.model, self.config.new_node_gpus
         for waiting in overdue:
-            hosted = any(
-                evaluate(sim.rep(sid), waiting.pod.demand, sim.policy_config).verdict
-                in (Verdict.FITS_NOW, Verdict.RELAYOUT)
-                for sid in sim.groups
-            )
-            if not hosted or sim.config.world is not World.STATIC or not sim.config.relayout:
-                needed += waiting.pod.slices
-        if not needed:
-            return
-        per_node = self.config.new_node_gpus * self.config.model.compute_slices
-        for _ in range(min(10, math.ceil(needed / per_node))):
-            name = f"sim-new-{sim.next_id + self.starting:06d}"
-            state = initial_node(name, self.config.model, self.config.new_node_gpus, self.config.world, self.config)
-            self.starting += 1
+            if any(node.reserve(waiting.pod, sim.policy_config) for node in self.in_flight.values()):
+                continue
+            name = f"sim-new-{next(self.launches):06d}"
+            launch = _InFlight(initial_node(name, model, gpus, World.DYNAMIC_IDEAL, self.config))
+            if not launch.reserve(waiting.pod, sim.policy_config):
+                continue  # bigger than a whole new node: no launch helps
+            self.in_flight[name] = launch
+            state = initial_node(name, model, gpus, self.config.world, self.config)
             self.push(self.now + self.config.node_startup_s, _Event.NODE_READY, state)
+
+    def hosted_after_relayout(self, demand: PodDemand) -> bool:
+        """Static world with re-layout: the policy's own planner would re-partition a live node for it.
+
+        Asked of the policy's planner, not of what any re-layout could do: a naive planner that waits for a
+        wholly idle node leaves the pod to the autoscaler, as it would be in a cluster without the extender.
+        """
+        return bool(self.sim.plan([demand], exclude=set(self.changing)))
 
     def scale_down(self, node_id: int, version: int) -> None:
         sim = self.sim

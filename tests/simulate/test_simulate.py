@@ -172,6 +172,46 @@ def test_churn_frees_everything_at_the_end_and_counts_node_hours() -> None:
         assert result.pods_placed + result.pods_failed == 300
 
 
+@pytest.mark.parametrize(
+    ("new_node_gpus", "added", "waits"),
+    [
+        # one GPU per new node: the second waiter is not covered by the node starting for the first
+        (1, 2, (0, 420, 420)),
+        # two GPUs: the node starting for the first waiter has room for the second, as Karpenter counts it
+        (2, 1, (0, 420, 410)),
+    ],
+)
+def test_overdue_pods_are_fitted_onto_starting_nodes_before_new_ones(
+    new_node_gpus: int, added: int, waits: tuple[int, ...]
+) -> None:
+    config = SimConfig(model=H100, world=World.DYNAMIC_IDEAL, mode=Mode.CHURN, seed=1, new_node_gpus=new_node_gpus)
+    pods = [
+        make_pod(H100, "holds-the-gpu", "7g", 1, 0.0, 100_000.0),
+        make_pod(H100, "first-waiter", "7g", 1, 10.0, 1_000.0),
+        make_pod(H100, "second-waiter", "7g", 1, 20.0, 1_000.0),
+    ]
+    (result,) = run(config, policies_named("mig-extender"), [NodeSpec("n0", 1)], pods, {}).results
+    # a waiter's check comes 120 s after it arrives; a node starts in 300 s
+    assert result.nodes_added == added
+    assert result.mean_wait_s == pytest.approx(sum(waits) / 3)
+
+
+def test_static_baselines_scale_up_when_their_own_planner_cannot_host_the_pod() -> None:
+    """A 7g fits only after re-partitioning the idle GPU of a busy node: ours does that; the naive planner
+    waits for a wholly idle node, so without the extender the pod is the autoscaler's, not stuck."""
+    config = SimConfig(model=H100, world=World.STATIC, mode=Mode.CHURN, seed=1, new_node_gpus=2)
+    pods = [
+        make_pod(H100, "holds-a-gpu", "1g", 1, 0.0, 100_000.0),
+        make_pod(H100, "whole-gpu", "7g", 1, 10.0, 1_000.0),
+    ]
+    output = run(config, policies_named("spread,mig-extender"), [NodeSpec("n0", 2)], pods, {})
+    spread, ours = output.results
+    assert (ours.nodes_added, ours.relayouts) == (0, 1)
+    assert ours.mean_wait_s == pytest.approx(300 / 2)  # one re-layout
+    assert (spread.nodes_added, spread.relayouts) == (1, 1)
+    assert spread.mean_wait_s == pytest.approx((120 + 300 + 300) / 2)  # check, start-up, re-layout
+
+
 def test_unknown_policy_is_named() -> None:
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         policies_named("nope")
