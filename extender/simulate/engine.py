@@ -26,6 +26,7 @@ from ..model.fragmentation import DemandDistribution, parse_mix, stranded_comput
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig
 from ..model.placement import Placement
 from ..model.policy import PolicyConfig, evaluate, scores
+from ..model.provisioning import Pool, plan_capacity
 from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_rebalance, plan_relayouts
 from ..model.scoring import Scorer
 from ..model.state import GpuState, Instance, NodeState
@@ -402,23 +403,6 @@ class _Event(enum.IntEnum):
 
 
 @dataclass
-class _InFlight:
-    """A node the autoscaler launched, with the instances of the pods it is meant for already made."""
-
-    capacity: NodeState
-    """Dynamic GPUs whatever the world: what the node can host once partitioned for its pods."""
-    pods: list[str] = field(default_factory=list)
-
-    def reserve(self, pod: SimPod, config: PolicyConfig) -> bool:
-        result = evaluate(self.capacity, pod.demand, config)
-        if not result.fits_now:
-            return False
-        self.capacity = self.capacity.with_used((p.gpu_index, p.placement) for p in result.plan)
-        self.pods.append(pod.name)
-        return True
-
-
-@dataclass
 class _Pending:
     pod: SimPod
     since: float
@@ -435,9 +419,16 @@ class Churn:
         self.pending: dict[str, _Pending] = {}
         self.running: dict[str, tuple[int, list[tuple[int, Placement]]]] = {}
         self.changing: dict[int, RelayoutPlan] = {}
+        self.starting = 0
         self.launches = itertools.count()
-        self.in_flight: dict[str, _InFlight] = {}
-        """Nodes starting, by name, with the pods they are meant for."""
+        # The autoscaler plans with the provisioning loop's planner: one pool of the nodes it adds, seen with
+        # dynamic GPUs (what a node can host once partitioned for its pods) whatever the world.
+        self.pool = Pool(
+            "simulated", self.config.model, self.config.new_node_gpus, self.config.layout, max_nodes=1 << 30
+        )
+        self.pool_template = initial_node(
+            "template", self.config.model, self.config.new_node_gpus, World.DYNAMIC_IDEAL, self.config
+        )
         self.node_version: dict[int, int] = {}
         self.waits: list[float] = []
         self.now = 0.0
@@ -447,10 +438,6 @@ class Churn:
 
     def push(self, when: float, kind: _Event, payload: Any) -> None:
         heapq.heappush(self.events, (when, int(kind), next(self.seq), payload))
-
-    @property
-    def starting(self) -> int:
-        return len(self.in_flight)
 
     def live_nodes(self) -> int:
         return len(self.sim.nodes)  # nodes under re-layout stay in sim.nodes, outside the groups
@@ -490,11 +477,10 @@ class Churn:
                 version = self.node_version.get(node_id, 0)
                 self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, version))
             elif kind == _Event.NODE_READY:
-                state = payload
-                node_id = sim.add_node(state)
+                self.starting -= 1
+                node_id = sim.add_node(payload)
                 sim.result.nodes_added += 1
                 self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, 0))
-                del self.in_flight[state.name]
             elif kind == _Event.SCALE_UP_CHECK:
                 if payload in self.pending:
                     self.scale_up()
@@ -562,35 +548,30 @@ class Churn:
             self.push(self.now + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, version))
 
     def scale_up(self) -> None:
-        """Launch nodes for overdue pods that no layout of a live node hosts and no starting node is meant for.
+        """Launch nodes for overdue pods that no live node hosts, now or after the policy's own re-layout.
 
-        As Karpenter does with in-flight NodeClaims, each overdue pod is first fitted onto the nodes already
-        starting (their instances made for the pods they were launched for), and new nodes are launched only
-        for the rest, fitted in turn.
+        The provisioning loop's :func:`plan_capacity` packs them, largest first, into the nodes already
+        starting (as Karpenter counts in-flight NodeClaims) and then into new ones.
         """
         sim = self.sim
         if not self.config.autoscale:
             return
         in_flight = {d for plan in self.changing.values() for d in plan.hosts}
-        covered = {name for node in self.in_flight.values() for name in node.pods}
         overdue = [
-            p
+            p.pod.demand
             for p in self.pending.values()
             if self.now - p.since >= self.config.scale_up_after_s
             and p.pod.demand not in in_flight
-            and p.pod.name not in covered
             and not self.hosted_after_relayout(p.pod.demand)
         ]
-        model, gpus = self.config.model, self.config.new_node_gpus
-        for waiting in overdue:
-            if any(node.reserve(waiting.pod, sim.policy_config) for node in self.in_flight.values()):
-                continue
+        if not overdue:
+            return
+        pools = [(self.pool, self.pool_template)]
+        plan = plan_capacity(pools, overdue, sim.policy_config, arriving={self.pool.name: self.starting})
+        for _ in range(plan.new[self.pool.name]):
             name = f"sim-new-{next(self.launches):06d}"
-            launch = _InFlight(initial_node(name, model, gpus, World.DYNAMIC_IDEAL, self.config))
-            if not launch.reserve(waiting.pod, sim.policy_config):
-                continue  # bigger than a whole new node: no launch helps
-            self.in_flight[name] = launch
-            state = initial_node(name, model, gpus, self.config.world, self.config)
+            state = initial_node(name, self.config.model, self.config.new_node_gpus, self.config.world, self.config)
+            self.starting += 1
             self.push(self.now + self.config.node_startup_s, _Event.NODE_READY, state)
 
     def hosted_after_relayout(self, demand: PodDemand) -> bool:
