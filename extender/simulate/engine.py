@@ -490,7 +490,7 @@ class Churn:
                 continue
             self.schedule_pending()
             if kind == _Event.NODE_READY:
-                self.scale_up()  # its pods are on their own again if others' pods took its room
+                self.scale_up()  # overdue pods that others beat to its room get nodes of their own
             sim.result.node_counts.append((when, self.live_nodes() + self.starting))
         sim.result.pods_failed = len(self.pending)
         sim.result.node_hours = self.node_seconds / 3600.0
