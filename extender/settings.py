@@ -69,7 +69,11 @@ class Settings:
     )
     scoring: str = field(
         default="fragmentation",
-        metadata=_doc("Node scoring strategy: fragmentation (FGD gradient, packing breaks ties), packing or spread."),
+        metadata=_doc(
+            "Node scoring strategy: fragmentation (FGD gradient, packing breaks ties: fewest node-hours), "
+            "fragmentation-spread (FGD gradient, the emptiest node breaks ties: shorter waits for room, more "
+            "node-hours), packing or spread."
+        ),
     )
     dynamic_allocator: str = field(
         default=Allocator.FIRST_FIT.value,

@@ -75,15 +75,28 @@ def packing_term(effect: PlacementEffect) -> float:
 Scorer = Callable[[NodeState, FitResult, Mapping[str, float]], float]
 
 
-def score_fragmentation(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
-    """The drop in F the placement causes (fragmentation gradient), packing breaking ties.
+def _fragmentation_drop(effect: PlacementEffect, weights: Mapping[str, float]) -> float:
+    """The drop in F, rounded to 1/1000 of a compute slice and scaled so that any difference in it outranks
+    a tie-break term below 1."""
+    drop = node_fragmentation(effect.gpus_before, weights) - node_fragmentation(effect.gpus_after, weights)
+    return round(drop, 3) * 1000
 
-    F is rounded to 1/1000 of a compute slice and scaled so that any difference in it outranks the
-    packing term, which stays below 1.
+
+def score_fragmentation(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
+    """The drop in F the placement causes (fragmentation gradient), packing breaking ties: nodes drain and
+    the autoscaler can remove them."""
+    effect = placement_effect(node, result)
+    return _fragmentation_drop(effect, weights) + packing_term(effect)
+
+
+def score_fragmentation_spread(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
+    """The drop in F, the emptiest node breaking ties: pods find room sooner, nodes stay up longer.
+
+    For fleets that value a pod's wait over node-hours: in the simulator's churn it trades the node-hours
+    that ``fragmentation`` saves for waits like kube-scheduler's spreading (BENCHMARKS.md).
     """
     effect = placement_effect(node, result)
-    drop = node_fragmentation(effect.gpus_before, weights) - node_fragmentation(effect.gpus_after, weights)
-    return round(drop, 3) * 1000 + packing_term(effect)
+    return _fragmentation_drop(effect, weights) + 0.9 * (1.0 - effect.fill_after)
 
 
 def score_packing(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
@@ -98,6 +111,7 @@ def score_spread(node: NodeState, result: FitResult, weights: Mapping[str, float
 
 SCORERS: dict[str, Scorer] = {
     "fragmentation": score_fragmentation,
+    "fragmentation-spread": score_fragmentation_spread,
     "packing": score_packing,
     "spread": score_spread,
 }

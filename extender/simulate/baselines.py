@@ -12,14 +12,14 @@ scheduler's random tie-break picks one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..model.demand import PodDemand
 from ..model.fit import FitResult
 from ..model.fragmentation import node_fragmentation
 from ..model.layouts import place_counts
 from ..model.relayout import GpuRelayout, RelayoutPlan, config_name_for
-from ..model.scoring import SCORERS, Scorer, placement_effect
+from ..model.scoring import SCORERS, Scorer, placement_effect, scorer_named
 from ..model.state import NodeState
 
 
@@ -84,14 +84,17 @@ POLICIES: dict[str, PolicySpec] = {
 }
 
 
-def policies_named(text: str) -> list[PolicySpec]:
+def policies_named(text: str, scoring: str = "fragmentation") -> list[PolicySpec]:
+    """Policies by name (``all`` for every one); ours scores with the extender's ``scoring`` strategy."""
+    ours = replace(POLICIES["mig-extender"], scorer=scorer_named(scoring))
+    known = {**POLICIES, ours.name: ours}
     if text == "all":
-        return list(POLICIES.values())
+        return list(known.values())
     chosen = []
     for name in filter(None, (n.strip() for n in text.split(","))):
-        if name not in POLICIES:
-            raise ValueError(f"unknown policy {name!r}; known: all, {', '.join(POLICIES)}")
-        chosen.append(POLICIES[name])
+        if name not in known:
+            raise ValueError(f"unknown policy {name!r}; known: all, {', '.join(known)}")
+        chosen.append(known[name])
     return chosen
 
 

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.FILL.value)
     parser.add_argument("--arrival", type=float, default=1.3, help="fill: submitted demand / cluster slices")
     parser.add_argument("--policies", default="all", help="all, or names: random,spread,pack,best-fit,fgd,mig-extender")
+    parser.add_argument(
+        "--scoring",
+        default="fragmentation",
+        help="ours' node scoring strategy, as the extender's --scoring (fragmentation, fragmentation-spread...)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--layout", default="all-balanced", help="mig-parted config of static nodes at the start")
     parser.add_argument("--prior", default="uniform", help="prior of the demand distribution (a mix)")
@@ -55,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         model = model_named(args.gpu)
-        policies = policies_named(args.policies)
+        policies = policies_named(args.policies, args.scoring)
         parse_mix(args.prior)
         if args.synthetic:
             pods = synthetic_pods(model, args.synthetic, args.synthetic_pods, args.seed)
@@ -102,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
         policies,
         nodes,
         pods,
-        {"input": label},
+        {"input": label, "scoring": args.scoring},
         with_bound=not args.no_bound,
         work_conserving=args.work_conserving_bound,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from extender.cli import main
@@ -43,3 +46,18 @@ def test_work_conserving_bound_outside_dynamic_fill_is_refused(
     args = ["simulate", "--synthetic", "uniform", "--synthetic-nodes", "1", "--work-conserving-bound", *world_and_mode]
     assert main(args) == 2
     assert "--work-conserving-bound needs --mode fill and a dynamic world" in capsys.readouterr().err
+
+
+def test_unknown_scoring_strategy_for_the_simulator_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--synthetic", "uniform", "--synthetic-nodes", "1", "--scoring", "best"]) == 2
+    assert "unknown scoring strategy 'best'; known: fragmentation, fragmentation-spread" in capsys.readouterr().err
+
+
+def test_simulator_records_ours_scoring_strategy(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    args = ["simulate", "--synthetic", "uniform", "--synthetic-nodes", "1", "--synthetic-pods", "50"]
+    args += ["--policies", "mig-extender", "--no-bound", "--scoring", "fragmentation-spread", "--json", str(out)]
+    assert main(args) == 0
+    document = json.loads(out.read_text())
+    assert document["run"]["scoring"] == "fragmentation-spread"
+    assert list(document["policies"]) == ["mig-extender"]

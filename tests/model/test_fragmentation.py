@@ -100,15 +100,34 @@ def test_bad_mixes_name_the_problem(text: str, message: str) -> None:
         parse_mix(text)
 
 
-def test_fragmentation_score_prefers_the_placement_that_keeps_3g_room() -> None:
+@pytest.mark.parametrize("strategy", ["fragmentation", "fragmentation-spread"])
+def test_fragmentation_score_prefers_the_placement_that_keeps_3g_room(strategy: str) -> None:
     # Dynamic world with a placement-honouring allocator: a 1g on the GPU whose 3g@0 half is already
-    # broken costs nothing; on the clean GPU it would break a 3g placement.
+    # broken costs nothing; on the clean GPU it would break a 3g placement. The broken GPU's node is also
+    # the fuller one (a busy 7g beside it), so neither tie-break can outrank F.
     clean = node("clean", gpu("H100-80GB", "3g.40gb@4", used="3g.40gb@4", dynamic=True))
-    broken = node("broken", gpu("H100-80GB", "1g.10gb@0", used="1g.10gb@0", dynamic=True))
+    broken = node(
+        "broken",
+        gpu("H100-80GB", "1g.10gb@0", used="1g.10gb@0", dynamic=True),
+        gpu("H100-80GB", "7g.80gb@0", used="7g.80gb@0", dynamic=True),
+    )
     weights = parse_mix("3g=1")
     demand = PodDemand(mig=(("1g.10gb", 1),))
-    scores = {n.name: score_fragmentation(n, fit(n, demand, Allocator.IDEAL), weights) for n in (clean, broken)}
+    score = scorer_named(strategy)
+    scores = {n.name: score(n, fit(n, demand, Allocator.IDEAL), weights) for n in (clean, broken)}
     assert scores["broken"] > scores["clean"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "preferred"), [("fragmentation", "fuller"), ("fragmentation-spread", "emptier")]
+)  # fmt: skip
+def test_fragmentation_strategies_break_equal_drops_in_f_their_own_way(strategy: str, preferred: str) -> None:
+    nodes = (_dynamic_node("fuller", 8, "4g.40gb@0"), _dynamic_node("emptier", 8, "2g.20gb@0"))
+    demand = PodDemand(mig=(("1g.10gb", 1),))
+    weights = parse_mix("1g=1")  # every 1g placement lowers F alike
+    score = scorer_named(strategy)
+    scores = {n.name: score(n, fit(n, demand, Allocator.IDEAL), weights) for n in nodes}
+    assert max(scores, key=scores.__getitem__) == preferred
 
 
 def _dynamic_node(name: str, gpus: int, used: str = "") -> NodeState:
@@ -153,7 +172,8 @@ def test_normalize_maps_to_0_10_once() -> None:
 
 
 def test_unknown_scorer_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown scoring strategy 'best'; known: fragmentation, packing, spread"):
+    known = "fragmentation, fragmentation-spread, packing, spread"
+    with pytest.raises(ValueError, match=f"unknown scoring strategy 'best'; known: {known}"):
         scorer_named("best")
 
 

@@ -11,6 +11,7 @@ from extender.model.demand import PodDemand
 from extender.model.fit import fit
 from extender.model.fragmentation import parse_mix
 from extender.model.relayout import choose_layout, plan_relayouts
+from extender.model.scoring import score_fragmentation, score_fragmentation_spread
 from extender.simulate.baselines import POLICIES, plan_naive, policies_named
 from extender.simulate.bound import optimum, work_conserving_optimum
 from extender.simulate.engine import Mode, SimConfig, Simulation, World, release
@@ -210,6 +211,16 @@ def test_static_baselines_scale_up_when_their_own_planner_cannot_host_the_pod() 
     assert ours.mean_wait_s == pytest.approx(300 / 2)  # one re-layout
     assert (spread.nodes_added, spread.relayouts) == (1, 1)
     assert spread.mean_wait_s == pytest.approx((120 + 300 + 300) / 2)  # check, start-up, re-layout
+
+
+def test_ours_scores_with_the_strategy_asked_for_and_only_ours_changes() -> None:
+    default = {p.name: p.scorer for p in policies_named("all")}
+    spreading = {p.name: p.scorer for p in policies_named("all", "fragmentation-spread")}
+    assert default["mig-extender"] is score_fragmentation
+    assert spreading["mig-extender"] is score_fragmentation_spread
+    assert {n: s for n, s in default.items() if n != "mig-extender"} == {
+        n: s for n, s in spreading.items() if n != "mig-extender"
+    }
 
 
 def test_unknown_policy_is_named() -> None:
