@@ -187,6 +187,24 @@ async def test_prioritize_answers_an_array_of_integer_scores(client: TestClient[
 
 
 @pytest.mark.parametrize(
+    ("scoring", "best"),
+    [
+        # taking a pre-made instance lowers F alike on every node: the tie-break decides
+        ("fragmentation", "h100-inference"),  # the busiest node
+        ("fragmentation-spread", "h100-balanced"),  # the emptiest node with a free 1g.10gb
+    ],
+)
+async def test_prioritize_scores_with_the_configured_strategy(
+    aiohttp_client: ClientFactory, demo_view: ClusterView, scoring: str, best: str
+) -> None:
+    client = await aiohttp_client(_app(demo_view, scoring=scoring))
+    names = ["h100-balanced", "h100-inference", "h100-idle-3g", "h100-exact"]
+    response = await client.post("/prioritize", data=args(mig_pod("p", "1g.10gb"), names=names))
+    scores = {s["Host"]: s["Score"] for s in orjson.loads(await response.read())}
+    assert [host for host, score in scores.items() if score == 10] == [best]
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         (b"{not json", "request body is not valid JSON"),
