@@ -96,7 +96,7 @@ def score_fragmentation_spread(node: NodeState, result: FitResult, weights: Mapp
     that ``fragmentation`` saves for waits like kube-scheduler's spreading (BENCHMARKS.md).
     """
     effect = placement_effect(node, result)
-    return _fragmentation_drop(effect, weights) + 0.9 * (1.0 - effect.fill_after)
+    return _fragmentation_drop(effect, weights) + 0.9 * (1.0 - effect.fill_after)  # below 1, as F outranks it
 
 
 def score_packing(node: NodeState, result: FitResult, weights: Mapping[str, float]) -> float:
