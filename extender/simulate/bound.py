@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..model.catalog import GpuModel, Profile
@@ -48,15 +49,31 @@ def _cp_model() -> Any:
         return None
 
 
-def _solve(cp_model: Any, solver_model: Any, time_limit_s: float) -> tuple[Any, bool] | None:
-    """Solve on one core within the limit: the solver and whether it proved optimality, or None if no solution."""
+@dataclass(frozen=True)
+class _Solved:
+    solver: Any
+    optimal: bool
+    """CP-SAT proved the objective optimal."""
+    best_bound: int
+    """The proven upper bound on the objective (the objective itself when optimal)."""
+    found: int
+    """The objective of the best solution found."""
+
+
+def _solve(cp_model: Any, solver_model: Any, time_limit_s: float) -> _Solved | None:
+    """Solve on one core within the limit; None if no solution was found."""
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = 1
     status = solver.Solve(solver_model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
-    return solver, status == cp_model.OPTIMAL
+    return _Solved(
+        solver,
+        status == cp_model.OPTIMAL,
+        round(float(solver.BestObjectiveBound())),
+        round(float(solver.ObjectiveValue())),
+    )
 
 
 def optimum(
@@ -88,24 +105,21 @@ def optimum(
     solved = _solve(cp_model, solver_model, time_limit_s)
     if solved is None:
         return None
-    solver, optimal = solved
     capacity = gpu_count * model.compute_slices
-    allocated = round(float(solver.ObjectiveValue()))
-    best_bound = round(float(solver.BestObjectiveBound()))
     single = all(p.count == 1 for p in pods)
-    placed = sum(int(solver.Value(v)) for v in taken.values()) if single else None
+    placed = sum(int(solved.solver.Value(v)) for v in taken.values()) if single else None
     return {
-        "allocated_slice_ratio": round(best_bound / capacity, 6),
-        "allocated_slices": best_bound,
-        "optimum_found_slices": allocated,
+        "allocated_slice_ratio": round(solved.best_bound / capacity, 6),
+        "allocated_slices": solved.best_bound,
+        "optimum_found_slices": solved.found,
         "capacity_slices": capacity,
         "pods_placed": placed,
         "pods_failed": None if placed is None else len(pods) - placed,
         "first_failure_demand_ratio": None,
         "relayouts": None,
         "solver": "cp-sat",
-        "optimal": optimal,
-        "exact": single and optimal,
+        "optimal": solved.optimal,
+        "exact": single and solved.optimal,
     }
 
 
@@ -175,14 +189,12 @@ def work_conserving_optimum(
     solved = _solve(cp_model, solver_model, time_limit_s)
     if solved is None:
         return None
-    solver, optimal = solved
     capacity = gpu_count * model.compute_slices
-    best_bound = round(float(solver.BestObjectiveBound()))
     return {
-        "allocated_slice_ratio": round(best_bound / capacity, 6),
-        "allocated_slices": best_bound,
-        "found_slices": round(float(solver.ObjectiveValue())),
+        "allocated_slice_ratio": round(solved.best_bound / capacity, 6),
+        "allocated_slices": solved.best_bound,
+        "found_slices": solved.found,
         "capacity_slices": capacity,
         "solver": "cp-sat, work-conserving",
-        "optimal": optimal,
+        "optimal": solved.optimal,
     }
