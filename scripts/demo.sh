@@ -4,7 +4,8 @@
 # Stops the extender it started (by its pid) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --demo
+export PATH="$PWD/.venv/bin:$PATH"
 PORT="${PORT:-8888}"
 LOG="$(mktemp -t mig-extender-demo.XXXXXX.log)"
 mig-extender serve --snapshot examples/demo-cluster.yaml --host 127.0.0.1 --port "$PORT" --pending-scan-s 1 \
@@ -20,11 +21,11 @@ POD='{"metadata":{"name":"vision-3","namespace":"ml","uid":"demo-1"},"spec":{"co
 NODES='["a100-balanced","h100-balanced","h100-inference","h100-idle-3g","h100-exact","h200-balanced"]'
 echo "== POST /filter (a pod asking for one nvidia.com/mig-3g.40gb)"
 curl -fsS -XPOST "http://127.0.0.1:$PORT/filter" -H 'Content-Type: application/json' \
-  -d "{\"Pod\":$POD,\"Nodes\":null,\"NodeNames\":$NODES}" | python3 -m json.tool
+  -d "{\"Pod\":$POD,\"Nodes\":null,\"NodeNames\":$NODES}" | python -m json.tool
 echo "== POST /prioritize (the nodes that passed)"
 curl -fsS -XPOST "http://127.0.0.1:$PORT/prioritize" -H 'Content-Type: application/json' \
   -d "{\"Pod\":$POD,\"Nodes\":null,\"NodeNames\":[\"h100-balanced\",\"h100-inference\",\"h100-idle-3g\",\"h100-exact\"]}" \
-  | python3 -m json.tool
+  | python -m json.tool
 sleep 1.5
 echo "== verdicts for the pending pods (from the extender's log)"
 grep -E "verdict for|event" "$LOG" || true

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Everything below runs from the project's own virtualenv (tools, pytest and the subprocesses tests start).
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy --strict extender"; mypy extender
 echo "== import layers"; lint-imports
@@ -11,4 +13,4 @@ bash scripts/build-control-plane.sh
 echo "== Karpenter (kwok provider) and KWOK from Go modules, for tests/e2e/test_karpenter.py; cached"
 bash scripts/build-karpenter.sh
 echo "== Prometheus (Debian package, for tests/prometheus)"; bash scripts/install-prometheus.sh
-echo "== pytest"; python3 -m pytest -q "$@"
+echo "== pytest"; python -m pytest -q "$@"
