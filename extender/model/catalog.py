@@ -1,7 +1,11 @@
 """Catalog of MIG-capable GPU models and their GPU-instance profiles.
 
-Facts come from ``../shared/reference/mig-hardware.md`` (sections 2 and 4.5), which cites NVML headers, real
-``nvidia-smi mig -lgipp`` readouts and NVIDIA's mig-parted default configs. Profiles are keyed on their
+Facts come from NVML (NVIDIA/go-nvml ``pkg/nvml/nvml.h``: profile ids, slice counts, legal placements), real
+``nvidia-smi mig -lgip``/``-lgipp`` readouts (the A100-40GB example of NVIDIA's MIG User Guide,
+https://docs.nvidia.com/datacenter/tesla/mig-user-guide/, a real H200, and the readouts posted in NVIDIA/mig-parted
+and NVIDIA/gpu-operator issues and pull requests for other models) and NVIDIA's mig-parted default configs
+(``deployments/systemd/config-default.yaml``; the GPU Operator ships the same configs in
+``assets/state-mig-manager/0400_configmap.yaml``) for names, PCI ids and profile lists. Profiles are keyed on their
 NVML profile id and slice counts; names vary by driver and board, so known alternative names are accepted
 as aliases. Placements that no real readout confirms for a model are flagged ``placements_verified=False``.
 """
@@ -167,7 +171,8 @@ def _closest(name: str, candidates: Iterable[str]) -> str:
 
 
 # --- 8-memory-slice geometry shared by A100, H100, H200, GH200 and Blackwell datacenter parts ---------
-# NVML profile id -> (compute slices, memory slices, max instances, legal starts); mig-hardware.md §2.1.
+# NVML profile id -> (compute slices, memory slices, max instances, legal starts): the ``-lgipp`` readouts of
+# A100-40GB (MIG User Guide), H100 and H200 agree on them.
 _EIGHT_SLICE_GEOMETRY: dict[int, tuple[int, int, int, tuple[int, ...]]] = {
     19: (1, 1, 7, (0, 1, 2, 3, 4, 5, 6)),
     20: (1, 1, 1, (0, 1, 2, 3, 4, 5, 6)),
@@ -257,7 +262,8 @@ _A30 = GpuModel(
     description="A30 24GB (4 memory slices)",
 )
 
-# RTX PRO 6000 Blackwell Server Edition: 4 slices; only 1g profile ids were read (§2.9), and no placements.
+# RTX PRO 6000 Blackwell Server Edition: 4 slices; public ``-lgip`` output (GoogleCloudPlatform/
+# container-engine-accelerators PR #564) gives only the 1g profile ids, and no readout gives placements.
 _RTX_PRO_6000 = GpuModel(
     name="RTX-PRO-6000",
     memory_slices=4,
@@ -388,7 +394,8 @@ MODELS: tuple[GpuModel, ...] = (
         sizes={"1g": 18, "1g.2slot": 35, "2g": 35, "3g": 71, "4g": 71, "7g": 141},
         pci=("0x233510DE", "0x233B10DE"),
         description="H200 141GB (SXM and NVL)",
-        # NVML memorySizeMB from the real readout in h200-nvidia-smi.txt.
+        # NVML memorySizeMB of a real H200 (driver 580.159.04); other drivers report slightly different sizes
+        # (NVIDIA/mig-parted issue #120).
         memory_mib={19: 16384, 20: 16384, 15: 33280, 14: 33280, 9: 71424, 5: 71424, 0: 143360},
         multiprocessors=_HOPPER_SMS,
     ),

@@ -29,8 +29,8 @@ def maximal_layouts(model: GpuModel, profiles: tuple[Profile, ...]) -> tuple[Lay
     """Every maximal layout of ``profiles`` on an empty GPU: no further instance of any of them fits.
 
     Layouts are sets of placements (the instances' order does not matter), listed largest first.
-    With A100-40GB's 1g.5gb, 2g.10gb, 3g.20gb, 4g.20gb and 7g.40gb this gives the 19 layouts of
-    mig-hardware.md §3.2.
+    With A100-40GB's 1g.5gb, 2g.10gb, 3g.20gb, 4g.20gb and 7g.40gb this gives 19 layouts (14 distinct
+    multisets), the count usually quoted for that GPU.
     """
     candidates = sorted(
         (Placement(start, p) for p in profiles for start in p.starts),
@@ -62,8 +62,9 @@ def maximal_layouts(model: GpuModel, profiles: tuple[Profile, ...]) -> tuple[Lay
 def place_counts(model: GpuModel, counts: Mapping[Profile, int], occupied: int = 0) -> Layout:
     """Placements for a layout given as counts (as mig-parted configs and allocatable give it).
 
-    The driver chooses real starts itself (mig-hardware.md §4.6); this returns the arrangement that keeps
-    the most placements open, which is the estimate the derived layout source uses.
+    The driver chooses real starts itself (mig-parted creates GPU instances without a placement: NVIDIA
+    mig-parted ``pkg/mig/config/config.go``); this returns the arrangement that keeps the most placements
+    open, which is the estimate the derived layout source uses.
     Raises :class:`PlacementError` naming the layout when the counts cannot all fit on one GPU.
     """
     wanted: list[Profile] = []
@@ -86,7 +87,7 @@ def balanced_counts(model: GpuModel) -> dict[Profile, int]:
     """The GPU Operator's ``all-balanced`` layout: 7-slot GPUs {1g:2, 2g:1, 3g:1}, 4-slot GPUs {1g:2, 2g:1}.
 
     Per mig-parted's balanced builder the base profile with the most instances is used for each g
-    (mig-hardware.md §4.5).
+    (NVIDIA/mig-parted ``pkg/mig/builder/balanced.go``).
     """
     wanted = {1: 2, 2: 1, 3: 1} if model.compute_slices == 7 else {1: 2, 2: 1}
     counts: dict[Profile, int] = {}

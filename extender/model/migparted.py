@@ -1,6 +1,6 @@
 """mig-parted configuration (spec v1) and the GPU Operator's default configs, resolved per GPU.
 
-Format (mig-hardware.md §4.4, NVIDIA mig-parted ``api/spec/v1/spec.go``)::
+Format (NVIDIA mig-parted ``api/spec/v1/spec.go``)::
 
     version: v1
     mig-configs:

@@ -1,9 +1,12 @@
 """Placements of GPU instances on one GPU, with occupancy as a bitmask of memory slices.
 
-NVML's rule (mig-hardware.md §1, §3.1): an instance at ``start`` occupies memory slices
-``[start, start + size)``; it is legal iff ``start`` is one of the profile's placements and the interval
-overlaps no occupied slice. Compute slices need no separate counter on these geometries (§3.1, derived),
-so the whole state of a GPU for placement purposes is one small integer.
+NVML's rule (``nvmlGpuInstancePlacement_t`` and ``nvmlDeviceGetGpuInstancePossiblePlacements_v2`` in
+NVIDIA/go-nvml ``pkg/nvml/nvml.h``): an instance at ``start`` occupies memory slices ``[start, start + size)``;
+it is legal iff ``start`` is one of the profile's placements and the interval overlaps no occupied slice.
+Compute slices need no separate counter on these geometries (derived from the profile tables: no profile
+takes fewer memory slices than compute slices, and on 8-slice GPUs, which have 7 compute slices, the eighth
+memory slice is reachable only by profiles that take more), so the whole state of a GPU for placement
+purposes is one small integer.
 
 Everything here is pure and cached: a GPU has at most 2**8 occupancy states, so answers are table lookups
 after their first computation.

@@ -1,8 +1,9 @@
 """kube-scheduler extender v1 wire types (``k8s.io/kube-scheduler/extender/v1``).
 
 The Go structs carry no json tags, so keys are the Go field names (``Pod``, ``NodeNames``, ``FailedNodes``...)
-and nil fields are sent as ``null`` (extender-protocol.md §1). Go decodes keys case-insensitively; so does
-this parser, after trying the exact spelling first. Answers always use the exact spelling.
+and nil fields are sent as ``null`` (kubernetes/kube-scheduler ``extender/v1/types.go``; ``types_test.go`` pins
+the encodings). Go decodes keys case-insensitively; so does this parser, after trying the exact spelling
+first. Answers always use the exact spelling.
 """
 
 from __future__ import annotations

@@ -1,8 +1,18 @@
 """Workloads: the Alibaba GPU trace with the project's MIG mapping, and seeded synthetic mixes.
 
-The mapping is the one of ``../shared/data/README.md``: CPU-only tasks dropped; a fraction of one GPU becomes
-the smallest compute profile covering it (<=142 1g, <=285 2g, <=428 3g, <=571 4g, else 7g); a whole GPU is
-one 7g; k GPUs are k 7g instances on one node.
+The trace is ``cluster-trace-gpu-v2023`` of https://github.com/alibaba/clusterdata (the USENIX ATC'23 FGD
+paper's): a node list (``sn,...,gpu,model``) and pod lists of fractional GPU requests (``num_gpu``,
+``gpu_milli``, ``creation_time``, ``deletion_time``...). The MIG mapping, the same in every run so that figures
+stay comparable:
+
+- ``num_gpu`` 0: a CPU-only task, dropped;
+- one GPU with ``gpu_milli`` below 1000: one instance of the smallest profile whose share of the 7 compute
+  slices covers the fraction (<=142 1g, <=285 2g, <=428 3g, <=571 4g, else 7g), the model's base profile of
+  that size (the 1-memory-slice 1g, not the 2-slot one or ``+me``);
+- a whole GPU: one 7g; ``num_gpu`` = k > 1: k 7g instances on one node;
+- each node with GPUs keeps its GPU count, all of one model for the run;
+- pods arrive in ``creation_time`` order and run until ``deletion_time`` (an hour when that is missing or
+  not later).
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ class NodeSpec:
 
 
 def shape_for_milli(num_gpu: int, gpu_milli: int) -> tuple[str, int] | None:
-    """The README mapping: (shape, instance count) for a trace task, or None for a CPU-only task."""
+    """The trace's MIG mapping (module docstring): (shape, instance count) for a task, None if CPU-only."""
     if num_gpu <= 0:
         return None
     if num_gpu > 1 or gpu_milli >= 1000:

@@ -8,7 +8,8 @@ from extender.model.catalog import MODELS, model_named
 from extender.model.layouts import balanced_counts, layout_text, maximal_layouts, place_counts
 from extender.model.placement import PlacementError, place_all
 
-# mig-hardware.md §3.2, written as profile@start.
+# Enumerated from NVML's legal starts of each profile (the MIG User Guide's A100-40GB ``-lgipp``), written as
+# profile@start.
 A100_40GB_LAYOUTS = {
     "7g.40gb@0",
     "3g.20gb@0 3g.20gb@4",

@@ -98,7 +98,7 @@ def test_max_instances_is_what_repeated_placement_achieves(state) -> None:  # ty
 def test_legal_start_rules() -> None:
     a100 = model_named("A100-40GB")
     three_g, four_g, one_g = a100.profile("3g.20gb"), a100.profile("4g.20gb"), a100.profile("1g.5gb")
-    # 4g@0 occupies slices 0-3: it blocks 3g@0 but not 3g@4 (mig-hardware.md §0 item 4).
+    # 4g@0 occupies slices 0-3: it blocks 3g@0 but not 3g@4 (NVML's overlap rule, go-nvml ``nvml.h``).
     occupied = four_g.occupancy(0)
     assert free_starts(three_g, occupied) == (4,)
     # 1g@6 kills 3g@4, 1g.10gb@6 and 7g.
