@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from .placement import max_added_compute, max_instances
 from .state import GpuState, NodeState
 
-# Named mixes of ../shared/data/README.md: shares of requests by count, per profile shape.
+# Named mixes for the simulator and the prior: shares of requests by count, per profile shape (the model's base
+# profiles; ``1g.2slot`` is the 2-memory-slice 1g). ``inference`` is heavy in small slices, as inference
+# serving is; ``uniform`` weights every shape alike; ``training`` is mostly 7g, as training jobs are.
 NAMED_MIXES: dict[str, dict[str, float]] = {
     "inference": {"1g": 0.45, "1g.2slot": 0.10, "2g": 0.20, "3g": 0.15, "4g": 0.05, "7g": 0.05},
     "uniform": {"1g": 1, "1g.2slot": 1, "2g": 1, "3g": 1, "4g": 1, "7g": 1},

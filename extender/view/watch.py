@@ -1,6 +1,7 @@
 """List+watch of Nodes, Pods and the mig-parted ConfigMap with kubernetes-asyncio, raw JSON throughout.
 
-Follows client-go's reflector and kopf's watcher (python-style-and-watch.md, part 2):
+Follows client-go's reflector (kubernetes/client-go ``tools/cache/reflector.go``) and kopf's watcher
+(nolar/kopf ``kopf/_cogs/clients/watching.py``):
 - list, replace the store, then watch from the list's resourceVersion with bookmarks;
 - 410 Gone (expired resourceVersion) means re-list, which replaces the store (after a backoff when the
   version a list has just returned is refused: re-listing at once would only spin);

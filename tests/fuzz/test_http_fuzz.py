@@ -438,7 +438,7 @@ def test_unreadable_bodies_are_bad_requests(server: LoopbackServer, verb: str, b
     "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/xml"]
 )
 def test_the_content_type_is_not_checked(server: LoopbackServer, content_type: str | None) -> None:
-    """kube-scheduler's decoder ignores it too (extender-protocol.md §2): the body decides."""
+    """kube-scheduler ignores it too (its ``pkg/scheduler/extender.go`` decodes any 200 body): the body decides."""
     headers = {} if content_type is None else {"Content-Type": content_type}
     answer = assert_answer("filter", server.post("filter", KNOWN_GOOD, headers), (200,))
     assert set(answer["NodeNames"]) == FITS_3G
