@@ -6,8 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from kubernetes_asyncio.config.config_exception import ConfigException
-
+from .kube.errors import ConfigError
 from .model.catalog import CatalogError, GpuModel, model_named
 from .model.layouts import layout_text, maximal_layouts
 from .settings import ENV_PREFIX, FIELDS, SettingsError, describe, load_settings
@@ -85,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
     try:
         return asyncio.run(serve(settings))
-    except (SnapshotError, ConfigException) as exc:
+    except (SnapshotError, ConfigError) as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
 
@@ -104,7 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     try:
         view, source = load_view(settings)
-    except (SnapshotError, ConfigException) as exc:
+    except (SnapshotError, ConfigError) as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a live cluster that cannot be listed: say why, without a traceback

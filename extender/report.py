@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .kube.client import make_api_client
 from .metrics import NodeSlices, SliceCounts, fragmentation_ratio, node_slices, slice_counts, source_of
 from .model.catalog import Profile
 from .model.placement import free_starts
@@ -22,7 +23,7 @@ from .model.state import GpuState
 from .settings import Settings
 from .view.snapshot import load_snapshot
 from .view.store import ClusterView, ConfigMapRef
-from .view.watch import make_api_client, reflectors
+from .view.watch import reflectors
 
 
 class Mark(enum.StrEnum):
@@ -402,7 +403,7 @@ async def list_cluster(view: ClusterView, kubeconfig: str | None) -> None:
 def load_view(settings: Settings) -> tuple[ClusterView, str]:
     """The view from ``settings.snapshot``, else from a live cluster (kubeconfig or service account).
 
-    Raises ``SnapshotError`` or kubernetes-asyncio's ``ConfigException`` with a message for a person.
+    Raises ``SnapshotError`` or ``extender.kube.errors.ConfigError`` with a message for a person.
     """
     view = _view_for(settings)
     if settings.snapshot:

@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .kube import ApiError, Conflict, LeaseApi, micro_time
+from ..kube.api import LeaseApi
+from ..kube.errors import ApiError, Conflict
+from ..kube.times import micro_time
 
 log = logging.getLogger(__name__)
 

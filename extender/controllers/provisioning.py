@@ -38,27 +38,37 @@ from typing import Any
 
 import yaml
 
+from ..kube.api import CapacityApi
+from ..kube.errors import ApiError
+from ..kube.events import pod_reference
+from ..kube.names import (
+    APP_COMPONENT_LABEL,
+    APP_NAME_LABEL,
+    CAPACITY_ANNOTATION,
+    CAPACITY_GUARDED_ANNOTATION,
+    CAPACITY_REQUEST_LABEL,
+    CAPACITY_REQUEST_SCHEDULER,
+    CAPACITY_SINCE_ANNOTATION,
+    DO_NOT_DISRUPT_ANNOTATION,
+    MANAGED_BY_LABEL,
+    MIG_CONFIG_STATE_LABEL,
+    NODEPOOL_LABEL,
+    SINCE_ANNOTATION,
+    VERDICT_ANNOTATION,
+)
+from ..kube.times import parse_time
 from ..metrics import ProvisioningStats
 from ..model.migparted import MigPartedConfig, MigPartedError
 from ..model.policy import PodVerdict, PolicyConfig, evaluate
 from ..model.provisioning import CapacityPlan, Pool, PoolsError, parse_pools, plan_capacity
 from ..model.state import NodeState
-from ..notify.annotator import SINCE, VERDICT
 from ..settings import Settings
-from ..view.objects import ANNOTATION_PREFIX, CAPACITY_REQUEST_SCHEDULER, DO_NOT_DISRUPT, NodeInfo, PodInfo
-from ..view.sources import CONFIG_STATE_LABEL
+from ..view.objects import NodeInfo, PodInfo
 from ..view.store import ClusterView
-from .kube import ApiError, CapacityApi, parse_time, reconcile_forever
+from .loop import reconcile_forever
 
 log = logging.getLogger(__name__)
 
-REQUEST_LABEL = ANNOTATION_PREFIX + "capacity-request"
-"""On capacity-request pods: the NodePool they ask a node of."""
-CAPACITY_ANNOTATION = ANNOTATION_PREFIX + "capacity"
-"""On new nodes of a pool: ``arriving`` while guarded, ``released`` after."""
-CAPACITY_SINCE = ANNOTATION_PREFIX + "capacity-since"
-GUARDED_ANNOTATION = ANNOTATION_PREFIX + "capacity-guarded"
-"""Present when the loop set ``karpenter.sh/do-not-disrupt`` (so it never lifts a guard someone else set)."""
 ARRIVING = "arriving"
 RELEASED = "released"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
@@ -117,7 +127,7 @@ class CapacityRequest:
         conditions = (raw.get("status") or {}).get("conditions") or []
         return cls(
             name=str(metadata.get("name")),
-            pool=str((metadata.get("labels") or {}).get(REQUEST_LABEL, "")),
+            pool=str((metadata.get("labels") or {}).get(CAPACITY_REQUEST_LABEL, "")),
             created=parse_time(metadata.get("creationTimestamp")) or datetime.datetime.now(datetime.UTC),
             marked_unschedulable=any(
                 c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
@@ -149,7 +159,7 @@ def request_pod(
     metadata: dict[str, Any] = {
         "generateName": f"mig-capacity-{pool.name}-"[:58],
         "namespace": namespace,
-        "labels": {"app.kubernetes.io/managed-by": "mig-extender", REQUEST_LABEL: pool.name},
+        "labels": {MANAGED_BY_LABEL: "mig-extender", CAPACITY_REQUEST_LABEL: pool.name},
         "annotations": {CAPACITY_ANNOTATION: f"a node of NodePool {pool.name} ({pool.mig_config})"},
     }
     if owner is not None:
@@ -167,7 +177,7 @@ def request_pod(
         "metadata": metadata,
         "spec": {
             "schedulerName": CAPACITY_REQUEST_SCHEDULER,
-            "nodeSelector": {"karpenter.sh/nodepool": pool.name},
+            "nodeSelector": {NODEPOOL_LABEL: pool.name},
             "tolerations": [{"operator": "Exists"}],
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
@@ -190,10 +200,10 @@ def node_overlay(pool: Pool, mig_parted: MigPartedConfig) -> dict[str, Any]:
         "kind": "NodeOverlay",
         "metadata": {
             "name": f"mig-{pool.name}"[:253],
-            "labels": {"app.kubernetes.io/name": "mig-extender", "app.kubernetes.io/component": "nodeoverlay"},
+            "labels": {APP_NAME_LABEL: "mig-extender", APP_COMPONENT_LABEL: "nodeoverlay"},
         },
         "spec": {
-            "requirements": [{"key": "karpenter.sh/nodepool", "operator": "In", "values": [pool.name]}],
+            "requirements": [{"key": NODEPOOL_LABEL, "operator": "In", "values": [pool.name]}],
             "capacity": capacity,
             "weight": 10,
         },
@@ -265,7 +275,7 @@ class ProvisioningController:
     # --- reading ----------------------------------------------------------------------------------------
 
     async def _requests(self) -> list[CapacityRequest]:
-        raw = await self.api.list_pods(self.config.namespace, REQUEST_LABEL)
+        raw = await self.api.list_pods(self.config.namespace, CAPACITY_REQUEST_LABEL)
         requests = [CapacityRequest.from_raw(r) for r in raw if not (r.get("metadata") or {}).get("deletionTimestamp")]
         return sorted(requests, key=lambda r: (r.created, r.name))
 
@@ -311,7 +321,7 @@ class ProvisioningController:
         launching: dict[str, int] = {}
         for claim in claims:
             metadata = claim.get("metadata") or {}
-            pool = (metadata.get("labels") or {}).get("karpenter.sh/nodepool")
+            pool = (metadata.get("labels") or {}).get(NODEPOOL_LABEL)
             registered = (claim.get("status") or {}).get("nodeName")
             if pool in self.pools and not metadata.get("deletionTimestamp") and not registered:
                 launching[pool] = launching.get(pool, 0) + 1
@@ -326,9 +336,9 @@ class ProvisioningController:
         now = self.now()
         unmet = []
         for pod in self.view.pending_mig_pods():
-            if pod.demand_error or pod.annotations.get(VERDICT) != PodVerdict.NO_LAYOUT_FITS:
+            if pod.demand_error or pod.annotations.get(VERDICT_ANNOTATION) != PodVerdict.NO_LAYOUT_FITS:
                 continue
-            since = parse_time(pod.annotations.get(SINCE))
+            since = parse_time(pod.annotations.get(SINCE_ANNOTATION))
             if since is None or (now - since).total_seconds() >= self.config.debounce_s:
                 unmet.append(pod)
         if unmet:
@@ -339,7 +349,7 @@ class ProvisioningController:
                 if any(evaluate(node, demand, _POLICY).fits_now for node in nodes)  # cached by node state
             }
             unmet = [p for p in unmet if p.demand not in hosted_now]
-        return sorted(unmet, key=lambda p: (p.annotations.get(SINCE, ""), p.key))
+        return sorted(unmet, key=lambda p: (p.annotations.get(SINCE_ANNOTATION, ""), p.key))
 
     # --- new nodes ----------------------------------------------------------------------------------------
 
@@ -368,10 +378,10 @@ class ProvisioningController:
         return left
 
     async def _guard(self, info: NodeInfo, now: datetime.datetime) -> None:
-        annotations: dict[str, str | None] = {CAPACITY_ANNOTATION: ARRIVING, CAPACITY_SINCE: _stamp(now)}
-        if DO_NOT_DISRUPT not in info.annotations:
-            annotations[DO_NOT_DISRUPT] = "true"
-            annotations[GUARDED_ANNOTATION] = "true"
+        annotations: dict[str, str | None] = {CAPACITY_ANNOTATION: ARRIVING, CAPACITY_SINCE_ANNOTATION: _stamp(now)}
+        if DO_NOT_DISRUPT_ANNOTATION not in info.annotations:
+            annotations[DO_NOT_DISRUPT_ANNOTATION] = "true"
+            annotations[CAPACITY_GUARDED_ANNOTATION] = "true"
         await self.api.patch_node(info.name, {"metadata": {"annotations": annotations}})
         self._claimed.add(info.name)
         self.stats.nodes_arrived[str(info.pool)] += 1
@@ -387,14 +397,14 @@ class ProvisioningController:
 
     async def _maybe_release(self, info: NodeInfo, now: datetime.datetime) -> None:
         in_use = any(p.is_active and p.demand.mig for p in self.view.pods_on(info.name))
-        since = parse_time(info.annotations.get(CAPACITY_SINCE))
+        since = parse_time(info.annotations.get(CAPACITY_SINCE_ANNOTATION))
         expired = since is None or (now - since).total_seconds() >= self.config.protect_s
         if not (in_use and _layout_applied(info)) and not expired:
             return
         annotations: dict[str, str | None] = {CAPACITY_ANNOTATION: RELEASED}
-        if GUARDED_ANNOTATION in info.annotations:
-            annotations[DO_NOT_DISRUPT] = None
-            annotations[GUARDED_ANNOTATION] = None
+        if CAPACITY_GUARDED_ANNOTATION in info.annotations:
+            annotations[DO_NOT_DISRUPT_ANNOTATION] = None
+            annotations[CAPACITY_GUARDED_ANNOTATION] = None
         await self.api.patch_node(info.name, {"metadata": {"annotations": annotations}})
         reason = "in-use" if in_use and _layout_applied(info) else "timeout"
         self.stats.protections_released[reason] += 1
@@ -517,7 +527,7 @@ class ProvisioningController:
         if self._told.get(pod.uid) == reason:
             return
         self._told[pod.uid] = reason
-        ref = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name, "uid": pod.uid, "apiVersion": "v1"}
+        ref = pod_reference(pod.namespace, pod.name, pod.uid)
         await self._event(ref, reason, kind, note)
 
     async def _event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str) -> None:
@@ -530,7 +540,7 @@ class ProvisioningController:
 def _layout_applied(info: NodeInfo) -> bool:
     """MIG Manager reported success and the device plugin advertises instances (a fresh node may carry
     counts its provider copied from the instance type, NodeOverlays included, before either ran)."""
-    return info.advertises_mig and info.labels.get(CONFIG_STATE_LABEL) == "success"
+    return info.advertises_mig and info.labels.get(MIG_CONFIG_STATE_LABEL) == "success"
 
 
 def _count(keys: Iterable[str]) -> dict[str, int]:

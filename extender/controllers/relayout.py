@@ -45,32 +45,44 @@ from typing import Any
 
 import yaml
 
+from ..kube.api import ClusterApi
+from ..kube.errors import ApiError, Conflict
+from ..kube.events import node_reference, pod_reference
+from ..kube.names import (
+    MIG_CONFIG_LABEL,
+    MIG_CONFIG_STATE_LABEL,
+    RELAYOUT_CONFIG_ANNOTATION,
+    RELAYOUT_FINISHED_LABEL,
+    RELAYOUT_FOR_ANNOTATION,
+    RELAYOUT_GPUS_ANNOTATION,
+    RELAYOUT_OUTCOME_ANNOTATION,
+    RELAYOUT_PHASE_LABEL,
+    RELAYOUT_PREVIOUS_ANNOTATION,
+    RELAYOUT_STARTED_ANNOTATION,
+    RELAYOUT_TAINT,
+    SINCE_ANNOTATION,
+    VERDICT_ANNOTATION,
+)
+from ..kube.retry import attempts
+from ..kube.times import parse_time
 from ..model.layouts import layout_counts
 from ..model.migparted import MigPartedError, parse_config
 from ..model.policy import PolicyConfig, evaluate
 from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_rebalance, plan_relayouts
 from ..model.state import Fidelity, GpuState, MigStrategy, NodeState
-from ..notify.annotator import VERDICT, RelayoutNote
+from ..notify.annotator import RelayoutNote
 from ..settings import Settings
-from ..view.objects import ANNOTATION_PREFIX, NodeInfo, ObjectError, PodInfo
-from ..view.sources import CONFIG_LABEL, CONFIG_STATE_LABEL, build_node_state, usage_of
+from ..view.objects import NodeInfo, ObjectError, PodInfo
+from ..view.sources import build_node_state, usage_of
 from ..view.store import ClusterView, ConfigMapRef
-from .kube import ApiError, ClusterApi, Conflict, parse_time, reconcile_forever
+from .loop import reconcile_forever
 
 log = logging.getLogger(__name__)
 
-TAINT_KEY = ANNOTATION_PREFIX + "relayout"
-PHASE_LABEL = ANNOTATION_PREFIX + "relayout"
-FINISHED_LABEL = ANNOTATION_PREFIX + "relayout-finished"
-CONFIG_ANNOTATION = ANNOTATION_PREFIX + "relayout-config"
-PREVIOUS_ANNOTATION = ANNOTATION_PREFIX + "relayout-previous-config"
-STARTED_ANNOTATION = ANNOTATION_PREFIX + "relayout-started"
-GPUS_ANNOTATION = ANNOTATION_PREFIX + "relayout-gpus"
-FOR_ANNOTATION = ANNOTATION_PREFIX + "relayout-for"
-OUTCOME_ANNOTATION = ANNOTATION_PREFIX + "relayout-outcome"
 GENERATED_PREFIX = "mig-extender-"
 LABEL_VALUE_LIMIT = 63
 CONFLICT_RETRIES = 5
+EVENT_ACTION = "Relayout"
 _POLICY = PolicyConfig()  # static GPUs only: the kubelet allocator
 
 
@@ -220,7 +232,7 @@ def _is_gpu_pod(raw: Mapping[str, Any]) -> bool:
 
 
 def _our_taint(taint: Mapping[str, Any]) -> bool:
-    return taint.get("key") == TAINT_KEY
+    return taint.get("key") == RELAYOUT_TAINT
 
 
 def _blocking_taints(raw: Mapping[str, Any]) -> list[str]:
@@ -307,7 +319,7 @@ class RelayoutController:
     # --- planning ------------------------------------------------------------------------------------------
 
     def _in_cooldown(self, info: NodeInfo) -> bool:
-        finished = self.finished.get(info.name) or _parse_label_time(info.labels.get(FINISHED_LABEL))
+        finished = self.finished.get(info.name) or _parse_label_time(info.labels.get(RELAYOUT_FINISHED_LABEL))
         return finished is not None and (self.now() - finished).total_seconds() < self.config.cooldown_s
 
     def _candidates(self) -> tuple[list[NodeState], dict[str, set[int]]]:
@@ -319,9 +331,14 @@ class RelayoutController:
         frozen: dict[str, set[int]] = {}
         per_state: Counter[int] = Counter()
         for name, info in sorted(self.view.nodes.items()):
-            if info.unschedulable or PHASE_LABEL in info.labels or name in self.in_flight or self._in_cooldown(info):
+            if (
+                info.unschedulable
+                or RELAYOUT_PHASE_LABEL in info.labels
+                or name in self.in_flight
+                or self._in_cooldown(info)
+            ):
                 continue
-            if info.labels.get(CONFIG_STATE_LABEL, "success") != "success":
+            if info.labels.get(MIG_CONFIG_STATE_LABEL, "success") != "success":
                 continue  # MIG Manager is busy with it, or failed on it
             state = self.view.node_state(name)
             if state is None or not state.gpus or state.dynamic or state.strategy is not MigStrategy.MIXED:
@@ -343,9 +360,9 @@ class RelayoutController:
         pods = [
             p
             for p in self.view.pending_mig_pods()
-            if not p.demand_error and p.annotations.get(VERDICT) == "relayout" and p.demand.mig
+            if not p.demand_error and p.annotations.get(VERDICT_ANNOTATION) == "relayout" and p.demand.mig
         ]
-        return sorted(pods, key=lambda p: (p.annotations.get(ANNOTATION_PREFIX + "since", ""), p.key))
+        return sorted(pods, key=lambda p: (p.annotations.get(SINCE_ANNOTATION, ""), p.key))
 
     def _targets(self) -> dict[str, NodeState]:
         targets = {}
@@ -455,27 +472,27 @@ class RelayoutController:
         raw = await self.api.get_node(node)
         labels = (raw.get("metadata") or {}).get("labels") or {}
         blocking = _blocking_taints(raw)
-        if blocking or (raw.get("spec") or {}).get("unschedulable") or PHASE_LABEL in labels:
+        if blocking or (raw.get("spec") or {}).get("unschedulable") or RELAYOUT_PHASE_LABEL in labels:
             self.stats.skipped["node-changed"] += 1
             log.info("not re-partitioning %s: cordoned, tainted (%s) or already in progress", node, blocking)
             return False
         if not await self._write_config(name, entries):
             return False
-        previous = labels.get(CONFIG_LABEL)
+        previous = labels.get(MIG_CONFIG_LABEL)
         started = self.now()
         gpus = tuple(g.gpu_index for g in plan.gpus)
-        taints = [*((raw.get("spec") or {}).get("taints") or []), {"key": TAINT_KEY, "effect": "NoSchedule"}]
+        taints = [*((raw.get("spec") or {}).get("taints") or []), {"key": RELAYOUT_TAINT, "effect": "NoSchedule"}]
         patch = {
             "metadata": {
                 "resourceVersion": raw["metadata"]["resourceVersion"],
-                "labels": {PHASE_LABEL: Phase.TAINTED.value},
+                "labels": {RELAYOUT_PHASE_LABEL: Phase.TAINTED.value},
                 "annotations": {
-                    CONFIG_ANNOTATION: name,
-                    PREVIOUS_ANNOTATION: previous or "",
-                    STARTED_ANNOTATION: _timestamp(started),
-                    GPUS_ANNOTATION: ",".join(str(i) for i in gpus),
-                    FOR_ANNOTATION: ", ".join(_keys(pods))[:1000],
-                    OUTCOME_ANNOTATION: None,
+                    RELAYOUT_CONFIG_ANNOTATION: name,
+                    RELAYOUT_PREVIOUS_ANNOTATION: previous or "",
+                    RELAYOUT_STARTED_ANNOTATION: _timestamp(started),
+                    RELAYOUT_GPUS_ANNOTATION: ",".join(str(i) for i in gpus),
+                    RELAYOUT_FOR_ANNOTATION: ", ".join(_keys(pods))[:1000],
+                    RELAYOUT_OUTCOME_ANNOTATION: None,
                 },
             },
             "spec": {"taints": taints},
@@ -524,7 +541,7 @@ class RelayoutController:
 
     async def _update_configs(self, change: Callable[[dict[str, Any]], bool]) -> bool:
         ref = self.config.config_ref
-        for _ in range(CONFLICT_RETRIES):
+        async for _ in attempts(CONFLICT_RETRIES):
             config_map = await self.api.get_config_map(ref.namespace, ref.name)
             if config_map is None:
                 self.stats.skipped["no-configmap"] += 1
@@ -558,17 +575,17 @@ class RelayoutController:
     async def _recover(self) -> None:
         """Take up re-layouts in progress that this replica does not know (after a restart or a new leader)."""
         for name, info in list(self.view.nodes.items()):
-            if PHASE_LABEL not in info.labels or name in self.in_flight:
+            if RELAYOUT_PHASE_LABEL not in info.labels or name in self.in_flight:
                 continue
             raw = await self.api.get_node(name)
             annotations = (raw.get("metadata") or {}).get("annotations") or {}
             labels = (raw.get("metadata") or {}).get("labels") or {}
-            if PHASE_LABEL not in labels:
+            if RELAYOUT_PHASE_LABEL not in labels:
                 continue  # finished since the view saw it
-            config = annotations.get(CONFIG_ANNOTATION)
-            started = parse_time(annotations.get(STARTED_ANNOTATION))
+            config = annotations.get(RELAYOUT_CONFIG_ANNOTATION)
+            started = parse_time(annotations.get(RELAYOUT_STARTED_ANNOTATION))
             try:
-                phase = Phase(labels.get(PHASE_LABEL, ""))
+                phase = Phase(labels.get(RELAYOUT_PHASE_LABEL, ""))
             except ValueError:
                 phase = Phase.TAINTED
             if not config or started is None:
@@ -576,9 +593,9 @@ class RelayoutController:
                 item = InFlight(name, config or "", None, self.now(), (), Phase.TAINTED)
                 await self._finish(item, Outcome.ABORTED, "re-layout state on the node is incomplete", restore=False)
                 continue
-            gpus = tuple(int(i) for i in (annotations.get(GPUS_ANNOTATION) or "").split(",") if i.isdigit())
-            previous = annotations.get(PREVIOUS_ANNOTATION) or None
-            pods = tuple(p for p in (annotations.get(FOR_ANNOTATION) or "").split(", ") if p)
+            gpus = tuple(int(i) for i in (annotations.get(RELAYOUT_GPUS_ANNOTATION) or "").split(",") if i.isdigit())
+            previous = annotations.get(RELAYOUT_PREVIOUS_ANNOTATION) or None
+            pods = tuple(p for p in (annotations.get(RELAYOUT_FOR_ANNOTATION) or "").split(", ") if p)
             self.in_flight[name] = InFlight(name, config, previous, started, gpus, phase, pods)
             log.info("taking up the re-layout of %s (%s, phase %s)", name, config, phase)
 
@@ -593,8 +610,8 @@ class RelayoutController:
             self.in_flight.pop(item.node, None)
             self.stats.outcomes[Outcome.ABORTED.value] += 1
             return
-        if info.labels.get(CONFIG_LABEL) == item.config:
-            state = info.labels.get(CONFIG_STATE_LABEL, "")
+        if info.labels.get(MIG_CONFIG_LABEL) == item.config:
+            state = info.labels.get(MIG_CONFIG_STATE_LABEL, "")
             if state in ("pending", "rebooting"):
                 item.seen_pending = True
             if state == "failed":
@@ -603,7 +620,7 @@ class RelayoutController:
             if state == "success" and (item.seen_pending or self._allocatable_matches(info, item)):
                 await self._finish(item, Outcome.SUCCESS, "MIG Manager applied the config")
                 return
-        elif info.labels.get(PHASE_LABEL) == Phase.APPLYING.value:
+        elif info.labels.get(RELAYOUT_PHASE_LABEL) == Phase.APPLYING.value:
             await self._finish(item, Outcome.ABORTED, "nvidia.com/mig.config was changed by someone else")
             return
         if elapsed >= self.config.timeout_s:
@@ -638,12 +655,12 @@ class RelayoutController:
             await self._finish(item, Outcome.ABORTED, f"GPU(s) {busy} got a used instance", restore=False)
             return
         labels = (raw.get("metadata") or {}).get("labels") or {}
-        if labels.get(CONFIG_STATE_LABEL) in ("pending", "rebooting"):
+        if labels.get(MIG_CONFIG_STATE_LABEL) in ("pending", "rebooting"):
             return  # MIG Manager is still busy with an earlier change: wait
         patch = {
             "metadata": {
                 "resourceVersion": raw["metadata"]["resourceVersion"],
-                "labels": {CONFIG_LABEL: item.config, PHASE_LABEL: Phase.APPLYING.value},
+                "labels": {MIG_CONFIG_LABEL: item.config, RELAYOUT_PHASE_LABEL: Phase.APPLYING.value},
             }
         }
         try:
@@ -677,7 +694,7 @@ class RelayoutController:
         if restore is None:
             restore = outcome in (Outcome.FAILED, Outcome.TIMEOUT)
         finished = self.now()
-        for _ in range(CONFLICT_RETRIES):
+        async for _ in attempts(CONFLICT_RETRIES):
             try:
                 raw = await self.api.get_node(item.node)
             except ApiError as exc:
@@ -685,21 +702,23 @@ class RelayoutController:
                     break
                 raise
             metadata = raw.get("metadata") or {}
-            labels: dict[str, str | None] = {PHASE_LABEL: None, FINISHED_LABEL: _label_time(finished)}
-            if restore and (metadata.get("labels") or {}).get(CONFIG_LABEL) == item.config:
-                labels[CONFIG_LABEL] = item.previous
+            labels: dict[str, str | None] = {RELAYOUT_PHASE_LABEL: None, RELAYOUT_FINISHED_LABEL: _label_time(finished)}
+            if restore and (metadata.get("labels") or {}).get(MIG_CONFIG_LABEL) == item.config:
+                labels[MIG_CONFIG_LABEL] = item.previous
             taints = [t for t in (raw.get("spec") or {}).get("taints") or [] if not _our_taint(t)]
             patch = {
                 "metadata": {
                     "resourceVersion": metadata["resourceVersion"],
                     "labels": labels,
                     "annotations": {
-                        CONFIG_ANNOTATION: None,
-                        PREVIOUS_ANNOTATION: None,
-                        STARTED_ANNOTATION: None,
-                        GPUS_ANNOTATION: None,
-                        FOR_ANNOTATION: None,
-                        OUTCOME_ANNOTATION: f"{outcome.value} {_timestamp(finished)} {item.config}: {why}"[:1000],
+                        RELAYOUT_CONFIG_ANNOTATION: None,
+                        RELAYOUT_PREVIOUS_ANNOTATION: None,
+                        RELAYOUT_STARTED_ANNOTATION: None,
+                        RELAYOUT_GPUS_ANNOTATION: None,
+                        RELAYOUT_FOR_ANNOTATION: None,
+                        RELAYOUT_OUTCOME_ANNOTATION: f"{outcome.value} {_timestamp(finished)} {item.config}: {why}"[
+                            :1000
+                        ],
                     },
                 },
                 "spec": {"taints": taints or None},
@@ -734,7 +753,7 @@ class RelayoutController:
     # --- garbage -------------------------------------------------------------------------------------------
 
     async def _collect_garbage(self) -> None:
-        referenced = {info.labels.get(CONFIG_LABEL) for info in self.view.nodes.values()}
+        referenced = {info.labels.get(MIG_CONFIG_LABEL) for info in self.view.nodes.values()}
         referenced |= {item.config for item in self.in_flight.values()}
         if not any(n.startswith(GENERATED_PREFIX) and n not in referenced for n in self.view.mig_parted.configs):
             return
@@ -753,15 +772,14 @@ class RelayoutController:
     # --- events --------------------------------------------------------------------------------------------
 
     async def _event_node(self, node: str, reason: str, kind: str, note: str) -> None:
-        await self._event({"apiVersion": "v1", "kind": "Node", "name": node}, reason, kind, note)
+        await self._event(node_reference(node), reason, kind, note)
 
     async def _event_pod(self, pod: PodInfo, reason: str, kind: str, note: str) -> None:
-        regarding = {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace, "uid": pod.uid}
-        await self._event(regarding, reason, kind, note)
+        await self._event(pod_reference(pod.namespace, pod.name, pod.uid), reason, kind, note)
 
     async def _event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str) -> None:
         try:
-            await self.api.post_event(regarding, reason, kind, note)
+            await self.api.post_event(regarding, reason, kind, note, EVENT_ACTION)
         except Exception as exc:  # events are best effort
             log.warning("event %s on %s %s failed: %s", reason, regarding["kind"], regarding["name"], exc)
 

@@ -18,22 +18,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..kube.names import DEMAND_ANNOTATION as DEMAND
+from ..kube.names import REASON_ANNOTATION as REASON
+from ..kube.names import RELAYOUT_NODE_ANNOTATION as RELAYOUT_NODE
+from ..kube.names import SINCE_ANNOTATION as SINCE
+from ..kube.names import SUGGESTED_LAYOUT_ANNOTATION as SUGGESTED_LAYOUT
+from ..kube.names import VERDICT_ANNOTATION as VERDICT
 from ..metrics import Metrics
 from ..model.demand import PodDemand
 from ..model.migparted import MigPartedConfig
 from ..model.policy import ClusterVerdict, PodVerdict, PolicyConfig, cluster_verdict
 from ..model.state import NodeState
-from ..view.objects import ANNOTATION_PREFIX, PodInfo
+from ..view.objects import PodInfo
 from ..view.store import ClusterView
 
 log = logging.getLogger(__name__)
 
-VERDICT = ANNOTATION_PREFIX + "verdict"
-DEMAND = ANNOTATION_PREFIX + "demand"
-REASON = ANNOTATION_PREFIX + "reason"
-SUGGESTED_LAYOUT = ANNOTATION_PREFIX + "suggested-layout"
-SINCE = ANNOTATION_PREFIX + "since"
-RELAYOUT_NODE = ANNOTATION_PREFIX + "relayout-node"
 ALL_KEYS = (VERDICT, DEMAND, REASON, SUGGESTED_LAYOUT, SINCE, RELAYOUT_NODE)
 
 EVENT_REASONS = {

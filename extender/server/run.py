@@ -19,10 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..controllers.kube import KubeApi, identity
 from ..controllers.leader import LeaderElector
 from ..controllers.provisioning import ProvisionConfig, ProvisioningController
 from ..controllers.relayout import RelayoutConfig, RelayoutController
+from ..kube.api import KubeApi
+from ..kube.client import identity, make_api_client
 from ..metrics import Metrics
 from ..model.fit import Allocator
 from ..model.policy import PolicyConfig
@@ -31,7 +32,7 @@ from ..notify.writers import KubeWriter, LogWriter
 from ..settings import Settings
 from ..view.snapshot import load_snapshot
 from ..view.store import ClusterView, ConfigMapRef
-from ..view.watch import make_api_client, reflectors
+from ..view.watch import reflectors
 from .app import build_app
 from .guard import ConnectionGuard, GuardCollector, GuardedSite
 from .scheduling import SchedulingService

@@ -11,17 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..kube.names import (
+    CAPACITY_REQUEST_SCHEDULER,
+    DO_NOT_DISRUPT_ANNOTATION,
+    NODE_GPUS_ANNOTATION,
+    NODEPOOL_LABEL,
+    NVIDIA_PREFIX,
+    PREFIX,
+)
 from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, DemandError, PodDemand, pod_demand
 
-ANNOTATION_PREFIX = "mig-extender.io/"
-NODE_GPUS_ANNOTATION = ANNOTATION_PREFIX + "gpus"
-MODE_LABEL = ANNOTATION_PREFIX + "mode"
-NODEPOOL_LABEL = "karpenter.sh/nodepool"
-DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
-CAPACITY_REQUEST_SCHEDULER = "mig-extender.io/capacity-request"
-"""The schedulerName of capacity-request pods: no scheduler serves it, so none binds them."""
-_KEPT_LABEL_PREFIXES = ("nvidia.com/", ANNOTATION_PREFIX, NODEPOOL_LABEL)
-_KEPT_NODE_ANNOTATIONS = (ANNOTATION_PREFIX, DO_NOT_DISRUPT)
+_KEPT_LABEL_PREFIXES = (NVIDIA_PREFIX, PREFIX, NODEPOOL_LABEL)
+_KEPT_NODE_ANNOTATIONS = (PREFIX, DO_NOT_DISRUPT_ANNOTATION)
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -193,7 +194,7 @@ class PodInfo:
             phase=_shared(status.get("phase") or "Pending"),
             demand=demand,
             demand_error=error,
-            annotations={_shared(k): _own(v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX)}
+            annotations={_shared(k): _own(v) for k, v in annotations.items() if k.startswith(PREFIX)}
             or _NO_ANNOTATIONS,
             unschedulable=unschedulable,
             scheduler_name=_shared(spec.get("schedulerName") or "default-scheduler"),

@@ -17,6 +17,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..kube.names import (
+    GPU_COUNT_LABEL,
+    GPU_PRODUCT_LABEL,
+    MIG_CONFIG_LABEL,
+    MIG_CONFIG_STATE_LABEL,
+    MIG_STRATEGY_LABEL,
+    NODE_MODE_LABEL,
+)
 from ..model.catalog import CatalogError, GpuModel, Profile, model_named, parse_product_label
 from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
 from ..model.fit import Allocator, fit
@@ -24,13 +32,8 @@ from ..model.layouts import place_counts
 from ..model.migparted import MigPartedConfig, MigPartedError, configured_gpus
 from ..model.placement import Placement, PlacementError, place_all
 from ..model.state import Fidelity, GpuState, Instance, MigStrategy, NodeState
-from .objects import MODE_LABEL, NodeInfo
+from .objects import NodeInfo
 
-PRODUCT_LABEL = "nvidia.com/gpu.product"
-COUNT_LABEL = "nvidia.com/gpu.count"
-STRATEGY_LABEL = "nvidia.com/mig.strategy"
-CONFIG_LABEL = "nvidia.com/mig.config"
-CONFIG_STATE_LABEL = "nvidia.com/mig.config.state"
 MAX_GPUS_PER_NODE = 64
 
 
@@ -177,7 +180,7 @@ def _exact(node: NodeInfo, usage: Usage) -> NodeState:
 
 
 def _derived(node: NodeInfo, usage: Usage, mig_parted: MigPartedConfig, warnings: list[str]) -> NodeState:
-    product = node.labels.get(PRODUCT_LABEL)
+    product = node.labels.get(GPU_PRODUCT_LABEL)
     if not product:
         return NodeState(node.name, (), Fidelity.COUNTS)
     try:
@@ -189,18 +192,18 @@ def _derived(node: NodeInfo, usage: Usage, mig_parted: MigPartedConfig, warnings
     single = label.single_profile
     strategy = (
         MigStrategy.SINGLE
-        if (node.labels.get(STRATEGY_LABEL) == "single" or single or label.invalid_layout)
+        if (node.labels.get(MIG_STRATEGY_LABEL) == "single" or single or label.invalid_layout)
         else MigStrategy.MIXED
     )
     counts = _allocatable_counts(node, model, strategy, single, warnings)
     gpu_count = _gpu_count(node, model, counts, warnings)
-    dynamic = node.labels.get(MODE_LABEL) == "dynamic"
+    dynamic = node.labels.get(NODE_MODE_LABEL) == "dynamic"
     fidelity = Fidelity.COUNTS
     gpus: tuple[GpuState, ...] | None = None
     if dynamic:
         gpus = tuple(GpuState(i, model, (), dynamic=True) for i in range(gpu_count))
     else:
-        config_name = node.labels.get(CONFIG_LABEL)
+        config_name = node.labels.get(MIG_CONFIG_LABEL)
         if config_name:
             gpus = _from_config(node, model, gpu_count, config_name, mig_parted, counts, warnings)
             if gpus is not None:
@@ -248,7 +251,7 @@ def _plausible(node: NodeInfo, resource: str, profile: Profile, warnings: list[s
 
 
 def _gpu_count(node: NodeInfo, model: GpuModel, counts: Mapping[Profile, int], warnings: list[str]) -> int:
-    text = node.labels.get(COUNT_LABEL)
+    text = node.labels.get(GPU_COUNT_LABEL)
     if text is not None:
         try:
             count = int(text)
@@ -256,7 +259,7 @@ def _gpu_count(node: NodeInfo, model: GpuModel, counts: Mapping[Profile, int], w
                 return count
         except ValueError:
             pass
-        warnings.append(f"{node.name}: label {COUNT_LABEL}={text!r} is not a GPU count")
+        warnings.append(f"{node.name}: label {GPU_COUNT_LABEL}={text!r} is not a GPU count")
     # No usable count: as many GPUs as the instances need, at least one.
     return max(1, len(_first_fit(model, MAX_GPUS_PER_NODE, counts)[0]))
 
@@ -294,7 +297,7 @@ def _from_config(
         warnings.append(f"{node.name}: {exc}")
         return None
     configured = Counter(i.profile for g in gpus for i in g.instances)
-    state = node.labels.get(CONFIG_STATE_LABEL, "success")
+    state = node.labels.get(MIG_CONFIG_STATE_LABEL, "success")
     if counts and dict(configured) != dict(counts):
         # MIG Manager has not (or not fully) applied the config: what the device plugin advertises wins.
         warnings.append(

@@ -1,4 +1,4 @@
-"""List+watch of Nodes, Pods and the mig-parted ConfigMap with kubernetes-asyncio, raw JSON throughout.
+"""List+watch of Nodes, Pods and the mig-parted ConfigMap through ``extender.kube``, raw JSON throughout.
 
 Follows client-go's reflector (kubernetes/client-go ``tools/cache/reflector.go``) and kopf's watcher
 (nolar/kopf ``kopf/_cogs/clients/watching.py``):
@@ -10,8 +10,8 @@ Follows client-go's reflector (kubernetes/client-go ``tools/cache/reflector.go``
   without a bookmark), and only a re-watch that fails backs off;
 - an accepted watch counts as a good sync for readiness, as a list, an event or a bookmark do;
 - a server-side timeout, randomised, makes every watch end and restart now and then;
-- failures back off exponentially with jitter (0.8 s doubling to 30 s, reset after 2 minutes of health),
-  and a watch that ends at once without events counts as a failure;
+- failures back off exponentially with jitter (``extender.kube.retry.Backoff``: 0.8 s doubling to 30 s,
+  reset after 2 minutes of health), and a watch that ends at once without events counts as a failure;
 - the loop never gives up; readiness reports a stale view meanwhile.
 """
 
@@ -21,21 +21,20 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.config.config_exception import ConfigException
 
+from ..kube.client import ApiClient, Collection, config_map_collection, node_collection, pod_collection
+from ..kube.errors import ApiError, Gone, error_for
+from ..kube.retry import Backoff
 from .store import ClusterView, Kind
 
 log = logging.getLogger(__name__)
 
-# kubernetes-asyncio's list methods; with _preload_content=False they return the raw aiohttp response.
-ListCall = Callable[..., Awaitable[Any]]
+LIST_READ_TIMEOUT_S = 60.0
 
 
 class WatchObserver(Protocol):
@@ -54,65 +53,12 @@ class _NullObserver:
         pass
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-
-
-class Gone(Exception):
-    """The resourceVersion expired (HTTP 410): only a re-list can continue."""
-
-
 class SilentStream(Exception):
     """An accepted watch delivered nothing for the read timeout: re-watch from the same resourceVersion.
 
     A stalled connection and a quiet cluster look alike from here; the next watch request tells them
     apart, as it is either accepted or fails (and then backs off).
     """
-
-
-@dataclass
-class Backoff:
-    initial: float = 0.8
-    cap: float = 30.0
-    healthy_reset_s: float = 120.0
-    _current: float = 0.0
-    _since: float = 0.0
-
-    def healthy(self) -> None:
-        if self._current and time.monotonic() - self._since > self.healthy_reset_s:
-            self._current = 0.0
-
-    async def wait(self) -> None:
-        # As client-go's backoff manager: a failure long after the last one starts again from the initial
-        # delay, even if no watch ended cleanly in between (a proxy that cuts every long stream).
-        self.healthy()
-        self._current = min(self.cap, self._current * 2 if self._current else self.initial)
-        self._since = time.monotonic()
-        await asyncio.sleep(self._current * random.uniform(0.5, 1.0))
-
-
-async def make_api_client(kubeconfig: str | None) -> client.ApiClient:
-    """One ApiClient for the whole process: in-cluster service account, or a kubeconfig file."""
-    configuration = client.Configuration()
-    if kubeconfig:
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except ConfigException as exc:
-            raise ConfigException(f"not in a pod ({exc}); pass --kubeconfig or --snapshot") from None
-    return client.ApiClient(configuration)
-
-
-async def _check(response: aiohttp.ClientResponse) -> None:
-    if response.status != 200:
-        body = (await response.read())[:500].decode(errors="replace")
-        response.release()
-        if response.status == 410:
-            raise Gone(body)
-        raise ApiError(response.status, body)
 
 
 class Reflector:
@@ -122,21 +68,19 @@ class Reflector:
         self,
         view: ClusterView,
         kind: Kind,
-        list_call: ListCall,
+        collection: Collection,
         *,
         timeout_s: int = 300,
         read_timeout_s: float = 90.0,
         observer: WatchObserver | None = None,
-        list_kwargs: Mapping[str, Any] | None = None,
         page_size: int = 500,
     ) -> None:
         self.view = view
         self.kind = kind
-        self.list_call = list_call
+        self.collection = collection
         self.timeout_s = timeout_s
         self.read_timeout_s = read_timeout_s
         self.observer = observer or _NullObserver()
-        self.list_kwargs = dict(list_kwargs or {})
         self.resource_version: str | None = None
         self.page_size = page_size
         self._fresh_list = False
@@ -180,16 +124,8 @@ class Reflector:
         token: str | None = None
         version = ""
         while True:
-            paging: dict[str, Any] = {"limit": self.page_size}
-            if token:
-                paging["_continue"] = token
-            response: aiohttp.ClientResponse = await self.list_call(
-                **self.list_kwargs,
-                **paging,
-                _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
-            )
-            await _check(response)  # an expired continue token is a 410: the next attempt re-lists
+            # An expired continue token is a 410 (Gone): the next attempt re-lists.
+            response = await self.collection.list_page(self.page_size, token, LIST_READ_TIMEOUT_S)
             body = orjson.loads(await response.read())
             if not isinstance(body, Mapping) or not isinstance(body.get("metadata"), Mapping):
                 raise ValueError(f"list answer is not a List object: {type(body).__name__}")
@@ -211,16 +147,9 @@ class Reflector:
 
     async def watch(self) -> int:
         """Stream events until the server ends the watch; returns how many arrived."""
-        response: aiohttp.ClientResponse = await self.list_call(
-            **self.list_kwargs,
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=self.resource_version,
-            timeout_seconds=self.timeout_s + random.randint(0, self.timeout_s),
-            _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=self.read_timeout_s),
+        response = await self.collection.watch(
+            self.resource_version, self.timeout_s + random.randint(0, self.timeout_s), self.read_timeout_s
         )
-        await _check(response)
         # The API server accepted the watch from our resourceVersion: it will send every change since, so
         # the view is as fresh as after an event (a quiet stream may see neither events nor bookmarks).
         previous_ok = self.view.sync[self.kind].last_ok
@@ -262,10 +191,7 @@ class Reflector:
         if not isinstance(obj, Mapping) or not isinstance(metadata or {}, Mapping):
             raise ValueError(f"watch event {kind!r} carries a malformed object")
         if kind == "ERROR":
-            code = obj.get("code", 0)
-            if code == 410:
-                raise Gone(str(obj.get("message", "")))
-            raise ApiError(int(code), str(obj.get("message", "")))
+            raise error_for(int(obj.get("code", 0)), str(obj.get("message", "")))
         version = (metadata or {}).get("resourceVersion")
         if kind == "BOOKMARK":
             self.view.mark_ok(self.kind)
@@ -281,33 +207,19 @@ class Reflector:
 
 def reflectors(
     view: ClusterView,
-    api: client.ApiClient,
+    api: ApiClient,
     *,
     timeout_s: int,
     read_timeout_s: float,
     observer: WatchObserver | None = None,
 ) -> list[Reflector]:
-    core = client.CoreV1Api(api)
     ref = view.config_ref
-
-    def make(kind: Kind, call: ListCall, **list_kwargs: Any) -> Reflector:
-        return Reflector(
-            view,
-            kind,
-            call,
-            timeout_s=timeout_s,
-            read_timeout_s=read_timeout_s,
-            observer=observer,
-            list_kwargs=list_kwargs,
-        )
-
+    collections = {
+        Kind.NODES: node_collection(api),
+        Kind.PODS: pod_collection(api),
+        Kind.CONFIG: config_map_collection(api, ref.namespace, ref.name),
+    }
     return [
-        make(Kind.NODES, core.list_node),
-        make(Kind.PODS, core.list_pod_for_all_namespaces),
-        make(
-            Kind.CONFIG,
-            core.list_namespaced_config_map,
-            namespace=ref.namespace,
-            field_selector=f"metadata.name={ref.name}",
-        ),
+        Reflector(view, kind, collection, timeout_s=timeout_s, read_timeout_s=read_timeout_s, observer=observer)
+        for kind, collection in collections.items()
     ]

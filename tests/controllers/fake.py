@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from extender.controllers.kube import Conflict, NotFound
+from extender.kube.errors import Conflict, NotFound
 from extender.model.catalog import model_named
 from extender.model.migparted import DEFAULT_CONFIG, default_config_document
 from extender.view.store import ClusterView, Kind

@@ -7,16 +7,19 @@ from typing import Any
 import pytest
 
 from extender.controllers.provisioning import (
-    CAPACITY_ANNOTATION,
-    GUARDED_ANNOTATION,
-    REQUEST_LABEL,
     ProvisionConfig,
     ProvisioningController,
     load_pools,
 )
+from extender.kube.names import (
+    CAPACITY_ANNOTATION,
+    CAPACITY_GUARDED_ANNOTATION,
+    CAPACITY_REQUEST_LABEL,
+    CAPACITY_REQUEST_SCHEDULER,
+    DO_NOT_DISRUPT_ANNOTATION,
+)
 from extender.model.catalog import model_named
 from extender.model.provisioning import Pool, PoolsError
-from extender.view.objects import CAPACITY_REQUEST_SCHEDULER, DO_NOT_DISRUPT
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
 from tests.controllers.fake import Clock, FakeApi, counts_for
@@ -58,7 +61,7 @@ async def tick(api: FakeApi, clock: Clock, controller: ProvisioningController, s
 
 
 def requests_of(api: FakeApi) -> list[dict[str, Any]]:
-    return [p for p in api.namespaced_pods.values() if REQUEST_LABEL in p["metadata"]["labels"]]
+    return [p for p in api.namespaced_pods.values() if CAPACITY_REQUEST_LABEL in p["metadata"]["labels"]]
 
 
 def karpenter_node(api: FakeApi, name: str, pool: Pool) -> None:
@@ -97,7 +100,7 @@ async def test_from_unmet_pod_to_request_to_node_to_lifted_guard() -> None:
 
     await tick(api, clock, controller, 30)
     (request,) = requests_of(api)
-    assert request["metadata"]["labels"][REQUEST_LABEL] == "a100-balanced", "the only pool with 3g instances"
+    assert request["metadata"]["labels"][CAPACITY_REQUEST_LABEL] == "a100-balanced", "the only pool with 3g instances"
     assert request["metadata"]["ownerReferences"][0]["uid"] == "pools-uid"
     spec = request["spec"]
     assert spec["schedulerName"] == CAPACITY_REQUEST_SCHEDULER
@@ -116,7 +119,7 @@ async def test_from_unmet_pod_to_request_to_node_to_lifted_guard() -> None:
     await tick(api, clock, controller)
     assert requests_of(api) == [], "its node arrived"
     annotations = api.nodes["ip-10-0-0-1"]["metadata"]["annotations"]
-    assert annotations[DO_NOT_DISRUPT] == "true"
+    assert annotations[DO_NOT_DISRUPT_ANNOTATION] == "true"
     assert annotations[CAPACITY_ANNOTATION] == "arriving"
 
     await tick(api, clock, controller)
@@ -124,12 +127,12 @@ async def test_from_unmet_pod_to_request_to_node_to_lifted_guard() -> None:
 
     mig_manager(api, "ip-10-0-0-1")
     await tick(api, clock, controller)
-    assert DO_NOT_DISRUPT in api.nodes["ip-10-0-0-1"]["metadata"]["annotations"], "no MIG pod runs there yet"
+    assert DO_NOT_DISRUPT_ANNOTATION in api.nodes["ip-10-0-0-1"]["metadata"]["annotations"], "no MIG pod runs there yet"
 
     api.bind(waiting, "ip-10-0-0-1")
     await tick(api, clock, controller)
     annotations = api.nodes["ip-10-0-0-1"]["metadata"]["annotations"]
-    assert DO_NOT_DISRUPT not in annotations and GUARDED_ANNOTATION not in annotations
+    assert DO_NOT_DISRUPT_ANNOTATION not in annotations and CAPACITY_GUARDED_ANNOTATION not in annotations
     assert annotations[CAPACITY_ANNOTATION] == "released"
     assert controller.stats.requests_created == {"a100-balanced": 1}
     assert controller.stats.requests_deleted == {"arrived": 1}
@@ -142,7 +145,7 @@ async def test_requests_follow_the_demand_down() -> None:
     for raw in pods:
         view.apply(Kind.PODS, "ADDED", raw)
     await tick(api, clock, controller, 60)
-    assert sorted(r["metadata"]["labels"][REQUEST_LABEL] for r in requests_of(api)) == ["a100-1g", "a100-1g"]
+    assert sorted(r["metadata"]["labels"][CAPACITY_REQUEST_LABEL] for r in requests_of(api)) == ["a100-1g", "a100-1g"]
 
     for raw in pods[:10]:
         view.apply(Kind.PODS, "DELETED", raw)
@@ -194,7 +197,7 @@ async def test_overlay_mode_removes_requests_and_still_guards_new_nodes() -> Non
     assert overlay.stats.requests_deleted == {"mode": 1}
     karpenter_node(api, "n1", BALANCED)
     await tick(api, clock, overlay)
-    assert api.nodes["n1"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "true"
+    assert api.nodes["n1"]["metadata"]["annotations"][DO_NOT_DISRUPT_ANNOTATION] == "true"
     assert requests_of(api) == []
 
 
@@ -202,13 +205,13 @@ async def test_a_guard_times_out_with_a_warning_and_a_foreign_guard_is_left_alon
     _view, api, clock, controller = setup()
     karpenter_node(api, "n1", BALANCED)
     karpenter_node(api, "n2", BALANCED)
-    api.set_node("n2", {"metadata": {"annotations": {DO_NOT_DISRUPT: "1h"}}})
+    api.set_node("n2", {"metadata": {"annotations": {DO_NOT_DISRUPT_ANNOTATION: "1h"}}})
     await tick(api, clock, controller)
-    assert api.nodes["n1"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "true"
-    assert GUARDED_ANNOTATION not in api.nodes["n2"]["metadata"]["annotations"]
+    assert api.nodes["n1"]["metadata"]["annotations"][DO_NOT_DISRUPT_ANNOTATION] == "true"
+    assert CAPACITY_GUARDED_ANNOTATION not in api.nodes["n2"]["metadata"]["annotations"]
     await tick(api, clock, controller, 601)
-    assert DO_NOT_DISRUPT not in api.nodes["n1"]["metadata"]["annotations"]
-    assert api.nodes["n2"]["metadata"]["annotations"][DO_NOT_DISRUPT] == "1h", "set by someone else: kept"
+    assert DO_NOT_DISRUPT_ANNOTATION not in api.nodes["n1"]["metadata"]["annotations"]
+    assert api.nodes["n2"]["metadata"]["annotations"][DO_NOT_DISRUPT_ANNOTATION] == "1h", "set by someone else: kept"
     assert event_reasons(api).count("MigLayoutNotApplied") == 2
     assert controller.stats.protections_released == {"timeout": 2}
 
@@ -265,7 +268,7 @@ async def test_an_unresolvable_pool_is_skipped_and_the_others_serve() -> None:
     view, api, clock, controller = setup(pools=(broken, BALANCED))
     view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
     await tick(api, clock, controller, 60)
-    assert [r["metadata"]["labels"][REQUEST_LABEL] for r in requests_of(api)] == ["a100-balanced"]
+    assert [r["metadata"]["labels"][CAPACITY_REQUEST_LABEL] for r in requests_of(api)] == ["a100-balanced"]
 
 
 def test_load_pools_names_the_file(tmp_path: Any) -> None:

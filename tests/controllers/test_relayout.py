@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 
 from extender.controllers.relayout import (
-    CONFIG_ANNOTATION,
-    FINISHED_LABEL,
-    OUTCOME_ANNOTATION,
-    PHASE_LABEL,
-    TAINT_KEY,
     RelayoutConfig,
     RelayoutController,
     generated_name,
+)
+from extender.kube.names import (
+    RELAYOUT_CONFIG_ANNOTATION,
+    RELAYOUT_FINISHED_LABEL,
+    RELAYOUT_OUTCOME_ANNOTATION,
+    RELAYOUT_PHASE_LABEL,
+    RELAYOUT_TAINT,
 )
 from extender.model.catalog import model_named
 from extender.model.fragmentation import parse_mix
@@ -90,16 +92,16 @@ async def test_a_whole_idle_node_is_re_partitioned_for_a_waiting_pod_from_start_
     view, api, clock, controller = setup()
     node = await start_one(view, api, clock, controller)
     assert node == "gpu-a"
-    name = api.nodes[node]["metadata"]["annotations"][CONFIG_ANNOTATION]
+    name = api.nodes[node]["metadata"]["annotations"][RELAYOUT_CONFIG_ANNOTATION]
     assert re.fullmatch(r"mig-extender-gpu-a-[0-9a-f]{8}", name)
     # written into the ConfigMap beside every default config, per device
     configs = api.configs()
     assert configs[name] == [{"devices": [0], "mig-enabled": True, "mig-devices": {"7g.80gb": 1}}]
     assert "all-balanced" in configs and "all-3g.40gb" in configs
     # tainted, but the MIG Manager label is not changed before the re-check
-    assert taints(api, node) == [TAINT_KEY]
+    assert taints(api, node) == [RELAYOUT_TAINT]
     assert labels(api, node)["nvidia.com/mig.config"] == "all-3g.40gb"
-    assert labels(api, node)[PHASE_LABEL] == "tainted"
+    assert labels(api, node)[RELAYOUT_PHASE_LABEL] == "tainted"
     assert controller.note_for(view.pods["uid-large"]) is not None
     assert controller.note_for(view.pods["uid-large"]).node == node  # type: ignore[union-attr]
     assert ("Node", node, "MigRelayoutStarted", "Normal") in [e[:4] for e in api.events]
@@ -110,16 +112,16 @@ async def test_a_whole_idle_node_is_re_partitioned_for_a_waiting_pod_from_start_
     clock.advance(5)
     await controller.reconcile()
     assert labels(api, node)["nvidia.com/mig.config"] == name
-    assert labels(api, node)[PHASE_LABEL] == "applying"
+    assert labels(api, node)[RELAYOUT_PHASE_LABEL] == "applying"
 
     await controller.reconcile()  # MIG Manager has not started: the old "success" is not this one's
-    assert taints(api, node) == [TAINT_KEY]
+    assert taints(api, node) == [RELAYOUT_TAINT]
     mig_manager(api, node)
     await controller.reconcile()
     assert taints(api, node) == []
-    assert PHASE_LABEL not in labels(api, node) and FINISHED_LABEL in labels(api, node)
+    assert RELAYOUT_PHASE_LABEL not in labels(api, node) and RELAYOUT_FINISHED_LABEL in labels(api, node)
     assert labels(api, node)["nvidia.com/mig.config"] == name
-    assert api.nodes[node]["metadata"]["annotations"][OUTCOME_ANNOTATION].startswith("success ")
+    assert api.nodes[node]["metadata"]["annotations"][RELAYOUT_OUTCOME_ANNOTATION].startswith("success ")
     assert controller.stats.outcomes == {"success": 1} and controller.stats.started == 1
     assert ("Pod", "large", "MigRelayoutSucceeded", "Normal") in [e[:4] for e in api.events]
     # the view now shows a 7g there: nothing more to plan
@@ -280,7 +282,7 @@ async def test_single_idle_gpu_of_a_busy_node_with_the_exact_layout() -> None:
     view.apply(Kind.PODS, "ADDED", waiting_pod("large", {MIG_7G: 1}))
     await controller.reconcile()
     assert list(controller.in_flight) == ["busy"]
-    name = api.nodes["busy"]["metadata"]["annotations"][CONFIG_ANNOTATION]
+    name = api.nodes["busy"]["metadata"]["annotations"][RELAYOUT_CONFIG_ANNOTATION]
     assert api.configs()[name] == [
         {"devices": [0], "mig-enabled": True, "mig-devices": {"3g.40gb": 2}},  # the busy GPU as it is
         {"devices": [1], "mig-enabled": True, "mig-devices": {"7g.80gb": 1}},
@@ -319,7 +321,7 @@ async def test_rebalance_re_partitions_an_idle_node_toward_the_mix_when_nothing_
     assert annotations["mig-extender.io/relayout-for"] == ""
     (event,) = [e for e in api.events if e[2] == "MigRelayoutStarted"]
     assert "toward the expected demand mix" in str(event)
-    (entry,) = api.configs()[annotations[CONFIG_ANNOTATION]]
+    (entry,) = api.configs()[annotations[RELAYOUT_CONFIG_ANNOTATION]]
     assert entry["mig-devices"] != {"3g.40gb": 2}
     assert sum(model_named(H100).profile(p).compute_slices * n for p, n in entry["mig-devices"].items()) == 7
     clock.advance(5)

@@ -15,7 +15,6 @@ import copy
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -23,9 +22,10 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from extender.kube.retry import Backoff
 from extender.view import watch as watch_module
 from extender.view.store import ClusterView, ConfigMapRef, Kind
-from extender.view.watch import Backoff, Reflector, reflectors
+from extender.view.watch import Reflector, reflectors
 from tests.builders import pod
 from tests.support import Clock
 
@@ -673,43 +673,6 @@ async def test_an_unauthorized_client_keeps_retrying_and_stays_unsynced(harness:
         assert not harness.view.sync[Kind.NODES].synced
         assert harness.fake.seen == [], "the fake records authorised requests only"
         await harness.stop()
-
-
-def test_backoff_resets_after_two_healthy_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    monkeypatch.setattr(watch_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    delays: list[float] = []
-
-    async def no_sleep(seconds: float) -> None:
-        delays.append(seconds)
-
-    monkeypatch.setattr(watch_module, "asyncio", SimpleNamespace(sleep=no_sleep))
-
-    async def scenario() -> list[float]:
-        backoff = Backoff()
-        seen = []
-        for _ in range(8):
-            await backoff.wait()
-            seen.append(backoff._current)
-        now[0] += 60
-        backoff.healthy()  # one healthy minute is not enough
-        await backoff.wait()
-        seen.append(backoff._current)
-        now[0] += 121
-        backoff.healthy()
-        await backoff.wait()
-        seen.append(backoff._current)
-        # Two healthy minutes without a clean watch end (e.g. a proxy cutting every long watch) also reset.
-        for _ in range(3):
-            await backoff.wait()
-        now[0] += 121
-        await backoff.wait()
-        seen.append(backoff._current)
-        return seen
-
-    seen = asyncio.run(scenario())
-    assert seen == [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0, 30.0, 0.8, 0.8]
-    assert all(0.4 - 1e-9 <= d <= 30.0 for d in delays)
 
 
 # --- 5. read timeouts -------------------------------------------------------------------------------------
