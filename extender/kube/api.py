@@ -5,9 +5,8 @@ Protocols let unit tests put an in-memory API in place of :class:`KubeApi`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, cast
 
 from kubernetes_asyncio import client
@@ -19,6 +18,21 @@ from .events import event_body, event_namespace
 TIMEOUT_S = 10
 MERGE_PATCH = "application/merge-patch+json"
 """RFC 7386, so that null deletes a key; a dict body would otherwise go out as a strategic merge patch."""
+
+
+async def _merge_patch(call: Callable[..., Awaitable[Any]], *target: str, patch: Mapping[str, Any]) -> Any:
+    """``call`` (a kubernetes-asyncio patch method) with an RFC 7386 body; the raw response."""
+    return await call(
+        *target, cast(Any, dict(patch)), _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=TIMEOUT_S
+    )
+
+
+async def _read_unless_missing(response: Any, what: str) -> Any:
+    """The parsed body, or None for a 404 (an object, or a CRD, that does not exist)."""
+    try:
+        return await read_json(response, what)
+    except NotFound:
+        return None
 
 
 class LeaseApi(Protocol):
@@ -88,10 +102,7 @@ class KubeApi:
         response = await self.coordination.read_namespaced_lease(
             name, namespace, _preload_content=False, _request_timeout=TIMEOUT_S
         )
-        try:
-            return cast(dict[str, Any], await read_json(response, f"get lease {namespace}/{name}"))
-        except NotFound:
-            return None
+        return cast(dict[str, Any] | None, await _read_unless_missing(response, f"get lease {namespace}/{name}"))
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         response = await self.coordination.create_namespaced_lease(
@@ -110,13 +121,7 @@ class KubeApi:
         return cast(dict[str, Any], await read_json(response, f"get node {name}"))
 
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        response = await self.core.patch_node(  # type: ignore[call-arg]  # _content_type is in **kwargs
-            name,
-            cast(Any, dict(patch)),
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-            _request_timeout=TIMEOUT_S,
-        )
+        response = await _merge_patch(self.core.patch_node, name, patch=patch)
         return cast(dict[str, Any], await read_json(response, f"patch node {name}"))
 
     async def pods_on_node(self, name: str) -> list[dict[str, Any]]:
@@ -130,10 +135,7 @@ class KubeApi:
         response = await self.core.read_namespaced_config_map(
             name, namespace, _preload_content=False, _request_timeout=TIMEOUT_S
         )
-        try:
-            return cast(dict[str, Any], await read_json(response, f"get configmap {namespace}/{name}"))
-        except NotFound:
-            return None
+        return cast(dict[str, Any] | None, await _read_unless_missing(response, f"get configmap {namespace}/{name}"))
 
     async def replace_config_map(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         response = await self.core.replace_namespaced_config_map(
@@ -158,41 +160,23 @@ class KubeApi:
         response = await self.core.delete_namespaced_pod(
             name, namespace, grace_period_seconds=0, _preload_content=False, _request_timeout=TIMEOUT_S
         )
-        with contextlib.suppress(NotFound):
-            await read_json(response, f"delete pod {namespace}/{name}")
+        await _read_unless_missing(response, f"delete pod {namespace}/{name}")
 
     async def patch_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """An RFC 7386 merge patch of a pod (its annotations: null deletes a key); the answer is not read."""
-        response = await self.core.patch_namespaced_pod(  # type: ignore[call-arg]  # _content_type in **kwargs
-            name,
-            namespace,
-            cast(Any, dict(patch)),
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-            _request_timeout=TIMEOUT_S,
-        )
+        response = await _merge_patch(self.core.patch_namespaced_pod, name, namespace, patch=patch)
         await discard(response, f"patch pod {namespace}/{name}")
 
     async def patch_pod_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        response = await self.core.patch_namespaced_pod_status(  # type: ignore[call-arg]  # _content_type in **kwargs
-            name,
-            namespace,
-            cast(Any, dict(patch)),
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-            _request_timeout=TIMEOUT_S,
-        )
+        response = await _merge_patch(self.core.patch_namespaced_pod_status, name, namespace, patch=patch)
         return cast(dict[str, Any], await read_json(response, f"patch status of pod {namespace}/{name}"))
 
     async def list_node_claims(self) -> list[dict[str, Any]]:
         response = await self.custom.list_cluster_custom_object(
             "karpenter.sh", "v1", "nodeclaims", _preload_content=False, _request_timeout=TIMEOUT_S
         )
-        try:
-            body = await read_json(response, "list nodeclaims")
-        except NotFound:
-            return []
-        return list(body.get("items") or [])
+        body = await _read_unless_missing(response, "list nodeclaims")
+        return list((body or {}).get("items") or [])
 
     async def post_event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str) -> None:
         now = datetime.datetime.now(datetime.UTC)
