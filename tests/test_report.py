@@ -3,24 +3,39 @@ and on a live API server (a local stand-in speaking the Kubernetes list API to k
 
 from __future__ import annotations
 
+import io
 import json
-import struct
+import sys
 import threading
-import zlib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy
 import pytest
 import yaml
+from PIL import Image
 
 from extender.cli import main
 from extender.metrics import default_weights
 from extender.model.catalog import model_named
 from extender.model.state import GpuState
-from extender.report import COLORS, FONT, Mark, build_report, encode_png, gpu_row, render_png, render_text
+from extender.report import (
+    COLORS,
+    Drawing,
+    GpuLine,
+    Mark,
+    build_report,
+    compute_groups,
+    gpu_row,
+    layout_png,
+    render_png,
+    render_text,
+    slice_counts,
+)
 from extender.view.store import ClusterView
 from tests.builders import gpu
 from tests.conftest import DEMO_SNAPSHOT
@@ -81,70 +96,114 @@ def test_text_max_nodes(demo_view: ClusterView) -> None:
     assert text.rstrip().endswith("... and 6 more nodes (--max-nodes)")
 
 
-# --- PNG -------------------------------------------------------------------------------------------------------
+# --- PNG ---------------------------------------------------------------------------------------------------------
 
 
-def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
-    """A minimal reader of what encode_png writes (8-bit RGB, filter 0), checking every chunk's CRC."""
+def read_png(data: bytes) -> Any:
+    """The PNG's pixels as an RGB array (rows top to bottom), after checking it is a PNG."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    position, chunks = 8, {}
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position : position + 4])
-        kind = data[position + 4 : position + 8]
-        body = data[position + 8 : position + 8 + length]
-        (crc,) = struct.unpack(">I", data[position + 8 + length : position + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
-        chunks[kind] = body
-        position += 12 + length
-    width, height, depth, color, _, _, _ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
-    assert (depth, color) == (8, 2) and b"IEND" in chunks
-    raw = zlib.decompress(chunks[b"IDAT"])
-    stride = width * 3 + 1
-    assert len(raw) == stride * height
-    rows = [raw[y * stride : (y + 1) * stride] for y in range(height)]
-    assert all(row[0] == 0 for row in rows)
-    return width, height, [row[1:] for row in rows]
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    return numpy.asarray(image.convert("RGB"))
 
 
-def pixel_colors(rows: list[bytes]) -> Counter[tuple[int, int, int]]:
-    found: Counter[tuple[int, int, int]] = Counter()
-    for row in rows:
-        for x in range(0, len(row), 3):
-            found[(row[x], row[x + 1], row[x + 2])] += 1
+def cell_marks(drawing: Drawing, pixels: Any) -> dict[tuple[str, int], Counter[Mark]]:
+    """Per (node, GPU): the marks of its cells as read back from the pixels at each cell's centre."""
+    by_color = {color: mark for mark, color in COLORS.items()}
+    found: dict[tuple[str, int], Counter[Mark]] = {}
+    for cell in drawing.cells:
+        if cell.node:
+            color = tuple(int(v) for v in pixels[cell.y + cell.h // 2, cell.x + cell.w // 2])
+            assert color == COLORS[cell.mark], (cell, color)
+            found.setdefault((cell.node, cell.gpu), Counter())[by_color[color]] += 1
     return found
 
 
-def test_encode_png_round_trip() -> None:
-    pixels = bytes([255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30])
-    width, height, rows = decode_png(encode_png(2, 2, pixels))
-    assert (width, height) == (2, 2) and b"".join(rows) == pixels
+def test_png_cells_are_the_counts(demo_view: ClusterView) -> None:
+    """Blue cells are the used compute slices, green and red the free ones, red the stranded ones, per GPU."""
+    report = demo_report(demo_view)
+    drawing = layout_png(report)
+    pixels = read_png(render_png(report))
+    assert pixels.shape == (drawing.height, drawing.width, 3)
+    marks = cell_marks(drawing, pixels)
+    assert len(marks) == 60
+    for node in report.nodes:
+        for line in node.gpus:
+            seen, counts = marks[(node.summary.name, line.gpu.index)], line.counts
+            assert seen[Mark.USED] == counts.used, (node.summary.name, line.gpu.index)
+            assert seen[Mark.FREE] + seen[Mark.STRANDED] == counts.free, (node.summary.name, line.gpu.index)
+            assert seen[Mark.STRANDED] == counts.stranded, (node.summary.name, line.gpu.index)
+    # h100-idle-3g: two free 3g instances per GPU, and the 7th compute slice of each is stranded
+    idle = marks[("h100-idle-3g", 0)]
+    assert idle == Counter({Mark.FREE: 6, Mark.STRANDED: 1})
+    assert sum(sum(m.values()) for m in marks.values()) == sum(
+        line.counts.capacity for n in report.nodes for line in n.gpus
+    )
 
 
-def test_png_draws_every_kind_of_slice(demo_view: ClusterView) -> None:
-    width, height, rows = decode_png(render_png(demo_report(demo_view)))
-    assert width > 500 and height > 300
-    colors = pixel_colors(rows)
-    for mark in (Mark.USED, Mark.FREE, Mark.STRANDED):
-        assert colors[COLORS[mark]] > 100, mark
-    # One 9-pixel cell per memory slice: 60 GPUs x 8 slices, and instance edges only narrow cells.
-    assert colors[COLORS[Mark.FREE]] + colors[COLORS[Mark.USED]] < 60 * 8 * 9 * 16 + 4 * 9 * 16
+@pytest.mark.parametrize(
+    ("state", "groups"),
+    [
+        # instances in the order used, free; one group per instance
+        (gpu("A100-40GB", "2g.10gb@0 1g.5gb@2 1g.5gb@3 3g.20gb@4", used="1g.5gb@2 3g.20gb@4"), "U1 U3 F2 F1"),
+        (gpu("H100-80GB", "3g.40gb@0 3g.40gb@4"), "F3 F3 S1"),
+        (gpu("H100-80GB", "3g.40gb@0 2g.20gb@4", used="3g.40gb@0"), "U3 F2 S2"),
+        # a dynamic GPU's free room is one group (free placements, not instances); with 3g at 0 used only a 3g
+        # fits at 4, so one compute slice is stranded though every memory slice is reachable
+        (gpu("H200-141GB", "3g.71gb@0", used="3g.71gb@0", dynamic=True), "U3 F3 S1"),
+        (gpu("H100-80GB", SEVEN_1G, used=SEVEN_1G, dynamic=True), "U1 U1 U1 U1 U1 U1 U1"),
+        (GpuState(0, model_named("H100-80GB"), (), mig_enabled=False), "F7"),
+        (GpuState(0, model_named("H100-80GB"), (), mig_enabled=False, whole_gpu_used=True), "U7"),
+    ],
+)
+def test_compute_groups(state: GpuState, groups: str) -> None:
+    letter = {Mark.USED: "U", Mark.FREE: "F", Mark.STRANDED: "S"}
+    line = GpuLine(state, slice_counts(state))
+    assert " ".join(f"{letter[m]}{n}" for m, n in compute_groups(line)) == groups
+
+
+def test_png_labels_name_nodes_and_profiles_in_their_own_case(demo_view: ClusterView) -> None:
+    report = demo_report(demo_view)
+    texts = [label.text for label in layout_png(report).labels]
+    assert texts[0] == "mig-extender report: 8 GPU nodes, 60 GPUs, 363 free compute slices, fragmentation ratio 0.75"
+    for node in report.nodes:
+        assert node.summary.name in texts
+    assert "8x H100-80GB  static  mig-parted-config" in texts
+    assert "8x H200-141GB  dynamic  allocatable" in texts
+    # under each GPU: its index and the largest profile that fits, e.g. h100-exact's
+    assert "0 2g.20gb 1 2g.20gb 2 3g.40gb 3 3g.40gb" in {" ".join(t.split()) for t in texts}
+    # the counts beside h100-idle-3g, each segment in the colour of the cells it counts
+    idle = [label for label in layout_png(report).labels if label.text in {"used 0/56", "free 56", "stranded 8"}]
+    assert [(label.text, label.color) for label in idle] == [
+        ("used 0/56", COLORS[Mark.USED]),
+        ("free 56", COLORS[Mark.FREE]),
+        ("stranded 8", COLORS[Mark.STRANDED]),
+    ]
+    assert any(t.startswith("stranded: free, but no instance can use it") for t in texts)
+
+
+def test_png_shortens_long_node_names(demo_view: ClusterView) -> None:
+    report = demo_report(demo_view)
+    long_name = "gpu-pool-" + "x" * 60 + "-zone-b-0017"
+    node = report.nodes[0]
+    renamed = replace(node, summary=replace(node.summary, name=long_name))
+    texts = [label.text for label in layout_png(replace(report, nodes=(renamed,))).labels]
+    short = next(t for t in texts if t.startswith("gpu-pool-"))
+    assert len(short) == 40 and short.endswith("-zone-b-0017") and "…" in short
 
 
 def test_png_of_many_nodes_wraps_into_columns(demo_view: ClusterView) -> None:
     report = demo_report(demo_view)
-    many = type(report)(report.source, report.nodes * 12, report.weights)  # 96 node cards
-    width, height, _ = decode_png(render_png(many))
-    one_width, one_height, _ = decode_png(render_png(report))
-    # 96 cards in columns of 40: three columns, each about five times as tall as the 8-node map
-    assert width > one_width and height < 6 * one_height
-    limited_width, _, _ = decode_png(render_png(many, max_nodes=8))
-    assert limited_width < width
-
-
-def test_the_font_has_every_character_of_node_and_profile_names() -> None:
-    for char in "abcdefghijklmnopqrstuvwxyz0123456789-._:/()%,=+?;'[]@#*":
-        assert char.upper() in FONT
-        assert len(FONT[char.upper()]) == 7
+    many = replace(report, nodes=report.nodes * 12)  # 96 node rows
+    drawing, one = layout_png(many), layout_png(report)
+    # 96 rows in columns of at most 60: two columns of 48, each six times as tall as the 8-node map's rows
+    assert drawing.width > 1.8 * one.width and drawing.height < 7 * one.height
+    pixels = read_png(render_png(many))
+    assert pixels.shape == (drawing.height, drawing.width, 3)
+    cell_marks(drawing, pixels)
+    capped = layout_png(many, max_nodes=8)
+    assert (capped.width, capped.height) == (one.width, one.height) or capped.width < drawing.width
+    assert any("the first 8 nodes by name are drawn (--png-max-nodes)" in label.text for label in capped.labels)
 
 
 # --- the command -----------------------------------------------------------------------------------------------
@@ -156,7 +215,20 @@ def test_report_command_on_a_snapshot(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert out.startswith(f"mig-extender report: 8 GPU nodes, 60 GPUs (snapshot {DEMO_SNAPSHOT})")
     assert "mix 1g=0.45" in out and out.rstrip().endswith(f"wrote {png}")
-    decode_png(png.read_bytes())
+    assert read_png(png.read_bytes()).shape[0] > 300
+
+
+def test_report_png_without_matplotlib_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for module in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    png = tmp_path / "fleet.png"
+    assert main(["report", "--snapshot", str(DEMO_SNAPSHOT), "--png", str(png)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "mig-extender: cannot draw --png: matplotlib is not installed (pip install '.[sim]')\n"
+    assert captured.out == "" and not png.exists()
 
 
 def test_report_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

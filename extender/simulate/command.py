@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..model.catalog import CatalogError, model_named
 from ..model.fragmentation import parse_mix
+from ..plotting import MATPLOTLIB_MISSING
 from .baselines import policies_named
 from .engine import Mode, SimConfig, World
 from .run import plot, run, table, write_json
@@ -115,5 +116,5 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         write_json(output, args.json)
     if args.plot and not plot(output, args.plot):
-        print("mig-extender: no plot: matplotlib is not installed (pip install '.[sim]')", file=sys.stderr)
+        print(f"mig-extender: no plot: {MATPLOTLIB_MISSING}", file=sys.stderr)
     return 0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..plotting import MatplotlibMissing, pyplot
 from .baselines import PolicySpec
 from .bound import optimum, trivial_bound, work_conserving_optimum
 from .engine import Mode, PolicyResult, SimConfig, Simulation, World
@@ -110,10 +110,8 @@ def write_json(output: RunOutput, path: Path) -> None:
 def plot(output: RunOutput, path: Path) -> bool:
     """PNG of allocated share against arrived demand (and node count in churn); False without matplotlib."""
     try:
-        matplotlib: Any = importlib.import_module("matplotlib")
-        matplotlib.use("Agg")
-        plt: Any = importlib.import_module("matplotlib.pyplot")
-    except ImportError:
+        plt = pyplot()
+    except MatplotlibMissing:
         return False
     churn = output.config.mode is Mode.CHURN
     fig, axes = plt.subplots(1, 2 if churn else 1, figsize=(13 if churn else 7, 5), squeeze=False)
