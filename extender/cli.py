@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from .kube.errors import ConfigError
 from .model.catalog import CatalogError, GpuModel, model_named
 from .model.layouts import layout_text, maximal_layouts
-from .settings import ENV_PREFIX, FIELDS, SettingsError, describe, load_settings
+from .settings import RETIRED, SPECS, SettingsError, describe, load_settings
 from .view.snapshot import SnapshotError
 
 
@@ -66,22 +66,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .server.run import configure_logging, serve
 
-    overrides = {name: getattr(args, name) for name in FIELDS}
+    overrides = {name: getattr(args, name) for name in [*SPECS, *RETIRED]}
     try:
         settings = load_settings(overrides, config_file=args.config)
     except SettingsError as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
-    if settings.provision != "off" and settings.provision_pools_file:
+    if settings.provisioning.mode != "off" and settings.provisioning.pools_file:
         from .controllers.provisioning import load_pools
         from .model.provisioning import PoolsError
 
         try:
-            load_pools(settings.provision_pools_file)
+            load_pools(settings.provisioning.pools_file)
         except PoolsError as exc:
             print(f"mig-extender: {exc}", file=sys.stderr)
             return 2
-    configure_logging(settings)
+    configure_logging(settings.logging)
     try:
         return asyncio.run(serve(settings))
     except (SnapshotError, ConfigError) as exc:
@@ -93,21 +93,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     import pathlib
 
     from .model.fragmentation import parse_mix
-    from .plotting import MatplotlibMissing, pyplot
     from .report import build_report, load_view, render_png, render_text
 
     try:
         settings = load_settings({"snapshot": args.snapshot, "kubeconfig": args.kubeconfig}, config_file=args.config)
-        weights = parse_mix(args.mix or settings.demand_prior)
+        weights = parse_mix(args.mix or settings.scoring.demand_prior)
     except (SettingsError, ValueError) as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
-    if args.png:
-        try:
-            pyplot()  # before the fleet is listed, not after
-        except MatplotlibMissing as exc:
-            print(f"mig-extender: cannot draw --png: {exc}", file=sys.stderr)
-            return 2
     try:
         view, source = load_view(settings)
     except (SnapshotError, ConfigError) as exc:
@@ -162,13 +155,14 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    for name, spec in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        doc = spec.metadata["doc"] + f" (default: {spec.default}; env {ENV_PREFIX}{name.upper()})"
-        if spec.type == "bool":
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=doc)
+    for name, spec in SPECS.items():
+        doc = f"{spec.doc} (default: {spec.default}; env {spec.env})".replace("%", "%%")
+        if spec.kind is bool:
+            parser.add_argument(spec.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=doc)
         else:
-            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=doc.replace("%", "%%"))
+            parser.add_argument(spec.flag, dest=name, default=None, metavar=name.upper(), help=doc)
+    for name in RETIRED:  # still accepted, so that old manifests start; load_settings warns
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,9 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--snapshot", help="a snapshot file, as for 'serve' (default: the live cluster)")
     where.add_argument("--kubeconfig", help="kubeconfig of the live cluster (default: the pod's service account)")
     report.add_argument("--config", help="YAML or JSON file of settings (the mig-parted ConfigMap, the demand prior)")
-    report.add_argument(
-        "--png", metavar="FILE", help="also write the map as a PNG image to FILE (needs matplotlib, extra sim)"
-    )
+    report.add_argument("--png", metavar="FILE", help="also write the map as a PNG image to FILE")
     report.add_argument("--mix", help="demand mix for F, by name or as 1g=0.5,3g=0.5 (default: demand_prior)")
     report.add_argument("--max-nodes", type=int, metavar="N", help="show the first N nodes by name (default: all)")
     report.add_argument(

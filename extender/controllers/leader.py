@@ -23,6 +23,7 @@ from typing import Any
 from ..kube.api import LeaseApi
 from ..kube.errors import ApiError, Conflict
 from ..kube.times import micro_time
+from ..settings import LeaderElectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +32,19 @@ class LeaderElector:
     def __init__(
         self,
         api: LeaseApi,
+        settings: LeaderElectionSettings,
         *,
-        namespace: str,
-        name: str,
         identity: str,
-        lease_duration_s: float = 15.0,
-        renew_deadline_s: float = 10.0,
-        retry_period_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
-        if not 0 < retry_period_s < renew_deadline_s < lease_duration_s:
-            raise ValueError("need 0 < retry period < renew deadline < lease duration")
         self.api = api
-        self.namespace = namespace
-        self.name = name
+        self.namespace = settings.namespace
+        self.name = settings.name
         self.identity = identity
-        self.lease_duration_s = lease_duration_s
-        self.renew_deadline_s = renew_deadline_s
-        self.retry_period_s = retry_period_s
+        self.lease_duration_s = settings.lease_duration_s  # the group checks retry < renew deadline < duration
+        self.renew_deadline_s = settings.renew_deadline_s
+        self.retry_period_s = settings.retry_period_s
         self.clock = clock
         self.now = now
         self._renewed_at: float | None = None

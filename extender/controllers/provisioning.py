@@ -62,7 +62,7 @@ from ..model.migparted import MigPartedConfig, MigPartedError
 from ..model.policy import PodVerdict, PolicyConfig, evaluate
 from ..model.provisioning import CapacityPlan, Pool, PoolsError, parse_pools, plan_capacity
 from ..model.state import NodeState
-from ..settings import Settings
+from ..settings import ProvisionSettings
 from ..view.objects import NodeInfo, PodInfo
 from ..view.store import ClusterView
 from .loop import reconcile_forever
@@ -82,36 +82,6 @@ def load_pools(path: str) -> tuple[Pool, ...]:
         return parse_pools(document)
     except (OSError, yaml.YAMLError, PoolsError) as exc:
         raise PoolsError(f"pools file {path}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class ProvisionConfig:
-    mode: str
-    pools: tuple[Pool, ...]
-    request_resources: str = "gpu"
-    namespace: str = "mig-extender"
-    owner_configmap: str = "mig-extender-pools"
-    interval_s: float = 10.0
-    debounce_s: float = 30.0
-    max_requests: int = 20
-    protect_s: float = 1800.0
-    request_timeout_s: float = 900.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ProvisionConfig:
-        assert settings.provision_pools_file is not None  # Settings checks it
-        return cls(
-            mode=settings.provision,
-            pools=load_pools(settings.provision_pools_file),
-            request_resources=settings.provision_request_resources,
-            namespace=settings.provision_namespace,
-            owner_configmap=settings.provision_owner_configmap,
-            interval_s=settings.provision_interval_s,
-            debounce_s=settings.provision_debounce_s,
-            max_requests=settings.provision_max_requests,
-            protect_s=settings.provision_protect_s,
-            request_timeout_s=settings.provision_request_timeout_s,
-        )
 
 
 @dataclass(frozen=True)
@@ -215,7 +185,8 @@ class ProvisioningController:
         self,
         view: ClusterView,
         api: CapacityApi,
-        config: ProvisionConfig,
+        config: ProvisionSettings,
+        pools: Sequence[Pool],
         *,
         is_leader: Callable[[], bool] = lambda: True,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
@@ -227,7 +198,8 @@ class ProvisioningController:
         self.config = config
         self.is_leader = is_leader
         self.now = now
-        self.pools = {pool.name: pool for pool in config.pools}
+        self.pools = {pool.name: pool for pool in pools}
+        """The pools file's NodePools by name, in the file's order (names are unique)."""
         self.stats = ProvisioningStats()
         self.plan: CapacityPlan | None = None
         self._owner: dict[str, Any] | None = None
@@ -282,7 +254,7 @@ class ProvisioningController:
     def _templates(self) -> list[tuple[Pool, NodeState]]:
         """Each pool's empty node under the cluster's mig-parted config; pools it cannot resolve are skipped."""
         templates = []
-        for pool in self.config.pools:
+        for pool in self.pools.values():
             try:
                 templates.append((pool, pool.empty_node(self.view.mig_parted)))
                 self._pool_errors.pop(pool.name, None)
@@ -435,7 +407,7 @@ class ProvisioningController:
             if not request.marked_unschedulable:
                 await self._mark(request.name, self.pools[request.pool], len(pending))
         room = self.config.max_requests - len(kept)
-        by_cost = sorted(self.config.pools, key=lambda p: p.cost)
+        by_cost = sorted(self.pools.values(), key=lambda p: p.cost)
         for pool in by_cost:
             missing = plan.requests.get(pool.name, 0) - sum(1 for r in kept if r.pool == pool.name)
             for _ in range(max(0, min(missing, room))):

@@ -71,10 +71,10 @@ from ..model.policy import PolicyConfig, evaluate
 from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_rebalance, plan_relayouts
 from ..model.state import Fidelity, GpuState, MigStrategy, NodeState
 from ..notify.annotator import RelayoutNote
-from ..settings import Settings
+from ..settings import RelayoutSettings
 from ..view.objects import NodeInfo, ObjectError, PodInfo
 from ..view.sources import build_node_state, usage_of
-from ..view.store import ClusterView, ConfigMapRef
+from ..view.store import ClusterView
 from .loop import reconcile_forever
 
 log = logging.getLogger(__name__)
@@ -97,39 +97,6 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     ABORTED = "aborted"
     """A GPU to change was busy at the re-check, or the node was taken over by someone else."""
-
-
-@dataclass(frozen=True)
-class RelayoutConfig:
-    mode: str = "on"
-    single_gpus: bool = False
-    rebalance: bool = False
-    min_idle_s: float = 300.0
-    interval_s: float = 10.0
-    settle_s: float = 10.0
-    timeout_s: float = 1200.0
-    max_concurrent: int = 1
-    cooldown_s: float = 1800.0
-    max_per_hour: int = 6
-    config_ref: ConfigMapRef = field(default_factory=ConfigMapRef)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RelayoutConfig:
-        return cls(
-            mode=settings.relayout,
-            single_gpus=settings.relayout_gpus,
-            rebalance=settings.relayout_rebalance,
-            min_idle_s=settings.relayout_min_idle_s,
-            interval_s=settings.relayout_interval_s,
-            settle_s=settings.relayout_settle_s,
-            timeout_s=settings.relayout_timeout_s,
-            max_concurrent=settings.relayout_max_concurrent,
-            cooldown_s=settings.relayout_node_cooldown_s,
-            max_per_hour=settings.relayout_max_per_hour,
-            config_ref=ConfigMapRef(
-                settings.mig_parted_namespace, settings.mig_parted_configmap, settings.mig_parted_key
-            ),
-        )
 
 
 @dataclass
@@ -249,7 +216,7 @@ class RelayoutController:
         self,
         view: ClusterView,
         api: ClusterApi,
-        config: RelayoutConfig,
+        config: RelayoutSettings,
         *,
         weights: Callable[[], Mapping[str, float]],
         is_leader: Callable[[], bool] = lambda: True,
@@ -540,7 +507,7 @@ class RelayoutController:
         return await self._update_configs(add)
 
     async def _update_configs(self, change: Callable[[dict[str, Any]], bool]) -> bool:
-        ref = self.config.config_ref
+        ref = self.view.config_ref  # the ConfigMap the view reads layouts from
         async for _ in attempts(CONFLICT_RETRIES):
             config_map = await self.api.get_config_map(ref.namespace, ref.name)
             if config_map is None:

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..metrics import VERBS, Metrics
-from ..settings import Settings
+from ..settings import Settings, TlsSettings
 from ..view.store import ClusterView
 from .guard import ConnectionGuard, GuardStats
 from .scheduling import SchedulingService
@@ -99,7 +99,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready, reason = request.app[VIEW].readiness(request.app[SETTINGS].stale_after_s)
+    ready, reason = request.app[VIEW].readiness(request.app[SETTINGS].view.stale_after_s)
     return _json({"status": "ok" if ready else "not ready", "reason": reason}, 200 if ready else 503)
 
 
@@ -108,9 +108,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def open_paths(settings: Settings) -> frozenset[str]:
+def open_paths(settings: TlsSettings) -> frozenset[str]:
     """Paths served without a client certificate when ``tls_client_ca_file`` is set."""
-    return frozenset(path.strip() for path in settings.tls_open_paths.split(",") if path.strip())
+    return frozenset(path.strip() for path in settings.open_paths.split(",") if path.strip())
 
 
 def _too_large(request: web.Request, limit: int) -> web.Response:
@@ -141,9 +141,9 @@ async def _guard_requests(
     stats = request.app[GUARD_STATS]
     guard = request.app.get(GUARD)
     connection = guard.connection(request.transport) if guard is not None else None
-    time_left = connection.headers_received() if connection is not None else settings.read_timeout_s
+    time_left = connection.headers_received() if connection is not None else settings.server.read_timeout_s
     try:
-        if settings.tls_client_ca_file and request.path not in request.app[OPEN_PATHS]:
+        if settings.tls.client_ca_file and request.path not in request.app[OPEN_PATHS]:
             transport = request.transport
             if not (transport is not None and transport.get_extra_info("peercert")):
                 stats.client_certificate_refusals += 1
@@ -153,7 +153,7 @@ async def _guard_requests(
                     403,
                 )
         if request.body_exists:
-            limit = settings.max_body_bytes
+            limit = settings.server.max_body_bytes
             if request.content_length is not None and request.content_length > limit:
                 return _too_large(request, limit)
             try:
@@ -161,9 +161,8 @@ async def _guard_requests(
                     await request.read()  # cached on the request: handlers read it again for free
             except TimeoutError:
                 stats.body_timeouts += 1
-                return await _cut_off(
-                    request, 408, f"request body not received within {settings.read_timeout_s:g} s (read_timeout_s)"
-                )
+                waited = settings.server.read_timeout_s
+                return await _cut_off(request, 408, f"request body not received within {waited:g} s (read_timeout_s)")
             except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
                 return _too_large(request, limit)
         return await handler(request)
@@ -181,12 +180,12 @@ def build_app(
     guard: ConnectionGuard | None = None,
 ) -> web.Application:
     """The application; ``guard`` is the listener's (:class:`GuardedSite`), absent under aiohttp's test server."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_guard_requests])
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[_guard_requests])
     app[SETTINGS] = settings
     app[VIEW] = view
     app[METRICS] = metrics
     app[SERVICE] = service
-    app[OPEN_PATHS] = open_paths(settings)
+    app[OPEN_PATHS] = open_paths(settings.tls)
     app[GUARD_STATS] = guard.stats if guard is not None else GuardStats()
     if guard is not None:
         app[GUARD] = guard

@@ -28,7 +28,7 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..settings import Settings
+from ..settings import ServerSettings
 
 if TYPE_CHECKING:
     import ssl
@@ -161,7 +161,7 @@ class ConnectionGuard:
         self._open: dict[asyncio.BaseTransport, _GuardedConnection] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConnectionGuard:
+    def from_settings(cls, settings: ServerSettings) -> ConnectionGuard:
         return cls(read_timeout_s=settings.read_timeout_s, max_connections=settings.max_connections)
 
     @property

@@ -20,18 +20,17 @@ from typing import Any
 from aiohttp import web
 
 from ..controllers.leader import LeaderElector
-from ..controllers.provisioning import ProvisionConfig, ProvisioningController
-from ..controllers.relayout import RelayoutConfig, RelayoutController
+from ..controllers.provisioning import ProvisioningController, load_pools
+from ..controllers.relayout import RelayoutController
 from ..kube.api import KubeApi
 from ..kube.client import identity, make_api_client
 from ..metrics import Metrics
-from ..model.fit import Allocator
 from ..model.policy import PolicyConfig
 from ..notify.annotator import Annotator
 from ..notify.writers import KubeWriter, LogWriter
-from ..settings import Settings
+from ..settings import LoggingSettings, ServerSettings, Settings, TlsSettings
 from ..view.snapshot import load_snapshot
-from ..view.store import ClusterView, ConfigMapRef
+from ..view.store import ClusterView
 from ..view.watch import reflectors
 from .app import build_app
 from .guard import ConnectionGuard, GuardCollector, GuardedSite
@@ -54,15 +53,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: LoggingSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
+    if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(settings.level.upper())
     # kubernetes_asyncio logs every API response body at DEBUG: whole Pod specs, env values included. Never
     # let a debug log level turn that on; the extender's own debug lines name objects, not their contents.
     logging.getLogger("kubernetes_asyncio").setLevel(max(root.level, logging.INFO))
@@ -81,9 +80,8 @@ def _controller_roots(
     metrics: Metrics,
 ) -> dict[str, Coroutine[Any, Any, None]]:
     """The re-layout controller and the provisioning loop, under one leader election."""
-    wanted = [
-        name for name, mode in (("relayout", settings.relayout), ("provision", settings.provision)) if mode != "off"
-    ]
+    modes = (("relayout", settings.relayout.mode), ("provision", settings.provisioning.mode))
+    wanted = [name for name, mode in modes if mode != "off"]
     if not wanted:
         return {}
     if api is None:
@@ -92,39 +90,31 @@ def _controller_roots(
     kube = KubeApi(api)
     roots: dict[str, Coroutine[Any, Any, None]] = {}
     elector: LeaderElector | None = None
-    if settings.leader_election:
-        elector = LeaderElector(
-            kube,
-            namespace=settings.leader_election_namespace,
-            name=settings.leader_election_name,
-            identity=identity(),
-            lease_duration_s=settings.leader_lease_duration_s,
-            renew_deadline_s=settings.leader_renew_deadline_s,
-            retry_period_s=settings.leader_retry_period_s,
-        )
+    if settings.leader_election.enabled:
+        elector = LeaderElector(kube, settings.leader_election, identity=identity())
         roots["leader election"] = elector.run()
 
     def leading() -> bool:
         return elector is None or elector.is_leader
 
-    if settings.relayout != "off":
-        relayout = RelayoutController(
-            view, kube, RelayoutConfig.from_settings(settings), weights=service.weights, is_leader=leading
-        )
+    if settings.relayout.mode != "off":
+        relayout = RelayoutController(view, kube, settings.relayout, weights=service.weights, is_leader=leading)
         roots["relayout"] = relayout.run()
         metrics.register_relayout(relayout.stats)
         if annotator is not None:
             annotator.relayout_notes = relayout.note_for
-    if settings.provision != "off":
-        provisioning = ProvisioningController(view, kube, ProvisionConfig.from_settings(settings), is_leader=leading)
+    if settings.provisioning.mode != "off":
+        assert settings.provisioning.pools_file is not None  # Settings checks it
+        pools = load_pools(settings.provisioning.pools_file)
+        provisioning = ProvisioningController(view, kube, settings.provisioning, pools, is_leader=leading)
         roots["provisioning"] = provisioning.run()
         metrics.register_provisioning(provisioning.stats)
     if annotator is not None:
         annotator.active = leading  # one replica writes verdicts, the same that acts on them
     log.info(
         "controllers: relayout %s, provision %s (leader election %s)",
-        settings.relayout,
-        settings.provision,
+        settings.relayout.mode,
+        settings.provisioning.mode,
         "on" if elector else "off",
     )
     return roots
@@ -134,32 +124,32 @@ async def _source(
     settings: Settings, view: ClusterView, metrics: Metrics, roots: dict[str, Coroutine[Any, Any, None]]
 ) -> tuple[Any, KubeWriter | LogWriter]:
     """The view's source (a snapshot, or list+watch reflectors added to ``roots``), its API client and writer."""
-    if settings.snapshot:
-        counts = load_snapshot(view, settings.snapshot)
-        log.info("serving snapshot %s: %s", settings.snapshot, counts)
+    if settings.view.snapshot:
+        counts = load_snapshot(view, settings.view.snapshot)
+        log.info("serving snapshot %s: %s", settings.view.snapshot, counts)
         return None, LogWriter(view)
-    api = await make_api_client(settings.kubeconfig)
+    api = await make_api_client(settings.view.kubeconfig)
     for reflector in reflectors(
         view,
         api,
-        timeout_s=settings.watch_timeout_s,
-        read_timeout_s=settings.watch_read_timeout_s,
+        timeout_s=settings.view.watch_timeout_s,
+        read_timeout_s=settings.view.watch_read_timeout_s,
         observer=metrics,
     ):
         roots[f"watch {reflector.kind}"] = reflector.run()
     return api, KubeWriter(api)
 
 
-def _tls(settings: Settings) -> CertificateReloader | None:
-    if not (settings.tls_cert_file and settings.tls_key_file):
+def _tls(settings: TlsSettings) -> CertificateReloader | None:
+    if not (settings.cert_file and settings.key_file):
         return None
-    files = TlsFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-    return CertificateReloader(files, interval_s=settings.tls_reload_interval_s)
+    files = TlsFiles(settings.cert_file, settings.key_file, settings.client_ca_file)
+    return CertificateReloader(files, interval_s=settings.reload_interval_s)
 
 
 async def start_listener(
     app: web.Application,
-    settings: Settings,
+    settings: ServerSettings,
     guard: ConnectionGuard,
     ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, GuardedSite]:
@@ -184,35 +174,33 @@ async def start_listener(
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1); 2 for unusable TLS files."""
     try:
-        tls = _tls(settings)  # first: a bad certificate must stop the start-up before anything else runs
+        tls = _tls(settings.tls)  # first: a bad certificate must stop the start-up before anything else runs
     except TlsError as exc:
         log.error("cannot serve HTTPS: %s", exc)
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
-    view = ClusterView(
-        config_ref=ConfigMapRef(settings.mig_parted_namespace, settings.mig_parted_configmap, settings.mig_parted_key),
-        assume_ttl_s=settings.assume_ttl_s,
-    )
-    metrics = Metrics(view, per_gpu=settings.metrics_per_gpu)
+    view = ClusterView(config_ref=settings.mig_parted, assume_ttl_s=settings.view.assume_ttl_s)
+    metrics = Metrics(view, per_gpu=settings.metrics.per_gpu)
     roots: dict[str, Coroutine[Any, Any, None]] = {}
     api, writer = await _source(settings, view, metrics, roots)
     annotator = None
-    if settings.annotate:
-        policy = PolicyConfig(dynamic_allocator=Allocator(settings.dynamic_allocator))
+    if settings.annotator.enabled:
+        policy = PolicyConfig(dynamic_allocator=settings.scoring.dynamic_allocator)
+        notes = settings.annotator
         annotator = Annotator(
-            view, writer, metrics, policy=policy, rate=settings.annotate_rate, scan_interval_s=settings.pending_scan_s
+            view, writer, metrics, policy=policy, rate=notes.rate, scan_interval_s=notes.scan_interval_s
         )
         roots["annotator"] = annotator.run()
     service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
     roots.update(_controller_roots(settings, view, api, service, annotator, metrics))
     metrics.weights_provider = service.weights
-    guard = ConnectionGuard.from_settings(settings)
+    guard = ConnectionGuard.from_settings(settings.server)
     metrics.registry.register(GuardCollector(guard))
     if tls is not None:
         roots["tls reload"] = tls.run()
         metrics.registry.register(TlsCollector(tls.stats))
     app = build_app(settings, view, metrics, service, guard=guard)
-    runner, site = await start_listener(app, settings, guard, tls.listening_context if tls else None)
+    runner, site = await start_listener(app, settings.server, guard, tls.listening_context if tls else None)
     log.info("mig-extender listening on %s", site.name)
 
     stop = asyncio.Event()

@@ -27,7 +27,7 @@ from cachetools import TTLCache
 from ..metrics import Metrics
 from ..model.catalog import MODELS
 from ..model.demand import DemandError, PodDemand, pod_demand
-from ..model.fit import Allocator, FitResult
+from ..model.fit import FitResult
 from ..model.fragmentation import DemandDistribution, parse_mix
 from ..model.policy import Outcome, PolicyConfig, evaluate, outcome_of, scores
 from ..model.scoring import scorer_named
@@ -189,12 +189,13 @@ class SchedulingService:
     ) -> None:
         self.view = view
         self.metrics = metrics
-        self.policy = PolicyConfig(dynamic_allocator=Allocator(settings.dynamic_allocator))
-        self.scorer = scorer_named(settings.scoring)
+        scoring = settings.scoring
+        self.policy = PolicyConfig(dynamic_allocator=scoring.dynamic_allocator)
+        self.scorer = scorer_named(scoring.strategy)
         self.distribution = DemandDistribution(
-            prior=parse_mix(settings.demand_prior),
-            prior_weight=settings.demand_prior_weight,
-            half_life_s=settings.demand_half_life_s,
+            prior=parse_mix(scoring.demand_prior),
+            prior_weight=scoring.demand_prior_weight,
+            half_life_s=scoring.demand_half_life_s,
         )
         self.on_unschedulable = on_unschedulable or (lambda uid: None)
         self.clock = clock

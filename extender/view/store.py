@@ -24,6 +24,7 @@ from cachetools import TTLCache
 from ..model.demand import PodDemand
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig, MigPartedError, parse_config
 from ..model.state import Fidelity, NodeState
+from ..settings import ConfigMapRef
 from .objects import NodeInfo, ObjectError, PodInfo
 from .sources import Usage, build_node_state
 
@@ -47,13 +48,6 @@ class SyncState:
     synced: bool = False
     last_ok: float | None = None
     relists: int = 0
-
-
-@dataclass(frozen=True)
-class ConfigMapRef:
-    namespace: str = "gpu-operator"
-    name: str = "default-mig-parted-config"
-    key: str = "config.yaml"
 
 
 @dataclass

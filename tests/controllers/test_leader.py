@@ -7,18 +7,18 @@ import asyncio
 import pytest
 
 from extender.controllers.leader import LeaderElector
+from extender.settings import LeaderElectionSettings
 from tests.controllers.fake import Clock, FakeApi
 
 
 def elector(api: FakeApi, clock: Clock, name: str) -> LeaderElector:
+    lease = LeaderElectionSettings(
+        namespace="mig-extender", name="mig-extender", lease_duration_s=15, renew_deadline_s=10, retry_period_s=2
+    )
     return LeaderElector(
         api,
-        namespace="mig-extender",
-        name="mig-extender",
+        lease,
         identity=name,
-        lease_duration_s=15,
-        renew_deadline_s=10,
-        retry_period_s=2,
         clock=clock.monotonic,
         now=clock.now,
     )
@@ -90,4 +90,8 @@ async def test_racing_updates_have_one_winner() -> None:
 
 def test_durations_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="retry period"):
-        LeaderElector(FakeApi(), namespace="n", name="l", identity="i", lease_duration_s=5, renew_deadline_s=10)
+        LeaderElector(
+            FakeApi(),
+            LeaderElectionSettings(namespace="n", name="l", lease_duration_s=5, renew_deadline_s=10),
+            identity="i",
+        )

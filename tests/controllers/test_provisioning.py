@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from extender.controllers.provisioning import (
-    ProvisionConfig,
     ProvisioningController,
     load_pools,
 )
@@ -20,6 +19,7 @@ from extender.kube.names import (
 )
 from extender.model.catalog import model_named
 from extender.model.provisioning import Pool, PoolsError
+from extender.settings import ProvisionSettings
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
 from tests.controllers.fake import Clock, FakeApi, counts_for
@@ -49,7 +49,7 @@ def setup(
     view.replace(Kind.PODS, [])
     settings = {"debounce_s": 30.0, "protect_s": 600.0, "request_timeout_s": 300.0, **config}
     controller = ProvisioningController(
-        view, api, ProvisionConfig(mode=mode, pools=pools, namespace=NS, **settings), now=clock.now
+        view, api, ProvisionSettings(mode=mode, namespace=NS, **settings), pools, now=clock.now
     )
     return view, api, clock, controller
 
@@ -190,7 +190,7 @@ async def test_overlay_mode_removes_requests_and_still_guards_new_nodes() -> Non
     await tick(api, clock, controller, 60)
     assert len(requests_of(api)) == 1
     overlay = ProvisioningController(
-        view, api, ProvisionConfig(mode="overlay", pools=(BALANCED, SMALL), namespace=NS), now=clock.now
+        view, api, ProvisionSettings(mode="overlay", namespace=NS), (BALANCED, SMALL), now=clock.now
     )
     await tick(api, clock, overlay)
     assert requests_of(api) == []
@@ -242,7 +242,7 @@ async def test_a_new_leader_takes_over_without_asking_twice() -> None:
     karpenter_node(api, "n1", BALANCED)
     view.apply(Kind.PODS, "ADDED", unmet_pod("big-2", {MIG_3G: 1}))
     successor = ProvisioningController(
-        view, api, ProvisionConfig(mode="requests", pools=(BALANCED, SMALL), namespace=NS), now=clock.now
+        view, api, ProvisionSettings(mode="requests", namespace=NS), (BALANCED, SMALL), now=clock.now
     )
     await tick(api, clock, successor)
     await tick(api, clock, successor)

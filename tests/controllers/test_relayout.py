@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from extender.controllers.relayout import (
-    RelayoutConfig,
     RelayoutController,
     generated_name,
 )
@@ -23,6 +22,7 @@ from extender.kube.names import (
 from extender.model.catalog import model_named
 from extender.model.fragmentation import parse_mix
 from extender.model.migparted import parse_config
+from extender.settings import RelayoutSettings
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
 from tests.controllers.fake import H100, Clock, FakeApi, counts_for
@@ -50,7 +50,7 @@ def setup(nodes: int = 2, *, mode: str = "on", **config: Any) -> tuple[ClusterVi
         api.add_node(f"gpu-{chr(ord('a') + i)}")
     settings = {"min_idle_s": 60.0, "settle_s": 5.0, "timeout_s": 600.0, "cooldown_s": 900.0, **config}
     controller = RelayoutController(
-        view, api, RelayoutConfig(mode=mode, **settings), weights=lambda: parse_mix("uniform"), now=clock.now
+        view, api, RelayoutSettings(mode=mode, **settings), weights=lambda: parse_mix("uniform"), now=clock.now
     )
     return view, api, clock, controller
 

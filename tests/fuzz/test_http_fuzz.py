@@ -148,7 +148,7 @@ def server() -> Iterator[LoopbackServer]:
     clock = Clock()
     view = ClusterView(clock=clock)
     load_snapshot(view, str(DEMO_SNAPSHOT))
-    settings_ = Settings(host="127.0.0.1", max_body_bytes=MAX_BODY)
+    settings_ = Settings.of(host="127.0.0.1", max_body_bytes=MAX_BODY)
     metrics = Metrics(view)
     app = build_app(settings_, view, metrics, SchedulingService(view, settings_, metrics, clock=clock))
     running = LoopbackServer(app, view, metrics, clock)

@@ -40,7 +40,7 @@ class Clock:
 def service(clock: Clock, *, fresh: bool) -> tuple[ClusterView, SchedulingService]:
     view = ClusterView(clock=clock, assume_ttl_s=30.0)
     load_snapshot(view, str(DEMO_SNAPSHOT))
-    s = Settings(host="127.0.0.1")
+    s = Settings.of(host="127.0.0.1")
     scheduling = SchedulingService(view, s, Metrics(view), clock=clock)
     if fresh:  # every answer from scratch
         scheduling._answer_again = lambda demand, names: None  # type: ignore[method-assign]

@@ -35,7 +35,7 @@ ALL_NODES = [
 
 
 def _app(view: ClusterView, **settings: Any) -> web.Application:
-    s = Settings(host="127.0.0.1", **settings)
+    s = Settings.of(host="127.0.0.1", **settings)
     metrics = Metrics(view)
     return build_app(s, view, metrics, SchedulingService(view, s, metrics))
 

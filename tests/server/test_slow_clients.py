@@ -56,11 +56,11 @@ class Server:
 
 async def start_server(view: ClusterView, ssl_context: ssl.SSLContext | None = None, **settings: Any) -> Server:
     """The extender's app behind its real listener (guard, timeouts, TLS) on a free loopback port."""
-    s = Settings(host=HOST, port=free_port(), **settings)
+    s = Settings.of(host=HOST, port=free_port(), **settings)
     metrics = Metrics(view)
-    guard = ConnectionGuard.from_settings(s)
+    guard = ConnectionGuard.from_settings(s.server)
     app = build_app(s, view, metrics, SchedulingService(view, s, metrics), guard=guard)
-    runner, site = await start_listener(app, s, guard, ssl_context)
+    runner, site = await start_listener(app, s.server, guard, ssl_context)
     return Server(s, guard, runner, site)
 
 

@@ -449,7 +449,7 @@ def test_debug_logging_never_turns_on_api_response_bodies() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        configure_logging(load_settings({"log_level": "DEBUG"}, environ={}))
+        configure_logging(load_settings({"log_level": "DEBUG"}, environ={}).logging)
         assert logging.getLogger("extender.server.app").isEnabledFor(logging.DEBUG)
         for name in ("kubernetes_asyncio.client.rest", "kubernetes_asyncio.config.kube_config"):
             assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
