@@ -93,6 +93,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import pathlib
 
     from .model.fragmentation import parse_mix
+    from .plotting import MatplotlibMissing, pyplot
     from .report import build_report, load_view, render_png, render_text
 
     try:
@@ -101,6 +102,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
+    if args.png:
+        try:
+            pyplot()  # before the fleet is listed, not after
+        except MatplotlibMissing as exc:
+            print(f"mig-extender: cannot draw --png: {exc}", file=sys.stderr)
+            return 2
     try:
         view, source = load_view(settings)
     except (SnapshotError, ConfigError) as exc:
@@ -192,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--snapshot", help="a snapshot file, as for 'serve' (default: the live cluster)")
     where.add_argument("--kubeconfig", help="kubeconfig of the live cluster (default: the pod's service account)")
     report.add_argument("--config", help="YAML or JSON file of settings (the mig-parted ConfigMap, the demand prior)")
-    report.add_argument("--png", metavar="FILE", help="also write the map as a PNG image to FILE")
+    report.add_argument(
+        "--png", metavar="FILE", help="also write the map as a PNG image to FILE (needs matplotlib, extra sim)"
+    )
     report.add_argument("--mix", help="demand mix for F, by name or as 1g=0.5,3g=0.5 (default: demand_prior)")
     report.add_argument("--max-nodes", type=int, metavar="N", help="show the first N nodes by name (default: all)")
     report.add_argument(

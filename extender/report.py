@@ -2,24 +2,26 @@
 
 Per node and per GPU, a row of memory slices marked used, free or stranded, with instance boundaries, the
 compute-slice counts and the largest profile that still fits. The counts are the metrics' own
-(:func:`extender.metrics.node_slices`), so the map and ``/metrics`` always agree. The PNG is written with the
-standard library (zlib and struct) and a built-in 5x7 bitmap font: no imaging library needed.
+(:func:`extender.metrics.node_slices`), so the map and ``/metrics`` always agree. The PNG is drawn with
+matplotlib (extra ``sim``), one cell per compute slice coloured as the counts count it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import struct
-import zlib
+import importlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .kube.client import make_api_client
-from .metrics import NodeSlices, SliceCounts, fragmentation_ratio, node_slices, slice_counts, source_of
+from .metrics import ModelSlices, NodeSlices, SliceCounts, fragmentation_ratio, node_slices, slice_counts, source_of
 from .model.catalog import Profile
 from .model.placement import free_starts
 from .model.state import GpuState
+from .plotting import pyplot
 from .settings import Settings
 from .view.snapshot import load_snapshot
 from .view.store import ClusterView
@@ -156,229 +158,281 @@ def render_text(report: FleetReport, max_nodes: int | None = None) -> str:
 
 
 # --- PNG ------------------------------------------------------------------------------------------------
+# One row per node, one bar per GPU, one cell per compute slice: the cells are the counts printed beside the
+# row (blue cells = used, green + red = free, red = stranded), so colours and numbers cannot disagree. The
+# layout is computed in pixels here (plain data, testable); matplotlib only draws it.
 
 Color = tuple[int, int, int]
 BACKGROUND: Color = (255, 255, 255)
 INK: Color = (33, 33, 33)
 GREY_INK: Color = (110, 110, 110)
+BAND: Color = (243, 244, 247)
 COLORS: dict[Mark, Color] = {
     Mark.USED: (66, 110, 200),
     Mark.FREE: (80, 180, 100),
     Mark.STRANDED: (220, 60, 50),
     Mark.OFF: (190, 190, 190),
 }
+CELL_MARKS = (Mark.USED, Mark.FREE, Mark.STRANDED)
+"""The marks a compute-slice cell can have: a MIG-disabled GPU is used or free as a whole."""
 
-# A 5x7 font: each glyph is 7 rows of 5 bits, most significant bit on the left. Lower case prints as upper case.
-_FONT_ROWS = {
-    "A": ".###.|#...#|#...#|#####|#...#|#...#|#...#",
-    "B": "####.|#...#|#...#|####.|#...#|#...#|####.",
-    "C": ".###.|#...#|#....|#....|#....|#...#|.###.",
-    "D": "###..|#..#.|#...#|#...#|#...#|#..#.|###..",
-    "E": "#####|#....|#....|####.|#....|#....|#####",
-    "F": "#####|#....|#....|####.|#....|#....|#....",
-    "G": ".###.|#...#|#....|#.###|#...#|#...#|.####",
-    "H": "#...#|#...#|#...#|#####|#...#|#...#|#...#",
-    "I": ".###.|..#..|..#..|..#..|..#..|..#..|.###.",
-    "J": "..###|...#.|...#.|...#.|...#.|#..#.|.##..",
-    "K": "#...#|#..#.|#.#..|##...|#.#..|#..#.|#...#",
-    "L": "#....|#....|#....|#....|#....|#....|#####",
-    "M": "#...#|##.##|#.#.#|#.#.#|#...#|#...#|#...#",
-    "N": "#...#|#...#|##..#|#.#.#|#..##|#...#|#...#",
-    "O": ".###.|#...#|#...#|#...#|#...#|#...#|.###.",
-    "P": "####.|#...#|#...#|####.|#....|#....|#....",
-    "Q": ".###.|#...#|#...#|#...#|#.#.#|#..#.|.##.#",
-    "R": "####.|#...#|#...#|####.|#.#..|#..#.|#...#",
-    "S": ".####|#....|#....|.###.|....#|....#|####.",
-    "T": "#####|..#..|..#..|..#..|..#..|..#..|..#..",
-    "U": "#...#|#...#|#...#|#...#|#...#|#...#|.###.",
-    "V": "#...#|#...#|#...#|#...#|#...#|.#.#.|..#..",
-    "W": "#...#|#...#|#...#|#.#.#|#.#.#|#.#.#|.#.#.",
-    "X": "#...#|#...#|.#.#.|..#..|.#.#.|#...#|#...#",
-    "Y": "#...#|#...#|.#.#.|..#..|..#..|..#..|..#..",
-    "Z": "#####|....#|...#.|..#..|.#...|#....|#####",
-    "0": ".###.|#...#|#..##|#.#.#|##..#|#...#|.###.",
-    "1": "..#..|.##..|..#..|..#..|..#..|..#..|.###.",
-    "2": ".###.|#...#|....#|...#.|..#..|.#...|#####",
-    "3": "#####|...#.|..#..|...#.|....#|#...#|.###.",
-    "4": "...#.|..##.|.#.#.|#..#.|#####|...#.|...#.",
-    "5": "#####|#....|####.|....#|....#|#...#|.###.",
-    "6": "..##.|.#...|#....|####.|#...#|#...#|.###.",
-    "7": "#####|....#|...#.|..#..|.#...|.#...|.#...",
-    "8": ".###.|#...#|#...#|.###.|#...#|#...#|.###.",
-    "9": ".###.|#...#|#...#|.####|....#|...#.|.##..",
-    " ": ".....|.....|.....|.....|.....|.....|.....",
-    "-": ".....|.....|.....|.###.|.....|.....|.....",
-    ".": ".....|.....|.....|.....|.....|.##..|.##..",
-    "_": ".....|.....|.....|.....|.....|.....|#####",
-    ":": ".....|.##..|.##..|.....|.##..|.##..|.....",
-    "/": ".....|....#|...#.|..#..|.#...|#....|.....",
-    "(": "...#.|..#..|.#...|.#...|.#...|..#..|...#.",
-    ")": ".#...|..#..|...#.|...#.|...#.|..#..|.#...",
-    "%": "##...|##..#|...#.|..#..|.#...|#..##|...##",
-    ",": ".....|.....|.....|.....|.##..|..#..|.#...",
-    "=": ".....|.....|#####|.....|#####|.....|.....",
-    "+": ".....|..#..|..#..|#####|..#..|..#..|.....",
-    "?": ".###.|#...#|....#|...#.|..#..|.....|..#..",
-    ";": ".....|.##..|.##..|.....|.##..|..#..|.#...",
-    "'": "..#..|..#..|.#...|.....|.....|.....|.....",
-    "[": ".###.|.#...|.#...|.#...|.#...|.#...|.###.",
-    "]": ".###.|...#.|...#.|...#.|...#.|...#.|.###.",
-    "@": ".###.|#...#|#.###|#.#.#|#.###|#....|.###.",
-    "#": ".#.#.|.#.#.|#####|.#.#.|#####|.#.#.|.#.#.",
-    "*": ".....|..#..|#.#.#|.###.|#.#.#|..#..|.....",
-}
-FONT: dict[str, tuple[int, ...]] = {
-    char: tuple(int(row.replace("#", "1").replace(".", "0"), 2) for row in rows.split("|"))
-    for char, rows in _FONT_ROWS.items()
-}
-GLYPH_W, GLYPH_H, ADVANCE = 5, 7, 6
+# Geometry, in pixels at DPI. Text is monospace so its width is known without a renderer.
+DPI = 100
+FONT_FAMILY = "DejaVu Sans Mono"  # ships with matplotlib
+MARGIN = 14
+CELL_W, CELL_H = 12, 14
+SLICE_GAP, GROUP_GAP = 1, 4
+"""Between two compute slices of one instance (or run), and between two instances."""
+GPU_GAP = 10
+ROW_H = CELL_H + 22
+COLUMN_GAP = 30
+ROWS_PER_COLUMN = 60
+NAME_CHARS = 40
+"""Longer node names are shortened in the middle (Kubernetes allows 253 characters)."""
+TITLE_PT, NAME_PT, BODY_PT, SMALL_PT = 12.0, 9.0, 8.0, 7.0
 
 
-class Canvas:
-    """An RGB image in a bytearray, with rectangles and 5x7 text."""
-
-    def __init__(self, width: int, height: int, background: Color = BACKGROUND) -> None:
-        self.width, self.height = width, height
-        self.pixels = bytearray(bytes(background) * (width * height))
-
-    def rect(self, x: int, y: int, w: int, h: int, color: Color) -> None:
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(self.width, x + w), min(self.height, y + h)
-        if x1 <= x0 or y1 <= y0:
-            return
-        row = bytes(color) * (x1 - x0)
-        for yy in range(y0, y1):
-            start = (yy * self.width + x0) * 3
-            self.pixels[start : start + len(row)] = row
-
-    def text(self, x: int, y: int, text: str, color: Color = INK, scale: int = 1) -> int:
-        """Draw ``text`` with its top-left corner at (x, y); returns the x after it."""
-        for char in text:
-            glyph = FONT.get(char.upper(), FONT["?"])
-            for r, bits in enumerate(glyph):
-                for c in range(GLYPH_W):
-                    if bits >> (GLYPH_W - 1 - c) & 1:
-                        self.rect(x + c * scale, y + r * scale, scale, scale, color)
-            x += ADVANCE * scale
-        return x
-
-    def png(self) -> bytes:
-        return encode_png(self.width, self.height, bytes(self.pixels))
+def char_width(points: float) -> int:
+    """Advance of one monospace character in pixels: DejaVu Sans Mono's is 0.602 em, hinted to whole pixels."""
+    return round(0.602 * points * DPI / 72)
 
 
-def text_width(text: str, scale: int = 1) -> int:
-    return len(text) * ADVANCE * scale
+def text_width(text: str, points: float) -> int:
+    return len(text) * char_width(points)
 
 
-def encode_png(width: int, height: int, rgb: bytes) -> bytes:
-    """An 8-bit RGB PNG of ``rgb`` (rows top to bottom, 3 bytes a pixel), every row with filter 0."""
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One compute slice (or a legend swatch, ``node == ""``), its top-left corner and size."""
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    stride = width * 3
-    raw = b"".join(b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-
-
-# Geometry of the map, in pixels.
-MARGIN = 12
-CELL_W, CELL_H, EDGE = 9, 16, 2
-GPU_GAP = 8
-LINE = 11
-CARD_GAP = 10
-NODES_PER_COLUMN = 40
-COLUMN_GAP = 24
+    x: int
+    y: int
+    w: int
+    h: int
+    mark: Mark
+    node: str = ""
+    gpu: int = -1
 
 
-def _gpu_width(gpu: GpuState) -> int:
-    return gpu.model.memory_slices * CELL_W
+@dataclass(frozen=True, slots=True)
+class Label:
+    """Text, left-aligned, vertically centred on ``y``."""
+
+    x: float
+    y: float
+    text: str
+    points: float
+    color: Color = INK
+    bold: bool = False
 
 
-def _card_size(node: NodeLine) -> tuple[int, int]:
-    gpus = sum(_gpu_width(g.gpu) + GPU_GAP for g in node.gpus)
-    return max(gpus, text_width(_card_title(node)), 200), LINE + CELL_H + 5 + LINE + CARD_GAP
+@dataclass(frozen=True, slots=True)
+class Drawing:
+    width: int
+    height: int
+    cells: tuple[Cell, ...]
+    labels: tuple[Label, ...]
+    bands: tuple[tuple[int, int, int, int], ...] = ()
+    """Light stripes (x, y, w, h) behind every other row, to follow a row across."""
 
 
-def _card_title(node: NodeLine) -> str:
+def compute_groups(line: GpuLine) -> tuple[tuple[Mark, int], ...]:
+    """A GPU's compute slices as (mark, slices) groups: used instances, free instances, then the stranded ones.
+
+    The group sizes add up to the counts (used, free minus stranded, stranded); where the instances do not
+    (a MIG-disabled GPU, a dynamic GPU's free room) one group stands for the count.
+    """
+    counts, gpu = line.counts, line.gpu
+    used = [i.profile.compute_slices for i in gpu.instances if i.used]
+    if sum(used) != counts.used:
+        used = [counts.used]
+    usable = counts.free - counts.stranded
+    free = [] if gpu.dynamic else [i.profile.compute_slices for i in gpu.instances if not i.used]
+    if sum(free) != usable:
+        free = [usable]
+    groups = [(Mark.USED, n) for n in used] + [(Mark.FREE, n) for n in free] + [(Mark.STRANDED, counts.stranded)]
+    return tuple((mark, n) for mark, n in groups if n > 0)
+
+
+def _bar_width(line: GpuLine) -> int:
+    groups = compute_groups(line)
+    slices = sum(n for _, n in groups)
+    return slices * CELL_W + (slices - len(groups)) * SLICE_GAP + max(0, len(groups) - 1) * GROUP_GAP
+
+
+def _gpu_label(line: GpuLine) -> str:
+    if not line.gpu.mig_enabled:
+        return f"{line.gpu.index} MIG off"
+    return f"{line.gpu.index} {_name(line.counts.largest)}"
+
+
+def _short(name: str) -> str:
+    if len(name) <= NAME_CHARS:
+        return name
+    half = (NAME_CHARS - 1) // 2
+    return name[:half] + "…" + name[-(NAME_CHARS - 1 - half) :]
+
+
+def _node_subtitle(node: NodeLine) -> str:
     s = node.summary
-    parts = [s.name]
-    for group in s.models:
-        parts.append(
-            f"{len(group.gpus)}x {group.model.name} used {group.used}/{group.capacity} stranded {group.stranded} "
-            f"fits {_name(group.largest)}"
-        )
-    return "  ".join(parts)
+    models = ", ".join(f"{len(g.gpus)}x {g.model.name}" for g in s.models)
+    return f"{models}  {s.mode}  {source_of(s.fidelity)}"
 
 
-def _draw_gpu(canvas: Canvas, x: int, y: int, line: GpuLine) -> None:
-    marks = slice_marks(line.gpu)
-    for i, (mark, region) in enumerate(marks):
-        left = 0 if i == 0 or marks[i - 1] == (mark, region) else EDGE
-        canvas.rect(x + i * CELL_W + left, y, CELL_W - left, CELL_H, COLORS[mark])
-    counts = line.counts
-    if counts.stranded:
-        # Stranded compute slices need not show as stranded memory (two 3g instances strand the 7th compute
-        # slice and no memory slice): a red bar under the GPU, its length their share of the GPU's compute.
-        canvas.rect(
-            x, y + CELL_H + 1, _gpu_width(line.gpu) * counts.stranded // counts.capacity, 2, COLORS[Mark.STRANDED]
-        )
-    label = counts.largest.name.split(".")[0] if counts.largest is not None else "-"
-    canvas.text(x, y + CELL_H + 5, f"{line.gpu.index}:{label}", GREY_INK)
+def _count_segments(group: ModelSlices, weights: Mapping[str, float]) -> tuple[tuple[str, Color], ...]:
+    """The counts beside a row, each in the colour of the cells it counts."""
+    return (
+        (f"used {group.used}/{group.capacity}", COLORS[Mark.USED]),
+        (f"free {group.free}", COLORS[Mark.FREE]),
+        (f"stranded {group.stranded}", COLORS[Mark.STRANDED]),
+        (f"fits {_name(group.largest)}  F {group.fragmentation(weights):.1f}", INK),
+    )
 
 
-def _legend(canvas: Canvas | None, x: int, y: int) -> int:
-    """Draw the legend (or only measure it with ``canvas=None``); returns its width."""
-    start = x
-    for mark, label in (
+SEGMENT_GAP = "  "
+
+
+def _counts_text(node: NodeLine, weights: Mapping[str, float]) -> list[str]:
+    return [SEGMENT_GAP.join(text for text, _ in _count_segments(g, weights)) for g in node.summary.models]
+
+
+def _row_height(node: NodeLine) -> int:
+    return max(ROW_H, len(node.summary.models) * 14 + 8)
+
+
+def _legend(x: int, y: int) -> tuple[list[Cell], list[Label]]:
+    cells, labels = [], []
+    for mark, text in (
         (Mark.USED, "used"),
         (Mark.FREE, "free"),
-        (Mark.STRANDED, "stranded"),
-        (Mark.OFF, "MIG disabled, idle"),
+        (Mark.STRANDED, "stranded: free, but no instance can use it"),
     ):
-        if canvas is not None:
-            canvas.rect(x, y, CELL_W * 2, LINE - 2, COLORS[mark])
-            canvas.text(x + CELL_W * 2 + 4, y + 1, label)
-        x += CELL_W * 2 + 4 + text_width(label) + 14
+        cells.append(Cell(x, y - CELL_H // 2, CELL_W * 2, CELL_H, mark))
+        labels.append(Label(x + CELL_W * 2 + 5, y, text, BODY_PT))
+        x += CELL_W * 2 + 5 + text_width(text, BODY_PT) + 18
     note = (
-        "one cell per memory slice, a gap at each instance edge; under each GPU: a red bar for stranded compute "
-        "slices, its index and the largest profile that still fits"
+        "one cell per compute slice, a gap between instances; under each GPU: its index and the largest profile "
+        "that fits"
     )
-    if canvas is not None:
-        canvas.text(x, y + 1, note, GREY_INK)
-    return x + text_width(note) - start
+    labels.append(Label(x, y, note, BODY_PT, GREY_INK))
+    return cells, labels
 
 
-def render_png(report: FleetReport, max_nodes: int | None = None) -> bytes:
+def layout_png(report: FleetReport, max_nodes: int | None = None) -> Drawing:
+    """Where every cell and label of the map goes: nodes in rows, wrapped into columns of up to ROWS_PER_COLUMN."""
     shown = list(report.nodes[:max_nodes] if max_nodes is not None else report.nodes)
     _, ratio, free = fragmentation_ratio((n.summary for n in report.nodes), report.weights)
     title = (
         f"mig-extender report: {len(report.nodes)} GPU nodes, {report.gpu_count} GPUs, {free} free compute slices, "
-        f"fragmentation ratio {ratio:.2f} ({report.source})"
+        f"fragmentation ratio {ratio:.2f}"
     )
+    subtitle = f"{report.source}; mix " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(report.weights.items()))
     if len(shown) < len(report.nodes):
-        title += f" - first {len(shown)} nodes shown"
-    columns = [shown[i : i + NODES_PER_COLUMN] for i in range(0, len(shown), NODES_PER_COLUMN)] or [[]]
-    sizes = [[_card_size(n) for n in column] for column in columns]
-    widths = [max((w for w, _ in column), default=0) for column in sizes]
-    top = MARGIN + 2 * LINE + 2 * LINE + 6
-    body_h = max(sum(h for _, h in column) for column in sizes)
-    width = MARGIN * 2 + max(sum(widths) + COLUMN_GAP * (len(widths) - 1), text_width(title, 2), _legend(None, 0, 0))
-    canvas = Canvas(width, top + body_h + MARGIN)
-    canvas.text(MARGIN, MARGIN, title, INK, scale=2)
-    _legend(canvas, MARGIN, MARGIN + 2 * LINE + 6)
-    x = MARGIN
-    for column, column_sizes, column_width in zip(columns, sizes, widths):
+        subtitle += f"; the first {len(shown)} nodes by name are drawn (--png-max-nodes)"
+    cells, legend_labels = _legend(MARGIN, MARGIN + 52)
+    labels = [
+        Label(MARGIN, MARGIN + 9, title, TITLE_PT, bold=True),
+        Label(MARGIN, MARGIN + 30, subtitle, BODY_PT, GREY_INK),
+        *legend_labels,
+    ]
+    top = MARGIN + 52 + CELL_H + 12
+    column_count = max(1, -(-len(shown) // ROWS_PER_COLUMN))
+    per_column = max(1, -(-len(shown) // column_count))
+    columns = [shown[i : i + per_column] for i in range(0, len(shown), per_column)]
+    x, bottom = MARGIN, top
+    bands = []
+    for column in columns:
+        name_w = max(
+            max(text_width(_short(n.summary.name), NAME_PT), text_width(_node_subtitle(n), SMALL_PT)) for n in column
+        )
+        # A GPU's slot is a whole number of label characters wide, so a row's GPU labels are one padded text.
+        slot_chars = max(
+            max(-(-(_bar_width(g) + GPU_GAP) // char_width(SMALL_PT)), len(_gpu_label(g)) + 1)
+            for n in column
+            for g in n.gpus
+        )
+        slot_w = slot_chars * char_width(SMALL_PT)
+        gpus_w = max(len(n.gpus) for n in column) * slot_w
+        counts_w = max(text_width(t, BODY_PT) for n in column for t in _counts_text(n, report.weights))
+        column_w = name_w + 12 + gpus_w + 4 + counts_w
         y = top
-        for node, (_, h) in zip(column, column_sizes):
-            canvas.text(x, y, _card_title(node))
-            gx = x
+        for row_number, node in enumerate(column):
+            if row_number % 2:
+                bands.append((x - 4, y - 5, column_w + 8, _row_height(node)))
+            labels.append(Label(x, y + 5, _short(node.summary.name), NAME_PT, bold=True))
+            labels.append(Label(x, y + 19, _node_subtitle(node), SMALL_PT, GREY_INK))
+            gx = x + name_w + 12
             for line in node.gpus:
-                _draw_gpu(canvas, gx, y + LINE, line)
-                gx += _gpu_width(line.gpu) + GPU_GAP
-            y += h
-        x += column_width + COLUMN_GAP
-    return canvas.png()
+                cx = gx
+                for mark, slices in compute_groups(line):
+                    for _ in range(slices):
+                        cells.append(Cell(cx, y, CELL_W, CELL_H, mark, node.summary.name, line.gpu.index))
+                        cx += CELL_W + SLICE_GAP
+                    cx += GROUP_GAP - SLICE_GAP
+                gx += slot_w
+            gpu_labels = "".join(_gpu_label(line).ljust(slot_chars) for line in node.gpus).rstrip()
+            labels.append(Label(x + name_w + 12, y + CELL_H + 7, gpu_labels, SMALL_PT, GREY_INK))
+            cx = x + name_w + 12 + gpus_w + 4
+            for row, group in enumerate(node.summary.models):
+                sx = cx
+                for text, color in _count_segments(group, report.weights):
+                    labels.append(Label(sx, y + 5 + row * 14, text, BODY_PT, color))
+                    sx += text_width(text + SEGMENT_GAP, BODY_PT)
+            y += _row_height(node)
+        bottom = max(bottom, y)
+        x += column_w + COLUMN_GAP
+    width = max(
+        x - COLUMN_GAP + MARGIN, *(int(label.x) + text_width(label.text, label.points) + MARGIN for label in labels)
+    )
+    return Drawing(width, bottom + MARGIN, tuple(cells), tuple(labels), tuple(bands))
+
+
+def _hex(color: Color) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def render_png(report: FleetReport, max_nodes: int | None = None) -> bytes:
+    """The map as PNG bytes; raises :class:`~extender.plotting.MatplotlibMissing` without the ``sim`` extra."""
+    plt = pyplot()
+    collections: Any = importlib.import_module("matplotlib.collections")
+    patches: Any = importlib.import_module("matplotlib.patches")
+    drawing = layout_png(report, max_nodes)
+    fig = plt.figure(figsize=(drawing.width / DPI, drawing.height / DPI), dpi=DPI, facecolor=_hex(BACKGROUND))
+    try:
+        # One axes over the whole figure in pixel units, y downwards: a Cell's numbers are its pixels.
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_xlim(0, drawing.width)
+        ax.set_ylim(drawing.height, 0)
+        ax.set_axis_off()
+        for bx, by, bw, bh in drawing.bands:
+            ax.add_patch(patches.Rectangle((bx, by), bw, bh, facecolor=_hex(BAND), edgecolor="none", linewidth=0))
+        boxes = [[(c.x, c.y), (c.x + c.w, c.y), (c.x + c.w, c.y + c.h), (c.x, c.y + c.h)] for c in drawing.cells]
+        ax.add_collection(
+            collections.PolyCollection(
+                boxes,
+                facecolors=[_hex(COLORS[c.mark]) for c in drawing.cells],
+                edgecolors="none",
+                linewidths=0,
+                antialiaseds=False,  # flat colours: a cell's pixels are exactly its mark's colour
+            )
+        )
+        for label in drawing.labels:
+            ax.text(
+                label.x,
+                label.y,
+                label.text,
+                fontsize=label.points,
+                family=FONT_FAMILY,
+                color=_hex(label.color),
+                fontweight="bold" if label.bold else "normal",
+                ha="left",
+                va="center",
+            )
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
 
 
 # --- loading the fleet ------------------------------------------------------------------------------------
