@@ -1,27 +1,37 @@
 """Metrics: the slice accounting (against brute force and the model's F), the fleet series on the demo snapshot,
-per-GPU series only when asked, caching by node state, and every series documented in docs/metrics.md."""
+per-GPU series only when asked, caching by node state, incremental fleet series equal to a computation from
+scratch, and every series documented in docs/metrics.md."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 import extender.metrics as metrics_module
-from extender.metrics import Metrics, ProvisioningStats, SliceCounts, node_slices, slice_counts
+from extender.metrics import Metrics, ProvisioningStats
+from extender.model.accounting import SliceCounts, fragmentation_ratio, node_slices, slice_counts
 from extender.model.catalog import GpuModel, model_named
-from extender.model.fragmentation import fragmentation_ratio, node_fragmentation, unusable_by_shape
+from extender.model.demand import PodDemand
+from extender.model.fragmentation import node_fragmentation, unusable_by_shape
 from extender.model.placement import Placement
 from extender.model.state import GpuState, Instance
 from extender.server.guard import ConnectionGuard, GuardCollector
 from extender.server.tls import TlsCollector, TlsStats
+from extender.view import store
+from extender.view.snapshot import load_snapshot
 from extender.view.store import ClusterView, Kind
 from tests.builders import gpu, node, pod
+from tests.conftest import DEMO_SNAPSHOT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "metrics.md"
@@ -241,6 +251,163 @@ def test_node_accounting_is_cached_by_node_state(demo_view: ClusterView, monkeyp
     generate_latest(m.registry)
     assert built == ["h100-idle-3g"]
     assert sample(m, "mig_extender_node_compute_slices", node="h100-idle-3g", model="H100-80GB", state="used") == 3
+
+
+# --- incremental fleet series against a from-scratch computation ---------------------------------------------
+
+DEMO_ITEMS = yaml.safe_load(DEMO_SNAPSHOT.read_text())["items"]
+DEMO_NODES = {i["metadata"]["name"]: i for i in DEMO_ITEMS if i["kind"] == "Node"}
+DEMO_CONFIG = next(i for i in DEMO_ITEMS if i["kind"] == "ConfigMap")
+NODE_NAMES = sorted(DEMO_NODES)
+PROFILES = ["1g.10gb", "3g.40gb", "7g.80gb", "1g.5gb", "2g.20gb", "3g.71gb"]
+MIG_CONFIGS = ["all-balanced", "all-1g.10gb", "all-3g.40gb", "all-disabled", "no-such-config"]
+MIXES = [None, {"1g": 0.5, "3g": 0.3, "7g": 0.2}, {"2g": 1.0}]
+
+view_changes = st.one_of(
+    st.tuples(st.just("bind"), st.sampled_from(NODE_NAMES), st.sampled_from(PROFILES)),
+    st.tuples(st.just("unbind"), st.integers(0, 20), st.just("")),
+    st.tuples(st.just("assume"), st.sampled_from(NODE_NAMES), st.sampled_from(PROFILES)),
+    st.tuples(st.just("time"), st.just(""), st.sampled_from(["5", "40"])),
+    st.tuples(st.just("delete-node"), st.sampled_from(NODE_NAMES), st.just("")),
+    st.tuples(st.just("restore-node"), st.sampled_from(NODE_NAMES), st.just("")),
+    st.tuples(st.just("mig-config"), st.sampled_from(NODE_NAMES), st.sampled_from(MIG_CONFIGS)),
+    st.tuples(st.just("relist"), st.just(""), st.just("")),
+    st.tuples(st.just("config-map"), st.just(""), st.just("")),
+    st.tuples(st.just("mix"), st.integers(0, len(MIXES) - 1), st.just("")),
+    st.tuples(st.just("scrape"), st.just(""), st.just("")),
+)
+
+
+class _World:
+    """A view of the demo snapshot, changed step by step; ``mix`` is the demand mix the metrics read."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.view = ClusterView(clock=lambda: self.now, assume_ttl_s=30.0)
+        load_snapshot(self.view, str(DEMO_SNAPSHOT))
+        self.nodes = {name: copy.deepcopy(raw) for name, raw in DEMO_NODES.items()}
+        self.bound: list[dict[str, Any]] = []
+        self.mix: dict[str, float] | None = None
+
+    def weights(self) -> dict[str, float]:
+        return self.mix if self.mix is not None else metrics_module.default_weights()
+
+    def apply(self, step: int, change: tuple[str, Any, str]) -> None:
+        kind, target, detail = change
+        view = self.view
+        if kind == "bind":
+            raw = pod(f"b{step}", limits={f"nvidia.com/mig-{detail}": "1"}, node_name=target)
+            raw["status"]["phase"] = "Running"
+            self.bound.append(raw)
+            view.apply(Kind.PODS, "ADDED", raw)
+        elif kind == "unbind" and self.bound:
+            view.apply(Kind.PODS, "DELETED", self.bound.pop(target % len(self.bound)))
+        elif kind == "assume":
+            view.assume(f"a{step}", target, PodDemand(mig=((detail, 1),)))
+        elif kind == "time":
+            self.now += float(detail)
+        elif kind == "delete-node":
+            view.apply(Kind.NODES, "DELETED", self.nodes[target])
+        elif kind == "restore-node":
+            view.apply(Kind.NODES, "ADDED", self.nodes[target])
+        elif kind == "mig-config":
+            self.nodes[target]["metadata"].setdefault("labels", {})["nvidia.com/mig.config"] = detail
+            view.apply(Kind.NODES, "MODIFIED", self.nodes[target])
+        elif kind == "relist":
+            view.replace(Kind.NODES, [raw for name, raw in self.nodes.items() if name in view.nodes])
+        elif kind == "config-map":
+            view.apply(Kind.CONFIG, "MODIFIED", DEMO_CONFIG)
+        elif kind == "mix":
+            self.mix = MIXES[target]
+
+
+def fleet_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a text exposition but the collect time, by name and labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name != "mig_extender_fleet_collect_seconds"
+    }
+
+
+def assert_fleet_from_scratch(world: _World, kept: Metrics) -> None:
+    assert kept.fleet is not None
+    got = fleet_samples(kept.fleet.exposition())
+    fresh = Metrics(world.view, per_gpu=kept.per_gpu, weights_provider=world.weights)
+    assert fresh.fleet is not None
+    assert got == pytest.approx(fleet_samples(fresh.fleet.exposition()), rel=1e-12, abs=1e-9)
+    # and against the model's per-GPU F, without the accounting's sums
+    states = [s for s in world.view.node_states() if s.gpus]
+    weights = world.weights()
+    total_f = sum(node_fragmentation(s.gpus, weights) for s in states)
+    free = sum(s.total_compute - s.used_compute for s in states)
+    assert got[("mig_extender_cluster_fragmentation", ())] == pytest.approx(total_f, abs=1e-9)
+    assert got[("mig_extender_cluster_fragmentation_ratio", ())] == pytest.approx(total_f / free if free else 0.0)
+    assert sum(v for (name, labels), v in got.items() if name == "mig_extender_nodes") == len(states)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(view_changes, min_size=1, max_size=25), st.booleans(), st.booleans())
+def test_incremental_fleet_series_equal_a_computation_from_scratch(
+    changes: list[tuple[str, Any, str]], short_log: bool, per_gpu: bool
+) -> None:
+    # A short change log makes most scrapes fall back to the pass over every node.
+    limit = store._CHANGE_LOG_LIMIT
+    store._CHANGE_LOG_LIMIT = 3 if short_log else limit
+    try:
+        world = _World()
+        kept = Metrics(world.view, per_gpu=per_gpu, weights_provider=world.weights)
+        assert_fleet_from_scratch(world, kept)
+        for step, change in enumerate(changes):
+            if change[0] == "scrape":
+                assert_fleet_from_scratch(world, kept)
+            else:
+                world.apply(step, change)
+        assert_fleet_from_scratch(world, kept)
+    finally:
+        store._CHANGE_LOG_LIMIT = limit
+
+
+def test_an_assumption_that_expired_is_gone_from_the_next_scrape() -> None:
+    world = _World()
+    kept = Metrics(world.view, weights_provider=world.weights)
+    world.apply(0, ("assume", "h100-idle-3g", "3g.40gb"))
+    assert_fleet_from_scratch(world, kept)
+    used = ("mig_extender_node_compute_slices", (("model", "H100-80GB"), ("node", "h100-idle-3g"), ("state", "used")))
+    assert kept.fleet is not None and fleet_samples(kept.fleet.exposition())[used] == 3
+    world.apply(1, ("time", "", "40"))  # past the 30 s TTL; nothing has read the view since
+    assert fleet_samples(kept.fleet.exposition())[used] == 0
+    assert_fleet_from_scratch(world, kept)
+
+
+def test_a_scrape_applies_only_the_nodes_that_changed(demo_view: ClusterView, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Metrics(demo_view)
+    m.exposition()
+    looked_up: list[list[str]] = []
+    real = demo_view.node_states_for
+
+    def recording(names):  # type: ignore[no-untyped-def]
+        looked_up.append(list(names))
+        return real(names)
+
+    monkeypatch.setattr(demo_view, "node_states_for", recording)
+    m.exposition()
+    assert looked_up == [[]]
+    demo_view.apply(Kind.PODS, "ADDED", pod("new", limits={"nvidia.com/mig-3g.40gb": "1"}, node_name="h100-idle-3g"))
+    m.exposition()
+    assert looked_up[-1] == ["h100-idle-3g"]
+
+
+def test_the_exposition_is_the_registrys(demo_view: ClusterView) -> None:
+    m = Metrics(demo_view, per_gpu=True)
+    m.request_seconds.labels("filter").observe(0.003)
+    served = m.exposition().decode()
+    assert fleet_samples(served) == pytest.approx(fleet_samples(generate_latest(m.registry).decode()))
+    # each family once: the fleet's written apart, the others by prometheus_client
+    types = re.findall(r"^# TYPE (\S+) ", served, re.M)
+    assert len(types) == len(set(types))
+    assert {"mig_extender_node_compute_slices", "mig_extender_request_duration_seconds"} <= set(types)
 
 
 def test_known_label_sets_start_at_zero() -> None:

@@ -12,8 +12,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .caches import CACHES
 from .placement import max_added_compute, max_instances
-from .state import GpuState, NodeState
+from .state import GpuState
 
 # Named mixes for the simulator and the prior: shares of requests by count, per profile shape (the model's base
 # profiles; ``1g.2slot`` is the 2-memory-slice 1g). ``inference`` is heavy in small slices, as inference
@@ -86,6 +87,7 @@ class DemandDistribution:
 _UNUSABLE: dict[int, tuple[tuple[str, float], ...]] = {}
 # One entry per GPU state: tens in a fleet of static layouts, ~700 per GPU model in a dynamic one.
 _UNUSABLE_LIMIT = 5_000  # worst ~3 MB (~600 B per entry, measured)
+CACHES.register_table("fragmentation._UNUSABLE", lambda: _UNUSABLE, lambda: _UNUSABLE_LIMIT)
 
 
 def unusable_by_shape(gpu: GpuState) -> tuple[tuple[str, float], ...]:
@@ -122,16 +124,6 @@ def gpu_fragmentation(gpu: GpuState, weights: Mapping[str, float]) -> float:
 
 def node_fragmentation(gpus: Iterable[GpuState], weights: Mapping[str, float]) -> float:
     return sum(gpu_fragmentation(g, weights) for g in gpus)
-
-
-def fragmentation_ratio(nodes: Iterable[NodeState], weights: Mapping[str, float]) -> float:
-    """Cluster F divided by its free compute slices: 0 when every free slice is usable, 1 when none is."""
-    total_f = 0.0
-    total_free = 0
-    for node in nodes:
-        total_f += node_fragmentation(node.gpus, weights)
-        total_free += node.total_compute - node.used_compute
-    return total_f / total_free if total_free else 0.0
 
 
 def stranded_compute(gpu: GpuState) -> int:

@@ -19,10 +19,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..model.accounting import fleet_totals, node_slices
 from ..model.catalog import GpuModel
 from ..model.demand import PodDemand
 from ..model.fit import Allocator, FitResult
-from ..model.fragmentation import DemandDistribution, parse_mix, stranded_compute
+from ..model.fragmentation import DemandDistribution, parse_mix
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig
 from ..model.placement import Placement
 from ..model.policy import PolicyConfig, evaluate, scores
@@ -91,7 +92,7 @@ class PolicyResult:
     nodes_added: int = 0
     nodes_removed: int = 0
     stranded_slices: int | None = None
-    """Fill mode: free compute slices at the end that no instance can use (``stranded_compute``)."""
+    """Fill mode: free compute slices at the end that no instance can use (the model's slice accounting)."""
     curve: list[tuple[float, float]] = field(default_factory=list)
     """(submitted demand / capacity, allocated / capacity) during the run."""
     node_counts: list[tuple[float, int]] = field(default_factory=list)
@@ -382,7 +383,7 @@ class Simulation:
                 self.result.curve.append(
                     (self.result.submitted_slices / capacity, self.result.allocated_slices / capacity)
                 )
-        self.result.stranded_slices = sum(stranded_compute(g) for node in self.nodes.values() for g in node.gpus)
+        self.result.stranded_slices = fleet_totals(map(node_slices, self.nodes.values())).stranded
         self.result.seconds = time.perf_counter() - started
         return self.result
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from cachetools import LRUCache
 
-from extender import metrics as metrics_module
-from extender.metrics import Metrics, slice_counts
+from extender.metrics import Metrics
+from extender.model import accounting, fragmentation, policy, state
 from extender.model import fit as fit_module
-from extender.model import fragmentation, policy, state
+from extender.model.accounting import slice_counts
 from extender.model.demand import PodDemand
 from extender.model.fit import FitResult, fit
 from extender.model.fragmentation import unusable_by_shape
@@ -128,7 +128,7 @@ def per_gpu_state(
 
 gpu_vectors = per_gpu_state(fit_module, "_GPU_VECTORS", lambda used: fit(dynamic_node(used), ONE_1G))
 unusable = per_gpu_state(fragmentation, "_UNUSABLE", unusable_by_shape)
-counts = per_gpu_state(metrics_module, "_COUNTS", slice_counts)
+counts = per_gpu_state(accounting, "_COUNTS", slice_counts)
 
 
 def observed(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
@@ -241,7 +241,7 @@ BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
     "fit._vectors_on_mask": vectors_on_mask,
     "fit._GPU_VECTORS": gpu_vectors,
     "fragmentation._UNUSABLE": unusable,
-    "metrics._COUNTS": counts,
+    "accounting._COUNTS": counts,
     "SchedulingService._observed": observed,
     "SchedulingService._demands": demands,
     "ClusterView._assumed": assumed,
@@ -268,7 +268,7 @@ def clear_model_caches() -> None:
     fit_module._GPU_VECTORS.clear()
     fit_module._vectors_on_mask.cache_clear()
     fragmentation._UNUSABLE.clear()
-    metrics_module._COUNTS.clear()
+    accounting._COUNTS.clear()
 
 
 def shrink_model_caches(monkeypatch: pytest.MonkeyPatch, bound: int = 1) -> None:
@@ -278,7 +278,7 @@ def shrink_model_caches(monkeypatch: pytest.MonkeyPatch, bound: int = 1) -> None
     monkeypatch.setattr(fit_module, "_vectors_on_mask", tiny)
     monkeypatch.setattr(fit_module, "_GPU_VECTORS_LIMIT", bound)
     monkeypatch.setattr(fragmentation, "_UNUSABLE_LIMIT", bound)
-    monkeypatch.setattr(metrics_module, "_COUNTS_LIMIT", bound)
+    monkeypatch.setattr(accounting, "_COUNTS_LIMIT", bound)
 
 
 NODES: dict[str, Callable[[], NodeState]] = {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from extender.model.accounting import fragmentation_ratio
 from extender.model.catalog import MODELS
 from extender.model.demand import PodDemand
 from extender.model.fit import Allocator, fit
 from extender.model.fragmentation import (
     DemandDistribution,
-    fragmentation_ratio,
     gpu_fragmentation,
     parse_mix,
     stranded_compute,
