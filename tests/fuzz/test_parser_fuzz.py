@@ -445,19 +445,42 @@ def test_a_snapshot_nested_too_deeply_is_named() -> None:
 
 
 @pytest.mark.parametrize(
-    "config_map",
+    ("config_map", "listed", "warning"),
     [
-        {"kind": "ConfigMap", "metadata": ["default-mig-parted-config"]},
-        {
-            "kind": "ConfigMap",
-            "metadata": {"name": "default-mig-parted-config", "namespace": "gpu-operator"},
-            "data": ["x"],
-        },
+        # no name to match the mig-parted ConfigMap by: not read at all, like any other ConfigMap
+        ({"kind": "ConfigMap", "metadata": ["default-mig-parted-config"]}, 0, None),
+        # the mig-parted ConfigMap by name, its data unreadable: named in a warning, the defaults kept
+        (
+            {
+                "kind": "ConfigMap",
+                "metadata": {"name": "default-mig-parted-config", "namespace": "gpu-operator"},
+                "data": ["x"],
+            },
+            1,
+            "ConfigMap gpu-operator/default-mig-parted-config is invalid, keeping built-in defaults",
+        ),
     ],
     ids=["metadata-list", "data-list"],
 )
-def test_a_malformed_config_map_in_a_snapshot_is_skipped(config_map: dict[str, Any]) -> None:
-    load_snapshot_text(ClusterView(), json.dumps({"kind": "List", "items": [config_map]}))
+def test_a_malformed_config_map_in_a_snapshot_is_skipped(
+    config_map: dict[str, Any], listed: int, warning: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    others = [item for item in DEMO if item["kind"] != "ConfigMap"]
+    view = ClusterView()
+    with caplog.at_level("WARNING"):
+        counts = load_snapshot_text(view, json.dumps({"kind": "List", "items": [config_map, *others]}))
+    # the ConfigMap is skipped: the built-in mig-parted config stays
+    assert view.mig_parted is DEFAULT_CONFIG and view.mig_parted_source == "built-in defaults"
+    assert view.counters.invalid_configs == (1 if warning else 0)
+    # the rest of the snapshot loads
+    nodes, pods = sum(1 for i in others if i["kind"] == "Node"), sum(1 for i in others if i["kind"] == "Pod")
+    assert counts == {"nodes": nodes, "pods": pods, "configmap": listed}
+    assert len(view.nodes) == nodes == len(DEMO_NODES) and len(view.pods) == pods > 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if warning is None:
+        assert not any("ConfigMap" in w for w in warnings)
+    else:
+        assert any(w.startswith(warning) for w in warnings), warnings
 
 
 # --- the wire ----------------------------------------------------------------------------------------
