@@ -707,9 +707,13 @@ def _convert(kind: Any, value: Any) -> Any:
             return False
         raise ValueError(f"{value!r} is not a boolean")
     if kind in (int, float):
+        what = "an integer" if kind is int else "a number"
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
-        return kind(value)
+            raise ValueError(f"{value!r} is not {what}")
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not {what}") from None
     if isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind):
         return None if value is None else str(value)
     if _is_literal(kind):
@@ -747,8 +751,13 @@ def _build(values: Mapping[str, tuple[Any, str]]) -> Settings:
 
 
 def _with_sources(problem: Problem, values: Mapping[str, tuple[Any, str]]) -> Problem:
-    sources = [values[name][1] for name in problem.names if name in values]
-    return Problem((), f"{problem.message} (from {', '.join(sources)})") if sources else problem
+    given = {name: values[name][1] for name in problem.names if name in values}
+    if not given:
+        return problem  # defaults only
+    if len(set(given.values())) == 1:
+        return Problem((), f"{problem.message} (from {next(iter(given.values()))})")
+    where = ", ".join(f"{name} from {source}" for name, source in given.items())
+    return Problem((), f"{problem.message} ({where})")
 
 
 def _read_config(path: str) -> Mapping[Any, Any]:

@@ -66,6 +66,19 @@ def test_a_checked_value_names_where_it_came_from(tmp_path: Path) -> None:
     assert f"relayout: 'sometimes' is not off, plan-only or on (from config file {config})" in message
 
 
+def test_a_problem_of_two_settings_names_both_sources(tmp_path: Path) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text("annotate: false\n")
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"relayout": "on"}, config_file=str(config), environ={})
+    assert str(raised.value) == (
+        "relayout: needs annotate (it acts on pods whose verdict annotation is relayout) "
+        f"(relayout from --relayout, annotate from config file {config})"
+    )
+    with pytest.raises(SettingsError, match=r"'eighty' is not an integer$"):
+        load_settings({"port": "eighty"}, environ={})
+
+
 def test_unknown_keys_in_the_config_file_are_rejected(tmp_path: Path) -> None:
     config = tmp_path / "settings.yaml"
     config.write_text("prot: 9000\n")
