@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import time
 from collections.abc import Callable
@@ -29,11 +30,25 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, in
         time.sleep(interval)
 
 
-class Clock:
-    """A settable clock for code that takes ``clock=`` (seconds)."""
+WALL_START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
-    def __init__(self, now: float = 1000.0) -> None:
+
+class Clock:
+    """The tests' one fake clock: monotonic seconds in ``now`` (set it, or :meth:`advance` it), read by calling
+    the clock or :meth:`monotonic`, and a UTC wall time (:meth:`wall`) that moves with them."""
+
+    def __init__(self, now: float = 1000.0, wall_start: datetime.datetime = WALL_START) -> None:
         self.now = now
+        self._start, self._wall_start = now, wall_start
 
     def __call__(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> datetime.datetime:
+        return self._wall_start + datetime.timedelta(seconds=self.now - self._start)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

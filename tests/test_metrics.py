@@ -32,6 +32,7 @@ from extender.view.snapshot import load_snapshot
 from extender.view.store import ClusterView, Kind
 from tests.builders import gpu, node, pod
 from tests.conftest import DEMO_SNAPSHOT
+from tests.support import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "metrics.md"
@@ -282,8 +283,8 @@ class _World:
     """A view of the demo snapshot, changed step by step; ``mix`` is the demand mix the metrics read."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
-        self.view = ClusterView(clock=lambda: self.now, assume_ttl_s=30.0)
+        self.clock = Clock()
+        self.view = ClusterView(clock=self.clock, assume_ttl_s=30.0)
         load_snapshot(self.view, str(DEMO_SNAPSHOT))
         self.nodes = {name: copy.deepcopy(raw) for name, raw in DEMO_NODES.items()}
         self.bound: list[dict[str, Any]] = []
@@ -305,7 +306,7 @@ class _World:
         elif kind == "assume":
             view.assume(f"a{step}", target, PodDemand(mig=((detail, 1),)))
         elif kind == "time":
-            self.now += float(detail)
+            self.clock.advance(float(detail))
         elif kind == "delete-node":
             view.apply(Kind.NODES, "DELETED", self.nodes[target])
         elif kind == "restore-node":

@@ -40,22 +40,6 @@ def counts_for(product: str, config: str, gpus: int = 1) -> dict[str, int]:
     return counts
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.moment = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-        self.mono = 1000.0
-
-    def now(self) -> datetime.datetime:
-        return self.moment
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.moment += datetime.timedelta(seconds=seconds)
-        self.mono += seconds
-
-
 class FakeApi:
     def __init__(self, view: ClusterView | None = None) -> None:
         self.view = view

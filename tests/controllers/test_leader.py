@@ -8,7 +8,8 @@ import pytest
 
 from extender.controllers.leader import LeaderElector
 from extender.settings import LeaderElectionSettings
-from tests.controllers.fake import Clock, FakeApi
+from tests.controllers.fake import FakeApi
+from tests.support import Clock
 
 
 def elector(api: FakeApi, clock: Clock, name: str) -> LeaderElector:
@@ -20,7 +21,7 @@ def elector(api: FakeApi, clock: Clock, name: str) -> LeaderElector:
         lease,
         identity=name,
         clock=clock.monotonic,
-        now=clock.now,
+        now=clock.wall,
     )
 
 

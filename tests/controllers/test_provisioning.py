@@ -22,7 +22,8 @@ from extender.model.provisioning import Pool, PoolsError
 from extender.settings import ProvisionSettings
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
-from tests.controllers.fake import Clock, FakeApi, counts_for
+from tests.controllers.fake import FakeApi, counts_for
+from tests.support import Clock
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 BALANCED = Pool("a100-balanced", model_named(A100), 8, "all-balanced", cost=2.0, max_nodes=2)
@@ -49,14 +50,14 @@ def setup(
     view.replace(Kind.PODS, [])
     settings = {"debounce_s": 30.0, "protect_s": 600.0, "request_timeout_s": 300.0, **config}
     controller = ProvisioningController(
-        view, api, ProvisionSettings(mode=mode, namespace=NS, **settings), pools, now=clock.now
+        view, api, ProvisionSettings(mode=mode, namespace=NS, **settings), pools, now=clock.wall
     )
     return view, api, clock, controller
 
 
 async def tick(api: FakeApi, clock: Clock, controller: ProvisioningController, seconds: float = 10.0) -> None:
     clock.advance(seconds)
-    api.now = clock.now()
+    api.now = clock.wall()
     await controller.reconcile()
 
 
@@ -190,7 +191,7 @@ async def test_overlay_mode_removes_requests_and_still_guards_new_nodes() -> Non
     await tick(api, clock, controller, 60)
     assert len(requests_of(api)) == 1
     overlay = ProvisioningController(
-        view, api, ProvisionSettings(mode="overlay", namespace=NS), (BALANCED, SMALL), now=clock.now
+        view, api, ProvisionSettings(mode="overlay", namespace=NS), (BALANCED, SMALL), now=clock.wall
     )
     await tick(api, clock, overlay)
     assert requests_of(api) == []
@@ -242,7 +243,7 @@ async def test_a_new_leader_takes_over_without_asking_twice() -> None:
     karpenter_node(api, "n1", BALANCED)
     view.apply(Kind.PODS, "ADDED", unmet_pod("big-2", {MIG_3G: 1}))
     successor = ProvisioningController(
-        view, api, ProvisionSettings(mode="requests", namespace=NS), (BALANCED, SMALL), now=clock.now
+        view, api, ProvisionSettings(mode="requests", namespace=NS), (BALANCED, SMALL), now=clock.wall
     )
     await tick(api, clock, successor)
     await tick(api, clock, successor)

@@ -25,7 +25,8 @@ from extender.model.migparted import parse_config
 from extender.settings import RelayoutSettings
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
-from tests.controllers.fake import H100, Clock, FakeApi, counts_for
+from tests.controllers.fake import H100, FakeApi, counts_for
+from tests.support import Clock
 
 MIG_7G = "nvidia.com/mig-7g.80gb"
 MIG_3G = "nvidia.com/mig-3g.40gb"
@@ -50,7 +51,7 @@ def setup(nodes: int = 2, *, mode: str = "on", **config: Any) -> tuple[ClusterVi
         api.add_node(f"gpu-{chr(ord('a') + i)}")
     settings = {"min_idle_s": 60.0, "settle_s": 5.0, "timeout_s": 600.0, "cooldown_s": 900.0, **config}
     controller = RelayoutController(
-        view, api, RelayoutSettings(mode=mode, **settings), weights=lambda: parse_mix("uniform"), now=clock.now
+        view, api, RelayoutSettings(mode=mode, **settings), weights=lambda: parse_mix("uniform"), now=clock.wall
     )
     return view, api, clock, controller
 
@@ -252,7 +253,7 @@ async def test_a_new_leader_takes_up_a_re_layout_in_progress() -> None:
     node = await start_one(view, api, clock, controller)
     clock.advance(5)
     await controller.reconcile()
-    successor = RelayoutController(view, api, controller.config, weights=lambda: parse_mix("uniform"), now=clock.now)
+    successor = RelayoutController(view, api, controller.config, weights=lambda: parse_mix("uniform"), now=clock.wall)
     mig_manager(api, node)
     await successor.reconcile()
     assert taints(api, node) == [] and successor.stats.outcomes == {"success": 1}

@@ -9,11 +9,12 @@ import pytest
 
 from extender.kube import retry as retry_module
 from extender.kube.retry import Backoff, attempts, conflict_backoff
+from tests.support import Clock
 
 
 def test_backoff_resets_after_two_healthy_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    monkeypatch.setattr(retry_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    clock = Clock(0.0)
+    monkeypatch.setattr(retry_module, "time", SimpleNamespace(monotonic=clock))
     delays: list[float] = []
 
     async def no_sleep(seconds: float) -> None:
@@ -27,18 +28,18 @@ def test_backoff_resets_after_two_healthy_minutes(monkeypatch: pytest.MonkeyPatc
         for _ in range(8):
             await backoff.wait()
             seen.append(backoff._current)
-        now[0] += 60
+        clock.advance(60)
         backoff.healthy()  # one healthy minute is not enough
         await backoff.wait()
         seen.append(backoff._current)
-        now[0] += 121
+        clock.advance(121)
         backoff.healthy()
         await backoff.wait()
         seen.append(backoff._current)
         # Two healthy minutes without a clean watch end (e.g. a proxy cutting every long watch) also reset.
         for _ in range(3):
             await backoff.wait()
-        now[0] += 121
+        clock.advance(121)
         await backoff.wait()
         seen.append(backoff._current)
         return seen

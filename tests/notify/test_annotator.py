@@ -12,6 +12,7 @@ from extender.notify.annotator import SINCE, SUGGESTED_LAYOUT, VERDICT, Annotato
 from extender.notify.writers import LogWriter
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
+from tests.support import Clock
 
 
 def annotator(view: ClusterView, when: str = "2026-11-28T10:00:00") -> tuple[Annotator, LogWriter]:
@@ -93,10 +94,10 @@ async def test_token_bucket_limits_the_rate(monkeypatch: pytest.MonkeyPatch) -> 
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
-        clock[0] += seconds
+        clock.advance(seconds)
 
-    clock = [100.0]
-    monkeypatch.setattr("extender.notify.annotator.time.monotonic", lambda: clock[0])
+    clock = Clock(100.0)
+    monkeypatch.setattr("extender.notify.annotator.time.monotonic", clock)
     monkeypatch.setattr("extender.notify.annotator.asyncio.sleep", fake_sleep)
     bucket = TokenBucket(rate=2, burst=2)
     for _ in range(4):

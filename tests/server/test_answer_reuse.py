@@ -22,19 +22,12 @@ from extender.view.snapshot import load_snapshot
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
 from tests.conftest import DEMO_SNAPSHOT
+from tests.support import Clock
 
 ITEMS = yaml.safe_load(DEMO_SNAPSHOT.read_text())["items"]
 NODES = {i["metadata"]["name"]: i for i in ITEMS if i["kind"] == "Node"}
 NAMES = sorted(NODES)
 DEMANDS = ["1g.10gb", "3g.40gb", "7g.80gb", "1g.10gb:2", "2g.20gb"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def service(clock: Clock, *, fresh: bool) -> tuple[ClusterView, SchedulingService]:
