@@ -109,7 +109,10 @@ _HINTS: dict[str, dict[str, Any]] = {}
 
 def _hints(group: type) -> dict[str, Any]:
     """The resolved field types of ``group`` (its annotations are strings, see the future import)."""
-    return _HINTS.setdefault(group.__qualname__, typing.get_type_hints(group))
+    hints = _HINTS.get(group.__qualname__)
+    if hints is None:
+        hints = _HINTS[group.__qualname__] = typing.get_type_hints(group)
+    return hints
 
 
 def _is_literal(kind: Any) -> bool:
@@ -130,11 +133,11 @@ class Group:
         problems = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             name, check, value = f.metadata["name"], f.metadata["check"], getattr(self, f.name)
-            choices = typing.get_args(_hints(type(self))[f.name])
+            kind = _hints(type(self))[f.name]
             if check is not None:
                 reason = check(value)
-            elif _is_literal(_hints(type(self))[f.name]) and value not in choices:
-                reason = f"{value!r} is not {_either(choices)}"
+            elif _is_literal(kind) and value not in typing.get_args(kind):
+                reason = f"{value!r} is not {_either(typing.get_args(kind))}"
             else:
                 reason = None
             if reason:
