@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from itertools import chain
+from operator import add, attrgetter
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,7 +38,7 @@ from .model.accounting import source_of as source_of  # noqa: PLC0414
 from .model.fit import Verdict
 from .model.fragmentation import NAMED_MIXES
 from .model.policy import Outcome
-from .model.state import NodeState
+from .model.state import Fidelity, NodeState
 from .view.store import ClusterView, Kind
 
 # Filter + prioritize must stay far below kube-scheduler's 5 s httpTimeout: resolve the low end finely.
@@ -125,13 +127,23 @@ class _Family:
 
     def series(self, **labels: str) -> str:
         """``name{label="value",...}`` as ``generate_latest`` writes it: labels by name, values escaped."""
-        if not labels:
-            return self.name
-        pairs = (f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-        return self.name + "{" + ",".join(pairs) + "}"
+        return self.name + "{" + _labels(**labels) + "}" if labels else self.name
 
     def line(self, value: float, **labels: str) -> str:
         return f"{self.series(**labels)} {_number(value)}\n"
+
+    def state_lines(self, labels: str, counts: SliceCounts | ModelSlices) -> str:
+        """The used, free and stranded lines; ``labels`` from :func:`_labels`, all sorting before ``state``."""
+        name = self.name
+        return (
+            f'{name}{{{labels},state="used"}} {_number(counts.used)}\n'
+            f'{name}{{{labels},state="free"}} {_number(counts.free)}\n'
+            f'{name}{{{labels},state="stranded"}} {_number(counts.stranded)}\n'
+        )
+
+
+def _labels(**labels: str) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
 
 
 def _number(value: float) -> str:
@@ -206,73 +218,132 @@ COLLECT_SECONDS = _Family(
     "mig_extender_fleet_collect_seconds", "Time the last scrape spent computing the fleet metrics."
 )
 
-_Unusable = tuple[tuple[str, float], ...]
+_Terms = tuple[tuple[str, float], ...]
+"""F terms: per shape, free compute slices a stream of that shape could not use."""
+
+
+class _TermTable:
+    """Distinct F term vectors, numbered: a scrape computes F once per vector and looks it up per node."""
+
+    def __init__(self) -> None:
+        self._keys: dict[_Terms, int] = {}
+        self.vectors: list[_Terms] = []
+
+    def key(self, terms: _Terms) -> int:
+        key = self._keys.get(terms)
+        if key is None:
+            key = self._keys[terms] = len(self.vectors)
+            self.vectors.append(terms)
+        return key
+
+    def values(self, weights: Mapping[str, float]) -> list[str]:
+        """Each vector's F as a sample value and the line's end, by key."""
+        return [_number(sum(weights.get(s, 0.0) * u for s, u in terms)) + "\n" for terms in self.vectors]
 
 
 @dataclass(frozen=True, slots=True)
 class _NodeLines:
     """One node's series as text, rendered once per node state; F is written per scrape (the mix moves)."""
 
-    state: NodeState
+    key: tuple[int, Fidelity]
+    """What the lines were written from: the node state's interned id (its GPUs and strategy) and fidelity."""
     summary: NodeSlices
     slices: str
     largest: str
     info: str
-    fragmentation: tuple[tuple[str, _Unusable], ...]
-    """(series and a space, the F terms) per model."""
+    f_series: tuple[str, ...]
+    """Per model: the F series' name and labels, and the space before the value."""
+    f_terms: tuple[_Terms, ...]
+    f_keys: tuple[int, ...]
+    """The F terms' numbers in the collector's :class:`_TermTable`."""
     gpu_slices: str = ""
     gpu_largest: str = ""
-    gpu_fragmentation: tuple[tuple[str, _Unusable], ...] = ()
+    gpu_f_series: tuple[str, ...] = ()
+    gpu_f_terms: tuple[_Terms, ...] = ()
+    gpu_f_keys: tuple[int, ...] = ()
     """The same per GPU; empty unless per-GPU series are on."""
 
+    def numbered(self, table: _TermTable) -> _NodeLines:
+        """These lines with their F terms numbered in ``table``."""
+        keys = tuple(map(table.key, self.f_terms))
+        return replace(self, f_keys=keys, gpu_f_keys=tuple(map(table.key, self.gpu_f_terms)))
 
-def _node_lines(state: NodeState, summary: NodeSlices, per_gpu: bool) -> _NodeLines:
+
+def _key(state: NodeState) -> tuple[int, Fidelity]:
+    return state.state_id, state.fidelity
+
+
+def _node_lines(state: NodeState, summary: NodeSlices, per_gpu: bool, table: _TermTable) -> _NodeLines:
     node = summary.name
     slices: list[str] = []
     largest: list[str] = []
-    fragmentation: list[tuple[str, _Unusable]] = []
+    f_series: list[str] = []
+    f_terms: list[_Terms] = []
     gpu_slices: list[str] = []
     gpu_largest: list[str] = []
-    gpu_fragmentation: list[tuple[str, _Unusable]] = []
+    gpu_f_series: list[str] = []
+    gpu_f_terms: list[_Terms] = []
     for group in summary.models:
         model = group.model.name
-        for name, value in zip(_STATES, (group.used, group.free, group.stranded)):
-            slices.append(NODE_SLICES.line(value, node=node, model=model, state=name))
-        largest.append(NODE_LARGEST.line(group.largest_slices, node=node, model=model))
-        fragmentation.append((NODE_FRAGMENTATION.series(node=node, model=model) + " ", group.unusable))
+        labels = _labels(model=model, node=node)  # written once, for every series of the group
+        slices.append(NODE_SLICES.state_lines(labels, group))
+        largest.append(f"{NODE_LARGEST.name}{{{labels}}} {_number(group.largest_slices)}\n")
+        f_series.append(f"{NODE_FRAGMENTATION.name}{{{labels}}} ")
+        f_terms.append(group.unusable)
         if not per_gpu:
             continue
         for index, counts in group.gpus:
-            labels = {"node": node, "gpu": str(index), "model": model}
-            for name, value in zip(_STATES, (counts.used, counts.free, counts.stranded)):
-                gpu_slices.append(GPU_SLICES.line(value, **labels, state=name))
-            gpu_largest.append(GPU_LARGEST.line(counts.largest_slices, **labels))
-            gpu_fragmentation.append((GPU_FRAGMENTATION.series(**labels) + " ", counts.unusable))
-    fidelity = str(summary.fidelity)
+            labels = _labels(gpu=str(index), model=model, node=node)
+            gpu_slices.append(GPU_SLICES.state_lines(labels, counts))
+            gpu_largest.append(f"{GPU_LARGEST.name}{{{labels}}} {_number(counts.largest_slices)}\n")
+            gpu_f_series.append(f"{GPU_FRAGMENTATION.name}{{{labels}}} ")
+            gpu_f_terms.append(counts.unusable)
+    mode, strategy = summary.mode, summary.strategy
     info = NODE_INFO.line(
-        1, node=node, source=summary.source, fidelity=fidelity, mode=summary.mode, strategy=summary.strategy
+        1, node=node, source=summary.source, fidelity=str(summary.fidelity), mode=mode, strategy=strategy
     )
-    return _NodeLines(
-        state=state,
+    lines = _NodeLines(
+        key=_key(state),
         summary=summary,
         slices="".join(slices),
         largest="".join(largest),
         info=info,
-        fragmentation=tuple(fragmentation),
+        f_series=tuple(f_series),
+        f_terms=tuple(f_terms),
+        f_keys=(),
         gpu_slices="".join(gpu_slices),
         gpu_largest="".join(gpu_largest),
-        gpu_fragmentation=tuple(gpu_fragmentation),
+        gpu_f_series=tuple(gpu_f_series),
+        gpu_f_terms=tuple(gpu_f_terms),
     )
+    return lines.numbered(table)
+
+
+_SLICES, _LARGEST, _INFO = attrgetter("slices"), attrgetter("largest"), attrgetter("info")
+_F_SERIES, _F_KEYS = attrgetter("f_series"), attrgetter("f_keys")
+_GPU_SLICES, _GPU_LARGEST = attrgetter("gpu_slices"), attrgetter("gpu_largest")
+_GPU_F_SERIES, _GPU_F_KEYS = attrgetter("gpu_f_series"), attrgetter("gpu_f_keys")
+
+
+def _f_lines(
+    nodes: Collection[_NodeLines], series: attrgetter[Any], keys: attrgetter[Any], values: list[str]
+) -> Iterator[str]:
+    """Every node's F lines: its series, then the value of its terms' number (C-level maps, no loop per node)."""
+    flat = chain.from_iterable
+    return map(add, flat(map(series, nodes)), map(values.__getitem__, flat(map(keys, nodes))))
 
 
 class _FleetCollector(Collector):
     """Slices, the largest fitting profile and fragmentation of every GPU node, kept up to date incrementally.
 
     Each scrape first applies the nodes that changed since the last one (``ClusterView.changed_since``; a
-    pass over every node, comparing :class:`NodeState` identities, when the log does not reach back): their
-    summaries are recomputed, their series rendered as text and the fleet totals adjusted. The rest of a
-    scrape is joining the kept text, plus F per node (the demand mix moves with time), so that at 5,000 nodes
-    it holds the event loop, and with it the filters, for milliseconds rather than a third of a second.
+    pass over every node when the log does not reach back): a node whose state is new (its interned state id
+    or its fidelity differ from the kept lines') has its summary recomputed, its series rendered as text and
+    the fleet totals adjusted; one rebuilt equal, by a re-list or as an assumption expires, keeps its lines.
+    The rest of a
+    scrape is joining the kept text, plus F once per distinct vector of F terms (the demand mix moves with
+    time), so that at 5,000 nodes it holds the event loop, and with it the filters, for milliseconds rather
+    than a third of a second.
     """
 
     def __init__(self, view: ClusterView, metrics: Metrics) -> None:
@@ -280,6 +351,7 @@ class _FleetCollector(Collector):
         self.metrics = metrics
         self.totals = FleetTotals()
         self._nodes: dict[str, _NodeLines] = {}
+        self._terms = _TermTable()
         self._generation: int | None = None
         self._per_gpu = metrics.per_gpu
         self.left_out = False
@@ -303,15 +375,19 @@ class _FleetCollector(Collector):
             names = list(changed)
         for name, state in zip(names, view.node_states_for(names)):
             kept = self._nodes.get(name)
-            if kept is not None and kept.state is state:
-                continue
+            if kept is not None and state is not None and kept.key == _key(state):
+                continue  # the same state, or one equal to it (rebuilt by a re-list, or back after an expiry)
             if kept is not None:
                 self._forget(name)
             if state is not None and state.gpus:
                 summary = node_slices(state)
                 self.totals.add(summary)
-                self._nodes[name] = _node_lines(state, summary, self._per_gpu)
+                self._nodes[name] = _node_lines(state, summary, self._per_gpu, self._terms)
         self._generation = generation
+        in_use = len(self._nodes) * (1 + 8 * self._per_gpu)
+        if len(self._terms.vectors) > 2 * in_use + 256:  # vectors of states long gone: number the live ones afresh
+            self._terms = _TermTable()
+            self._nodes = {name: lines.numbered(self._terms) for name, lines in self._nodes.items()}
 
     def _forget(self, name: str) -> None:
         self.totals.remove(self._nodes.pop(name).summary)
@@ -325,25 +401,14 @@ class _FleetCollector(Collector):
         started = time.perf_counter()
         self.refresh()
         weights = dict(self.metrics.weights())
+        values = self._terms.values(weights)
         nodes = self._nodes.values()
-        memo: dict[_Unusable, str] = {}  # nodes alike have equal F terms: one dot product each
-
-        def with_f(series: str, unusable: _Unusable) -> str:
-            value = memo.get(unusable)
-            if value is None:
-                f = sum(weights.get(shape, 0.0) * u for shape, u in unusable)
-                value = memo[unusable] = _number(f) + "\n"
-            return series + value
-
-        out = [NODE_SLICES.header, *(n.slices for n in nodes), NODE_LARGEST.header, *(n.largest for n in nodes)]
-        out.append(NODE_FRAGMENTATION.header)
-        out.extend(with_f(series, unusable) for n in nodes for series, unusable in n.fragmentation)
-        out += [NODE_INFO.header, *(n.info for n in nodes)]
+        out = [NODE_SLICES.header, *map(_SLICES, nodes), NODE_LARGEST.header, *map(_LARGEST, nodes)]
+        out += [NODE_FRAGMENTATION.header, *_f_lines(nodes, _F_SERIES, _F_KEYS, values)]
+        out += [NODE_INFO.header, *map(_INFO, nodes)]
         if self._per_gpu:
-            out += [GPU_SLICES.header, *(n.gpu_slices for n in nodes), GPU_LARGEST.header]
-            out += [n.gpu_largest for n in nodes]
-            out.append(GPU_FRAGMENTATION.header)
-            out.extend(with_f(series, unusable) for n in nodes for series, unusable in n.gpu_fragmentation)
+            out += [GPU_SLICES.header, *map(_GPU_SLICES, nodes), GPU_LARGEST.header, *map(_GPU_LARGEST, nodes)]
+            out += [GPU_FRAGMENTATION.header, *_f_lines(nodes, _GPU_F_SERIES, _GPU_F_KEYS, values)]
         out += self._fleet_lines(weights)
         out += [COLLECT_SECONDS.header, COLLECT_SECONDS.line(time.perf_counter() - started)]
         return "".join(out)
@@ -590,6 +655,13 @@ class Metrics:
             ["reason", "result"],
             registry=r,
         )
+        self.background_errors = Counter(
+            "mig_extender_background_errors_total",
+            "Background loop iterations that raised (logged; the loop goes on after a backoff), by task.",
+            ["task"],
+            registry=r,
+        )
+        self.background_errors.labels("annotator")  # at 0 from the start, for rates and alerts
         self.pending_demand = Gauge(
             "mig_extender_pending_demand_instances",
             "MIG instances requested by pending pods, per verdict.",

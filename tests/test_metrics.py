@@ -252,6 +252,11 @@ def test_node_accounting_is_cached_by_node_state(demo_view: ClusterView, monkeyp
     generate_latest(m.registry)
     assert built == ["h100-idle-3g"]
     assert sample(m, "mig_extender_node_compute_slices", node="h100-idle-3g", model="H100-80GB", state="used") == 3
+    # A re-list rebuilds every state; equal ones keep their lines.
+    built.clear()
+    demo_view.replace(Kind.NODES, DEMO_NODES.values())
+    generate_latest(m.registry)
+    assert built == []
 
 
 # --- incremental fleet series against a from-scratch computation ---------------------------------------------
