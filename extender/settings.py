@@ -279,7 +279,7 @@ class ScoringSettings(Group):
 
     TITLE = "Scoring"
 
-    strategy: ScoringStrategy = setting(  # noqa: RUF009 (setting() makes a field)
+    strategy: ScoringStrategy = setting(
         "scoring",
         "fragmentation",
         "Node scoring strategy: fragmentation (FGD gradient, packing breaks ties: fewest node-hours), "
@@ -287,7 +287,7 @@ class ScoringSettings(Group):
         "node-hours), packing or spread.",
         check=_strategy,
     )
-    dynamic_allocator: DynamicAllocator = setting(  # noqa: RUF009 (setting() makes a field)
+    dynamic_allocator: DynamicAllocator = setting(
         "dynamic_allocator",
         Allocator.FIRST_FIT,
         "Who picks the placement inside a DynamicMIG node: first-fit, as kube-scheduler's DRA allocator does "
@@ -353,9 +353,7 @@ class LoggingSettings(Group):
 
     TITLE = "Logging"
 
-    format: LogFormat = setting(  # noqa: RUF009 (setting() makes a field)
-        "log_format", "text", "text or json (one JSON object per line)."
-    )
+    format: LogFormat = setting("log_format", "text", "text or json (one JSON object per line).")
     level: str = setting("log_level", "INFO", "Python logging level.")
 
 
@@ -422,7 +420,7 @@ class RelayoutSettings(Group):
 
     TITLE = "Re-layout controller"
 
-    mode: RelayoutMode = setting(  # noqa: RUF009 (setting() makes a field)
+    mode: RelayoutMode = setting(
         "relayout",
         "off",
         "Re-layout controller: off, plan-only (annotate waiting pods and export what it would do) or on "
@@ -505,7 +503,7 @@ class ProvisionSettings(Group):
 
     TITLE = "Provisioning"
 
-    mode: ProvisionMode = setting(  # noqa: RUF009 (setting() makes a field)
+    mode: ProvisionMode = setting(
         "provision",
         "off",
         "Provisioning loop for pods no layout anywhere fits: off; plan-only (export what it would ask for); "
@@ -519,7 +517,7 @@ class ProvisionSettings(Group):
         "YAML file mapping Karpenter NodePools to GPU model, GPUs per node, mig-parted config, cost and cap "
         "(docs/karpenter.md); needed unless provision is off. Mounted from the ConfigMap mig-extender-pools.",
     )
-    request_resources: RequestResources = setting(  # noqa: RUF009 (setting() makes a field)
+    request_resources: RequestResources = setting(
         "provision_request_resources",
         "gpu",
         "What a capacity request asks for: gpu (the instance's whole nvidia.com/gpu, which every Karpenter "
