@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
-log = logging.getLogger(__name__)
+from ..supervise import run_supervised
 
 
 async def reconcile_forever(
     reconcile: Callable[[], Awaitable[None]], interval_s: float, on_error: Callable[[], None], what: str
 ) -> None:
     """Call ``reconcile`` every ``interval_s``; one that fails is logged and counted, and the next retries."""
-    while True:
-        try:
-            await reconcile()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # one bad reconcile must not stop the controller
-            on_error()
-            log.exception("%s reconcile failed", what)
+
+    async def reconcile_then_wait() -> None:
+        await reconcile()
         await asyncio.sleep(interval_s)
+
+    await run_supervised(
+        reconcile_then_wait,
+        what=f"{what} reconcile",
+        on_error=on_error,
+        after_error=lambda: asyncio.sleep(interval_s),
+    )

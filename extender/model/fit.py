@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .caches import CACHES
 from .catalog import MODELS, GpuModel, Profile, closest_profile_names
 from .demand import PodDemand
 from .placement import Placement, place_all
@@ -143,6 +144,8 @@ class _World(enum.Enum):
 _GPU_VECTORS: dict[tuple[int, tuple[str, ...], Vector, _World], tuple[Vector, ...]] = {}
 # GPU states x demands x worlds: ~7,400 for a one-model dynamic fleet of 10,000 nodes under six demands.
 _GPU_VECTORS_LIMIT = 30_000  # worst ~9 MB (~290 B per entry, measured)
+CACHES.register_table("fit._GPU_VECTORS", lambda: _GPU_VECTORS, lambda: _GPU_VECTORS_LIMIT)
+CACHES.register_function("fit._vectors_on_mask", lambda: _vectors_on_mask)
 
 
 def _gpu_vectors(gpu: GpuState, names: tuple[str, ...], caps: Vector, world: _World) -> tuple[Vector, ...]:

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 
+from .caches import CACHES
 from .catalog import GpuModel, Profile
 from .placement import Placement, PlacementError, free_starts, place_all
 
@@ -96,3 +97,6 @@ def balanced_counts(model: GpuModel) -> dict[Profile, int]:
         best = max(candidates, key=lambda p: (p.max_instances, -p.memory_slices))
         counts[best] = count
     return counts
+
+
+CACHES.register_function("layouts.maximal_layouts", lambda: maximal_layouts)  # per model and profile set: finite

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
+from .caches import CACHES
 from .catalog import GpuModel, Profile
 
 
@@ -225,3 +226,11 @@ def max_instances(model: GpuModel, profile: Profile, occupied: int) -> int:
         if not (profile.occupancy(start) & occupied):
             count += 1
     return min(count, profile.max_instances)
+
+
+CACHES.register_function("placement.place_all", lambda: place_all)
+# The unbounded ones are keyed by GPU model and occupied mask (256 masks on an 8-slice GPU): finite.
+CACHES.register_function("placement.surviving_placements", lambda: surviving_placements)
+CACHES.register_function("placement._most_options", lambda: _most_options)
+CACHES.register_function("placement.max_added_compute", lambda: max_added_compute)
+CACHES.register_function("placement.max_instances", lambda: max_instances)

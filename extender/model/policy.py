@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
+from .caches import CACHES
 from .catalog import GpuModel
 from .demand import PodDemand
 from .fit import Allocator, FitResult, Verdict, fit
@@ -50,6 +51,7 @@ def allocator_for(node: NodeState, config: PolicyConfig) -> Allocator:
 # 8 demands over 10,000 distinct node states (the soak uses 6), or more over fewer; least recently used go first.
 _FITS_LIMIT = 80_000  # worst ~33 MB (~410 B per entry, measured)
 _FITS: LRUCache[tuple[int, PodDemand, Allocator], FitResult] = LRUCache(maxsize=_FITS_LIMIT)
+CACHES.register_table("policy._FITS", lambda: _FITS, lambda: int(_FITS.maxsize))
 
 
 def evaluate(node: NodeState, demand: PodDemand, config: PolicyConfig) -> FitResult:
@@ -147,44 +149,72 @@ def cluster_verdict(
     mig_parted: MigPartedConfig,
 ) -> ClusterVerdict:
     """Can any node host the pod now, after re-partitioning idle GPUs, or does it need new capacity?"""
-    relayout: tuple[NodeState, FitResult] | None = None
-    relayout_changes = 0
-    shapes: dict[tuple[GpuModel, int], None] = {}
-    reasons: dict[str, int] = {}
-    for node in nodes:
-        result = evaluate(node, demand, config)
-        if result.fits_now:
-            return ClusterVerdict(PodVerdict.FITS, "fits on an existing node", node.name)
-        if result.verdict is Verdict.RELAYOUT:
-            # Prefer the node that needs the fewest GPUs re-partitioned.
-            changes = len({p.gpu_index for p in result.plan if p.relayout})
-            if relayout is None or changes < relayout_changes:
-                relayout, relayout_changes = (node, result), changes
-        reasons[result.reason] = reasons.get(result.reason, 0) + 1
-        if node.gpus and len(node.models) == 1:
-            shapes[(node.gpus[0].model, len(node.gpus))] = None
-    if relayout is not None:
-        node, result = relayout
-        model = node.gpus[0].model
-        suggestion = suggest_layout(demand, model, len(node.gpus), mig_parted)
-        return ClusterVerdict(
-            PodVerdict.RELAYOUT,
-            f"re-partitioning idle GPUs of node {node.name} would host {demand.text()}",
-            node.name,
-            suggestion,
-        )
-    for model, count in shapes:
-        suggestion = suggest_layout(demand, model, count, mig_parted)
-        if suggestion is not None:
+    search = VerdictSearch(demand, config)
+    search.add(nodes)
+    return search.verdict(mig_parted)
+
+
+class VerdictSearch:
+    """:func:`cluster_verdict` fed nodes a slice at a time, for a caller that must give the event loop back
+    between slices (the verdict scan runs beside ``/filter`` on one thread, not in a worker thread)."""
+
+    def __init__(self, demand: PodDemand, config: PolicyConfig) -> None:
+        self.demand = demand
+        self.config = config
+        self._fits: ClusterVerdict | None = None
+        self._relayout: tuple[NodeState, FitResult] | None = None
+        self._relayout_changes = 0
+        self._shapes: dict[tuple[GpuModel, int], None] = {}
+        self._reasons: dict[str, int] = {}
+
+    def add(self, nodes: Iterable[NodeState]) -> bool:
+        """Evaluate ``nodes``; True once a node fits now (no further node changes the verdict)."""
+        if self._fits is not None:
+            return True
+        demand, config, shapes, reasons = self.demand, self.config, self._shapes, self._reasons
+        for node in nodes:
+            result = evaluate(node, demand, config)
+            if result.fits_now:
+                self._fits = ClusterVerdict(PodVerdict.FITS, "fits on an existing node", node.name)
+                return True
+            if result.verdict is Verdict.RELAYOUT:
+                # Prefer the node that needs the fewest GPUs re-partitioned.
+                changes = len({p.gpu_index for p in result.plan if p.relayout})
+                if self._relayout is None or changes < self._relayout_changes:
+                    self._relayout, self._relayout_changes = (node, result), changes
+            reasons[result.reason] = reasons.get(result.reason, 0) + 1
+            if node.gpus and len(node.models) == 1:
+                shapes[(node.gpus[0].model, len(node.gpus))] = None
+        return False
+
+    def verdict(self, mig_parted: MigPartedConfig) -> ClusterVerdict:
+        """The verdict over the nodes added so far."""
+        if self._fits is not None:
+            return self._fits
+        demand = self.demand
+        if self._relayout is not None:
+            node, _ = self._relayout
+            model = node.gpus[0].model
+            suggestion = suggest_layout(demand, model, len(node.gpus), mig_parted)
             return ClusterVerdict(
-                PodVerdict.NO_LAYOUT_FITS,
-                f"no existing node can host {demand.text()}; a new {count}x {model.name} node with "
-                f"layout {suggestion} would",
-                None,
+                PodVerdict.RELAYOUT,
+                f"re-partitioning idle GPUs of node {node.name} would host {demand.text()}",
+                node.name,
                 suggestion,
             )
-    # The most frequent distinct reasons, so that "H200 nodes are too small" is not hidden behind
-    # "A100 nodes lack the profile".
-    common = sorted(reasons, key=lambda r: -reasons[r])[:3]
-    text = "; ".join(r.removeprefix("MIG: ") for r in common) if common else "no MIG-capable node"
-    return ClusterVerdict(PodVerdict.NO_LAYOUT_FITS, f"no node shape in the cluster can host it: {text}")
+        for model, count in self._shapes:
+            suggestion = suggest_layout(demand, model, count, mig_parted)
+            if suggestion is not None:
+                return ClusterVerdict(
+                    PodVerdict.NO_LAYOUT_FITS,
+                    f"no existing node can host {demand.text()}; a new {count}x {model.name} node with "
+                    f"layout {suggestion} would",
+                    None,
+                    suggestion,
+                )
+        # The most frequent distinct reasons, so that "H200 nodes are too small" is not hidden behind
+        # "A100 nodes lack the profile".
+        reasons = self._reasons
+        common = sorted(reasons, key=lambda r: -reasons[r])[:3]
+        text = "; ".join(r.removeprefix("MIG: ") for r in common) if common else "no MIG-capable node"
+        return ClusterVerdict(PodVerdict.NO_LAYOUT_FITS, f"no node shape in the cluster can host it: {text}")

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from .caches import CACHES
 from .catalog import GpuModel, Profile
 from .demand import PodDemand
 from .fit import Allocator, Verdict, fit
@@ -109,6 +110,8 @@ def free_supply(nodes: Sequence[NodeState]) -> Counter[str]:
 
 
 _CONFIG_NAMES: dict[tuple[str, tuple[tuple[str, int], ...]], str | None] = {}
+# Keys are finite: GPU models x the count vectors of their maximal layouts.
+CACHES.register_table("relayout._CONFIG_NAMES", lambda: _CONFIG_NAMES, lambda: None)
 
 
 def config_name_for(model: GpuModel, layout: Layout) -> str | None:
@@ -181,6 +184,7 @@ class _Candidate:
 
 
 _CANDIDATES: dict[GpuModel, tuple[_Candidate, ...]] = {}
+CACHES.register_table("relayout._CANDIDATES", lambda: _CANDIDATES, lambda: None)
 
 
 def _candidates_for(model: GpuModel) -> tuple[_Candidate, ...]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import attrgetter
 
+from .caches import CACHES
 from .catalog import GpuModel, Profile
 from .placement import Placement, occupancy_of
 
@@ -16,6 +17,7 @@ _INTERNED: dict[tuple[object, ...], int] = {}
 _NEXT_ID = itertools.count()
 # Live keys: one per distinct node state (<= 10,000 on a 10,000-node cluster) and per GPU state (far fewer).
 _INTERN_LIMIT = 50_000  # worst ~24 MB: ~220 B per node-state key, ~470 B per GPU-state key (measured)
+CACHES.register_table("state._INTERNED", lambda: _INTERNED, lambda: _INTERN_LIMIT)
 _INDEX = attrgetter("index")
 _STATE_ID = attrgetter("state_id")
 
@@ -42,6 +44,9 @@ _OCCUPANCY_LIMIT = 4_096  # worst ~1.5 MB (a tuple of up to 7 placements and an 
 def _occupancy(model: GpuModel, placements: tuple[Placement, ...]) -> int:
     """``occupancy_of``, checked once per model and layout; raises PlacementError like it (not cached)."""
     return occupancy_of(model, placements)
+
+
+CACHES.register_function("state._occupancy", lambda: _occupancy)
 
 
 class Fidelity(enum.StrEnum):

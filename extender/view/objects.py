@@ -19,6 +19,7 @@ from ..kube.names import (
     NVIDIA_PREFIX,
     PREFIX,
 )
+from ..model.caches import CACHES
 from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, DemandError, PodDemand, pod_demand
 
 _KEPT_LABEL_PREFIXES = (NVIDIA_PREFIX, PREFIX, NODEPOOL_LABEL)
@@ -60,6 +61,7 @@ def _shared(value: Any) -> str:
 _NO_ANNOTATIONS: Mapping[str, str] = {}
 _DEMANDS: dict[PodDemand, PodDemand] = {}
 _DEMANDS_LIMIT = 4_096
+CACHES.register_table("objects._DEMANDS", lambda: _DEMANDS, lambda: _DEMANDS_LIMIT)
 
 
 def _count(value: Any) -> int:

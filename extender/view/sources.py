@@ -25,6 +25,7 @@ from ..kube.names import (
     MIG_STRATEGY_LABEL,
     NODE_MODE_LABEL,
 )
+from ..model.caches import CACHES
 from ..model.catalog import CatalogError, GpuModel, Profile, model_named, parse_product_label
 from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
 from ..model.fit import Allocator, fit
@@ -267,6 +268,7 @@ def _gpu_count(node: NodeInfo, model: GpuModel, counts: Mapping[Profile, int], w
 # Nodes of one shape share their unused GPUs: a node rebuilt after each pod need not resolve its config again.
 _CONFIGURED_LIMIT = 512  # config names x GPU models x GPU counts in use; a few KB each
 _CONFIGURED: dict[tuple[int, str, str, int], tuple[MigPartedConfig, tuple[GpuState, ...]]] = {}
+CACHES.register_table("sources._CONFIGURED", lambda: _CONFIGURED, lambda: _CONFIGURED_LIMIT)
 
 
 def _configured(mig_parted: MigPartedConfig, config_name: str, model: GpuModel, gpu_count: int) -> tuple[GpuState, ...]:
