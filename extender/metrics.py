@@ -662,13 +662,6 @@ class Metrics:
             registry=r,
         )
         self.background_errors.labels("annotator")  # at 0 from the start, for rates and alerts
-        self.background_errors = Counter(
-            "mig_extender_background_errors_total",
-            "Background loop iterations that raised (logged; the loop goes on after a backoff), by task.",
-            ["task"],
-            registry=r,
-        )
-        self.background_errors.labels("annotator")  # at 0 from the start, for rates and alerts
         self.pending_demand = Gauge(
             "mig_extender_pending_demand_instances",
             "MIG instances requested by pending pods, per verdict.",
