@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from operator import add, attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -319,6 +319,21 @@ def _node_lines(state: NodeState, summary: NodeSlices, per_gpu: bool, table: _Te
     return lines.numbered(table)
 
 
+_BATCH = 200
+"""Nodes applied between two yields of a scrape: at ~40 us a changed node, a few milliseconds of the loop."""
+
+_T = TypeVar("_T")
+
+
+def _drain(steps: Generator[None, None, _T]) -> _T:
+    """Run ``steps`` to the end at once; their return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return cast(_T, done.value)
+
+
 _SLICES, _LARGEST, _INFO = attrgetter("slices"), attrgetter("largest"), attrgetter("info")
 _F_SERIES, _F_KEYS = attrgetter("f_series"), attrgetter("f_keys")
 _GPU_SLICES, _GPU_LARGEST = attrgetter("gpu_slices"), attrgetter("gpu_largest")
@@ -359,6 +374,10 @@ class _FleetCollector(Collector):
 
     def refresh(self) -> None:
         """Apply every node change since the last refresh to the kept lines and totals."""
+        _drain(self.refresh_steps())
+
+    def refresh_steps(self) -> Generator[None, None, None]:
+        """:meth:`refresh`, yielding between batches of nodes (an event loop answers requests meanwhile)."""
         view = self.view
         view.expire_assumed()  # expiries are changes too: log them before reading the generation
         generation = view.generation
@@ -373,21 +392,29 @@ class _FleetCollector(Collector):
             names = list(view.nodes)
         else:
             names = list(changed)
-        for name, state in zip(names, view.node_states_for(names)):
-            kept = self._nodes.get(name)
-            if kept is not None and state is not None and kept.key == _key(state):
-                continue  # the same state, or one equal to it (rebuilt by a re-list, or back after an expiry)
-            if kept is not None:
-                self._forget(name)
-            if state is not None and state.gpus:
-                summary = node_slices(state)
-                self.totals.add(summary)
-                self._nodes[name] = _node_lines(state, summary, self._per_gpu, self._terms)
+        for start in range(0, len(names), _BATCH):
+            batch = names[start : start + _BATCH]
+            for name, state in zip(batch, view.node_states_for(batch)):
+                self._apply(name, state)
+            if start + _BATCH < len(names):
+                yield
+        # Changes made while this refresh yielded are in the log after ``generation``: the next one sees them.
         self._generation = generation
         in_use = len(self._nodes) * (1 + 8 * self._per_gpu)
         if len(self._terms.vectors) > 2 * in_use + 256:  # vectors of states long gone: number the live ones afresh
             self._terms = _TermTable()
             self._nodes = {name: lines.numbered(self._terms) for name, lines in self._nodes.items()}
+
+    def _apply(self, name: str, state: NodeState | None) -> None:
+        kept = self._nodes.get(name)
+        if kept is not None and state is not None and kept.key == _key(state):
+            return  # the same state, or one equal to it (rebuilt by a re-list, or back after an expiry)
+        if kept is not None:
+            self._forget(name)
+        if state is not None and state.gpus:
+            summary = node_slices(state)
+            self.totals.add(summary)
+            self._nodes[name] = _node_lines(state, summary, self._per_gpu, self._terms)
 
     def _forget(self, name: str) -> None:
         self.totals.remove(self._nodes.pop(name).summary)
@@ -398,19 +425,42 @@ class _FleetCollector(Collector):
 
     def exposition(self) -> str:
         """The fleet series in the Prometheus text format, as ``generate_latest`` would write them."""
-        started = time.perf_counter()
-        self.refresh()
+        return _drain(self.exposition_steps())
+
+    def exposition_steps(self) -> Generator[None, None, str]:
+        """:meth:`exposition`, yielding between batches of nodes and between families; returns the text."""
+        busy = 0.0
+        resumed = time.perf_counter()
+        for _ in self.refresh_steps():
+            busy += time.perf_counter() - resumed
+            yield
+            resumed = time.perf_counter()
         weights = dict(self.metrics.weights())
         values = self._terms.values(weights)
-        nodes = self._nodes.values()
-        out = [NODE_SLICES.header, *map(_SLICES, nodes), NODE_LARGEST.header, *map(_LARGEST, nodes)]
-        out += [NODE_FRAGMENTATION.header, *_f_lines(nodes, _F_SERIES, _F_KEYS, values)]
-        out += [NODE_INFO.header, *map(_INFO, nodes)]
+        # A snapshot, numbered like ``values``: a scrape beside this one may replace kept lines meanwhile.
+        nodes = list(self._nodes.values())
+        parts = [
+            (NODE_SLICES.header, map(_SLICES, nodes)),
+            (NODE_LARGEST.header, map(_LARGEST, nodes)),
+            (NODE_FRAGMENTATION.header, _f_lines(nodes, _F_SERIES, _F_KEYS, values)),
+            (NODE_INFO.header, map(_INFO, nodes)),
+        ]
         if self._per_gpu:
-            out += [GPU_SLICES.header, *map(_GPU_SLICES, nodes), GPU_LARGEST.header, *map(_GPU_LARGEST, nodes)]
-            out += [GPU_FRAGMENTATION.header, *_f_lines(nodes, _GPU_F_SERIES, _GPU_F_KEYS, values)]
+            parts += [
+                (GPU_SLICES.header, map(_GPU_SLICES, nodes)),
+                (GPU_LARGEST.header, map(_GPU_LARGEST, nodes)),
+                (GPU_FRAGMENTATION.header, _f_lines(nodes, _GPU_F_SERIES, _GPU_F_KEYS, values)),
+            ]
+        out: list[str] = []
+        for header, lines in parts:
+            out.append(header)
+            out.append("".join(lines))
+            busy += time.perf_counter() - resumed
+            yield
+            resumed = time.perf_counter()
         out += self._fleet_lines(weights)
-        out += [COLLECT_SECONDS.header, COLLECT_SECONDS.line(time.perf_counter() - started)]
+        busy += time.perf_counter() - resumed
+        out += [COLLECT_SECONDS.header, COLLECT_SECONDS.line(busy)]
         return "".join(out)
 
     def _fleet_lines(self, weights: Mapping[str, float]) -> list[str]:
@@ -697,15 +747,20 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The ``/metrics`` body: ``generate_latest(self.registry)``, the fleet series written from kept text."""
+        return _drain(self.exposition_steps())
+
+    def exposition_steps(self) -> Generator[None, None, bytes]:
+        """:meth:`exposition` in steps: an event loop lets other work run at each yield; returns the body."""
         fleet = self.fleet
         if fleet is None:
             return generate_latest(self.registry)
+        text = yield from fleet.exposition_steps()
         fleet.left_out = True
         try:
             others = generate_latest(self.registry)
         finally:
             fleet.left_out = False
-        return others + fleet.exposition().encode()
+        return others + text.encode()
 
     def weights(self) -> Mapping[str, float]:
         provider = self.weights_provider

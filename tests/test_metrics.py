@@ -387,6 +387,21 @@ def test_an_assumption_that_expired_is_gone_from_the_next_scrape() -> None:
     assert_fleet_from_scratch(world, kept)
 
 
+def test_scrapes_in_steps_see_what_changed_between_their_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics_module, "_BATCH", 2)  # a yield every 2 nodes
+    world = _World()
+    kept = Metrics(world.view, per_gpu=True, weights_provider=world.weights)
+    first, second = kept.exposition_steps(), kept.exposition_steps()
+    next(first)
+    world.apply(0, ("bind", "h100-idle-3g", "3g.40gb"))
+    next(second)  # a second scrape beside the first
+    world.apply(1, ("delete-node", "a100-small", ""))
+    world.apply(2, ("mig-config", "h100-balanced", "all-1g.10gb"))
+    for steps in (second, first):
+        assert sum(1 for _ in steps) >= 1
+    assert_fleet_from_scratch(world, kept)
+
+
 def test_a_scrape_applies_only_the_nodes_that_changed(demo_view: ClusterView, monkeypatch: pytest.MonkeyPatch) -> None:
     m = Metrics(demo_view)
     m.exposition()
@@ -399,7 +414,7 @@ def test_a_scrape_applies_only_the_nodes_that_changed(demo_view: ClusterView, mo
 
     monkeypatch.setattr(demo_view, "node_states_for", recording)
     m.exposition()
-    assert looked_up == [[]]
+    assert looked_up == []  # nothing changed: no node looked up
     demo_view.apply(Kind.PODS, "ADDED", pod("new", limits={"nvidia.com/mig-3g.40gb": "1"}, node_name="h100-idle-3g"))
     m.exposition()
     assert looked_up[-1] == ["h100-idle-3g"]

@@ -104,7 +104,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
+    # In steps, yielding to the loop between them: filters that arrive during a scrape wait milliseconds.
+    steps = request.app[METRICS].exposition_steps()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            body: bytes = done.value
+            break
+        await asyncio.sleep(0)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
