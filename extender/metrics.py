@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from operator import add, attrgetter
@@ -26,15 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .model.accounting import FleetTotals, fleet_totals
-
-# Re-exported (the ``as`` form, for mypy) for ``extender.report``, until it imports them from the model.
-from .model.accounting import ModelSlices as ModelSlices  # noqa: PLC0414
-from .model.accounting import NodeSlices as NodeSlices  # noqa: PLC0414
-from .model.accounting import SliceCounts as SliceCounts  # noqa: PLC0414
-from .model.accounting import node_slices as node_slices  # noqa: PLC0414
-from .model.accounting import slice_counts as slice_counts  # noqa: PLC0414
-from .model.accounting import source_of as source_of  # noqa: PLC0414
+from .model.accounting import FleetTotals, ModelSlices, NodeSlices, SliceCounts, node_slices
 from .model.fit import Verdict
 from .model.fragmentation import NAMED_MIXES
 from .model.policy import Outcome
@@ -49,19 +41,13 @@ UNKNOWN_NODE_VERDICT = "unknown-node"  # the verdict label the scheduling servic
 
 WeightsProvider = Callable[[], Mapping[str, float]]
 
-# --- the demand mix, and the accounting ``mig-extender report`` reads through here -------------------------
+# --- the demand mix ----------------------------------------------------------------------------------------
 
 
 def default_weights() -> dict[str, float]:
     """The uniform mix, normalised: what F uses until a weights provider (the learned mix) is set."""
     total = sum(NAMED_MIXES["uniform"].values())
     return {k: v / total for k, v in NAMED_MIXES["uniform"].items()}
-
-
-def fragmentation_ratio(nodes: Iterable[NodeSlices], weights: Mapping[str, float]) -> tuple[float, float, int]:
-    """(cluster F, F / free compute slices, free compute slices) of these summaries."""
-    totals = fleet_totals(nodes)
-    return totals.fragmentation(weights), totals.fragmentation_ratio(weights), totals.free
 
 
 # --- collectors ------------------------------------------------------------------------------------------

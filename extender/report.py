@@ -1,8 +1,8 @@
 """``mig-extender report``: the fleet's GPUs and MIG slices as a map, in the terminal and as a PNG.
 
 Per node and per GPU, a row of memory slices marked used, free or stranded, with instance boundaries, the
-compute-slice counts and the largest profile that still fits. The counts are the metrics' own
-(:func:`extender.metrics.node_slices`), so the map and ``/metrics`` always agree. The PNG is drawn with
+compute-slice counts and the largest profile that still fits. The counts are the model's slice accounting
+(:mod:`extender.model.accounting`), the metrics' own, so the map and ``/metrics`` always agree. The PNG is drawn with
 matplotlib (extra ``sim``), one cell per compute slice coloured as the counts count it.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .kube.client import make_api_client
-from .metrics import ModelSlices, NodeSlices, SliceCounts, fragmentation_ratio, node_slices, slice_counts, source_of
+from .model.accounting import ModelSlices, NodeSlices, SliceCounts, fleet_totals, node_slices, slice_counts, source_of
 from .model.catalog import Profile
 from .model.placement import free_starts
 from .model.state import GpuState
@@ -128,7 +128,8 @@ def _name(profile: Profile | None) -> str:
 
 def render_text(report: FleetReport, max_nodes: int | None = None) -> str:
     shown = report.nodes[:max_nodes] if max_nodes is not None else report.nodes
-    total_f, ratio, free = fragmentation_ratio((n.summary for n in report.nodes), report.weights)
+    totals = fleet_totals(n.summary for n in report.nodes)
+    total_f, ratio, free = totals.fragmentation(report.weights), totals.fragmentation_ratio(report.weights), totals.free
     out = [
         f"mig-extender report: {len(report.nodes)} GPU nodes, {report.gpu_count} GPUs ({report.source})",
         LEGEND,
@@ -321,7 +322,8 @@ def _legend(x: int, y: int) -> tuple[list[Cell], list[Label]]:
 def layout_png(report: FleetReport, max_nodes: int | None = None) -> Drawing:
     """Where every cell and label of the map goes: nodes in rows, wrapped into columns of up to ROWS_PER_COLUMN."""
     shown = list(report.nodes[:max_nodes] if max_nodes is not None else report.nodes)
-    _, ratio, free = fragmentation_ratio((n.summary for n in report.nodes), report.weights)
+    totals = fleet_totals(n.summary for n in report.nodes)
+    ratio, free = totals.fragmentation_ratio(report.weights), totals.free
     title = (
         f"mig-extender report: {len(report.nodes)} GPU nodes, {report.gpu_count} GPUs, {free} free compute slices, "
         f"fragmentation ratio {ratio:.2f}"
