@@ -114,7 +114,7 @@ class TokenBucket:
 
 SLICE_S = 0.005
 """The longest the verdict scan holds the event loop before it lets waiting requests in."""
-_NODES_PER_CHECK = 64  # nodes evaluated between two looks at the clock (~30 us when their fits are cached)
+_NODES_PER_CHECK = 8  # nodes evaluated between two looks at the clock: ~4 us when their fits are cached, 15 ms cold
 
 
 class Annotator:
