@@ -3,21 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
+from . import __version__
 from .kube.errors import ConfigError
-from .model.catalog import CatalogError, GpuModel, model_named
+from .model.catalog import MODELS, CatalogError, GpuModel, model_named
 from .model.layouts import layout_text, maximal_layouts
 from .settings import RETIRED, SPECS, SettingsError, describe, load_settings
 from .view.snapshot import SnapshotError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line (what is wrong, where to look) and exit code 2, as argparse's own."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown in --help, except where there is none to show or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _families(model: GpuModel) -> set[str]:
+    """Bare names a model is known by: A100 for A100-40GB, and those of its description (A800, GH200, H20)."""
+    names = {model.name.split("-")[0]} | {entry.split()[0] for entry in model.description.split(",") if entry.strip()}
+    return {name.upper() for name in names}
+
+
 def _model(value: str) -> GpuModel:
+    """A catalog model, refusing a family name that several models share (A100 is A100-40GB or A100-80GB)."""
+    known = ", ".join(m.name for m in MODELS)
+    if value.strip().lower() not in {m.name.lower() for m in MODELS}:
+        family = re.sub(r"^NVIDIA[- ]", "", value.strip().upper()).replace(" ", "-")
+        candidates = [m.name for m in MODELS if family in _families(m)]
+        if len(candidates) > 1:
+            raise argparse.ArgumentTypeError(f"ambiguous GPU model {value!r}: say which of {', '.join(candidates)}")
     try:
         return model_named(value)
     except CatalogError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc}; known models: {known}") from None
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -28,6 +63,9 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     )
     if not model.placements_verified:
         print("# placements not confirmed by a real nvidia-smi readout for this model")
+    # The header's columns start where the rows' do (17, 24, 31, 38, 57).
+    print(f"{'# profile':<17}{'nvml':<7}{'slices':<7}{'limit':<7}{'placements':<19}memory, SMs, aliases")
+    print("# slices: compute (g) and memory (m); limit: instances per GPU; placements: {first memory slices}:width")
     for p in model.profiles:
         pid = "?" if p.profile_id is None else str(p.profile_id)
         extras = []
@@ -86,6 +124,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return asyncio.run(serve(settings))
     except (SnapshotError, ConfigError) as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the listener could not bind: the one OSError asyncio.run lets through here
+        where = f"{settings.server.host}:{settings.server.port}"
+        if exc.errno == errno.EADDRINUSE:
+            print(f"mig-extender: {where} is already in use: stop what listens there or pass --port", file=sys.stderr)
+        else:
+            print(f"mig-extender: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 
@@ -172,28 +217,41 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=argparse.SUPPRESS)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mig-extender", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def _command(
+    commands: argparse._SubParsersAction[_Parser], name: str, summary: str, handler: Callable[[argparse.Namespace], int]
+) -> _Parser:
+    """A subcommand whose --help starts with its summary and shows every default."""
+    description = summary[0].upper() + summary[1:] + "."
+    parser = commands.add_parser(name, help=summary, description=description, formatter_class=_HelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
 
-    profiles = commands.add_parser("profiles", help="list a GPU model's MIG profiles and placements")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mig-extender", description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    profiles = _command(commands, "profiles", "list a GPU model's MIG profiles and placements", cmd_profiles)
     profiles.add_argument(
         "--gpu", type=_model, required=True, help="catalog name (H200-141GB), GFD product label or PCI device id"
     )
-    profiles.set_defaults(handler=cmd_profiles)
 
-    layouts = commands.add_parser("layouts", help="enumerate the maximal MIG layouts of a GPU model")
+    layouts = _command(commands, "layouts", "enumerate the maximal MIG layouts of a GPU model", cmd_layouts)
     layouts.add_argument("--gpu", type=_model, required=True, help="as for 'profiles'")
     layouts.add_argument("--profiles", help="comma-separated profiles to use (default: all base profiles)")
-    layouts.set_defaults(handler=cmd_layouts)
 
-    serve = commands.add_parser("serve", help="run the scheduler extender (HTTP) over a live cluster or a snapshot")
+    serve = _command(
+        commands, "serve", "run the scheduler extender (HTTP) over a live cluster or a snapshot", cmd_serve
+    )
     serve.add_argument("--config", help="YAML or JSON file of settings (see 'mig-extender settings')")
     _add_setting_flags(serve)
-    serve.set_defaults(handler=cmd_serve)
 
-    report = commands.add_parser(
-        "report", help="map the fleet's GPUs and MIG slices (used, free, stranded) as text, and as a PNG with --png"
+    report = _command(
+        commands,
+        "report",
+        "map the fleet's GPUs and MIG slices (used, free, stranded) as text, and as a PNG with --png",
+        cmd_report,
     )
     where = report.add_mutually_exclusive_group()
     where.add_argument("--snapshot", help="a snapshot file, as for 'serve' (default: the live cluster)")
@@ -207,16 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--png-max-nodes", type=int, default=400, metavar="N", help="nodes drawn in the PNG at most (default: 400)"
     )
-    report.set_defaults(handler=cmd_report)
 
     from .simulate.command import add_arguments as simulate_arguments
 
-    simulate = commands.add_parser("simulate", help="trace-driven placement simulator: every policy in one world")
-    simulate_arguments(simulate)
-    simulate.set_defaults(handler=cmd_simulate)
+    simulate = _command(
+        commands, "simulate", "trace-driven placement simulator: every policy in one world", cmd_simulate
+    )
+    simulate_arguments(simulate, _model)
 
-    overlays = commands.add_parser(
-        "nodeoverlays", help="print Karpenter NodeOverlays declaring each MIG NodePool's nvidia.com/mig-* capacity"
+    overlays = _command(
+        commands,
+        "nodeoverlays",
+        "print Karpenter NodeOverlays declaring each MIG NodePool's nvidia.com/mig-* capacity",
+        cmd_nodeoverlays,
     )
     overlays.add_argument("--pools", required=True, help="the pools file (see docs/karpenter.md)")
     overlays.add_argument(
@@ -224,14 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="mig-parted config (config.yaml) MIG Manager uses (default: the operator's)",
     )
-    overlays.set_defaults(handler=cmd_nodeoverlays)
 
-    settings = commands.add_parser("settings", help="print every setting with its default and why (Markdown)")
-    settings.set_defaults(handler=cmd_settings)
+    _command(commands, "settings", "print every setting with its default and why (Markdown)", cmd_settings)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except BrokenPipeError:
+        # The reader went away (| head): not an error of ours. Later writes go nowhere, as Python's docs advise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print("mig-extender: interrupted", file=sys.stderr)
+        return 130

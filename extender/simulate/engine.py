@@ -15,7 +15,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -89,6 +89,8 @@ class PolicyResult:
     gpu_hours: float | None = None
     """Churn: GPUs alive (or starting) over time; fairer than node-hours when node sizes differ."""
     mean_wait_s: float | None = None
+    waits: list[tuple[float, float]] = field(default_factory=list)
+    """Churn: (arrival time, seconds waited) of every pod placed, in the order they were placed."""
     nodes_added: int = 0
     nodes_removed: int = 0
     stranded_slices: int | None = None
@@ -360,11 +362,14 @@ class Simulation:
 
     # --- fill -----------------------------------------------------------------------------------------------
 
-    def run_fill(self, pods: Sequence[SimPod]) -> PolicyResult:
+    def run_fill(self, pods: Sequence[SimPod], on_pod: Callable[[], object] | None = None) -> PolicyResult:
+        """Every pod in turn; ``on_pod`` is called after each (a progress bar)."""
         started = time.perf_counter()
         capacity = self.result.capacity_slices
         every = max(1, len(pods) // self.config.curve_points)
         for n, pod in enumerate(pods):
+            if on_pod is not None:
+                on_pod()
             if n % self.config.weights_every == 0:
                 for plan in self.rebalance():
                     self.apply_plan(plan)
@@ -389,8 +394,9 @@ class Simulation:
 
     # --- churn ------------------------------------------------------------------------------------------------
 
-    def run_churn(self, pods: Sequence[SimPod]) -> PolicyResult:
-        return Churn(self).run(pods)
+    def run_churn(self, pods: Sequence[SimPod], on_pod: Callable[[], object] | None = None) -> PolicyResult:
+        """Pods at their trace times; ``on_pod`` is called at each arrival (a progress bar)."""
+        return Churn(self).run(pods, on_pod)
 
 
 class _Event(enum.IntEnum):
@@ -451,7 +457,7 @@ class Churn:
         self.last = when
         self.now = when
 
-    def run(self, pods: Sequence[SimPod]) -> PolicyResult:
+    def run(self, pods: Sequence[SimPod], on_pod: Callable[[], object] | None = None) -> PolicyResult:
         sim = self.sim
         started = time.perf_counter()
         for arriving in pods:
@@ -464,6 +470,8 @@ class Churn:
             when, kind, _, payload = heapq.heappop(self.events)
             self.advance(when)
             if kind == _Event.ARRIVE:
+                if on_pod is not None:
+                    on_pod()
                 pod: SimPod = payload
                 sim.observe(pod, when)
                 sim.result.submitted_slices += pod.slices
@@ -518,6 +526,7 @@ class Churn:
             self.node_version[node_id] = self.node_version.get(node_id, 0) + 1
             self.running[name] = (node_id, taken)
             self.waits.append(self.now - waiting.since)
+            sim.result.waits.append((waiting.since, self.now - waiting.since))
             self.push(self.now + waiting.pod.duration_s, _Event.DEPART, (name, waiting.pod.slices))
         if self.pending and sim.config.relayout and sim.config.world is World.STATIC:
             demands = list(dict.fromkeys(p.pod.demand for p in self.pending.values()))[:32]
