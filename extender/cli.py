@@ -208,7 +208,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, spec in SPECS.items():
-        doc = f"{spec.doc} (default: {spec.default}; env {spec.env})".replace("%", "%%")
+        default = "unset by default" if spec.default is None else f"default: {spec.default}"
+        doc = f"{spec.doc} ({default}; env {spec.env})".replace("%", "%%")
         if spec.kind is bool:
             parser.add_argument(spec.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=doc)
         else:
@@ -228,7 +229,8 @@ def _command(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mig-extender", description=__doc__, formatter_class=_HelpFormatter)
+    description = "A kube-scheduler extender that places pods by free NVIDIA MIG slice topology, and its tools."
+    parser = _Parser(prog="mig-extender", description=description, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

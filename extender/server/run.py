@@ -171,6 +171,21 @@ async def start_listener(
     return runner, site
 
 
+async def _listen(
+    app: web.Application,
+    settings: ServerSettings,
+    guard: ConnectionGuard,
+    tls: CertificateReloader | None,
+    roots: dict[str, Coroutine[Any, Any, None]],
+) -> tuple[web.AppRunner, GuardedSite]:
+    try:
+        return await start_listener(app, settings, guard, tls.listening_context if tls else None)
+    except OSError:  # the port is taken, say (the CLI says so): the root tasks never ran, so close them quietly
+        for coro in roots.values():
+            coro.close()
+        raise
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1); 2 for unusable TLS files."""
     try:
@@ -200,7 +215,7 @@ async def serve(settings: Settings) -> int:
         roots["tls reload"] = tls.run()
         metrics.registry.register(TlsCollector(tls.stats))
     app = build_app(settings, view, metrics, service, guard=guard)
-    runner, site = await start_listener(app, settings.server, guard, tls.listening_context if tls else None)
+    runner, site = await _listen(app, settings.server, guard, tls, roots)
     log.info("mig-extender listening on %s", site.name)
 
     stop = asyncio.Event()

@@ -54,15 +54,27 @@ def _seconds(value: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], GpuModel]) -> None:
     """The simulator's flags; ``gpu_model`` turns --gpu into a catalog model (the CLI's, with its errors)."""
-    parser.add_argument("--nodes", type=Path, help="node list CSV (sn,...,gpu,...): one node per row, its GPU count")
-    parser.add_argument("--pods", type=Path, help="Alibaba trace pod list CSV (the MIG mapping of the data README)")
+    parser.add_argument(
+        "--nodes", type=Path, metavar="CSV", help="node list CSV (sn,...,gpu,...): one node per row, its GPU count"
+    )
+    parser.add_argument(
+        "--pods", type=Path, metavar="CSV", help="Alibaba trace pod list CSV (the MIG mapping of the data README)"
+    )
     parser.add_argument("--synthetic", metavar="MIX", help="seeded synthetic pods of a mix (inference, uniform...)")
     parser.add_argument(
-        "--synthetic-nodes", type=_at_least_one, default=100, help="node count for --synthetic without --nodes"
+        "--synthetic-nodes",
+        type=_at_least_one,
+        default=100,
+        metavar="N",
+        help="node count for --synthetic without --nodes",
     )
-    parser.add_argument("--synthetic-gpus", type=_at_least_one, default=8, help="GPUs per synthetic (and added) node")
-    parser.add_argument("--synthetic-pods", type=_at_least_one, default=50_000, help="pods generated for --synthetic")
-    parser.add_argument("--gpu", type=gpu_model, default="H100-80GB", help="GPU model of every node")
+    parser.add_argument(
+        "--synthetic-gpus", type=_at_least_one, default=8, metavar="N", help="GPUs per synthetic (and added) node"
+    )
+    parser.add_argument(
+        "--synthetic-pods", type=_at_least_one, default=50_000, metavar="N", help="pods generated for --synthetic"
+    )
+    parser.add_argument("--gpu", type=gpu_model, default="H100-80GB", metavar="MODEL", help="GPU model of every node")
     parser.add_argument("--world", choices=[w.value for w in World], default=World.STATIC.value)
     parser.add_argument("--relayout", choices=["on", "off"], default="on", help="static world: re-partition idle GPUs")
     parser.add_argument(
@@ -72,29 +84,42 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         help="fill, static world with re-layout: ours also re-partitions idle GPUs toward the expected mix",
     )
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.FILL.value)
-    parser.add_argument("--arrival", type=_positive, default=1.3, help="fill: submitted demand / cluster slices")
+    parser.add_argument(
+        "--arrival", type=_positive, default=1.3, metavar="RATIO", help="fill: submitted demand / cluster slices"
+    )
     parser.add_argument("--policies", default="all", help="all, or names: random,spread,pack,best-fit,fgd,mig-extender")
     parser.add_argument(
         "--scoring",
         default="fragmentation",
         help="ours' node scoring strategy, as the extender's --scoring (fragmentation, fragmentation-spread...)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic pods and of random")
+    parser.add_argument("--seed", type=int, default=1, metavar="N", help="seed of the synthetic pods and of random")
     parser.add_argument(
         "--layout",
         default="all-balanced",
-        help=f"mig-parted config of static nodes at the start, one of {', '.join(DEFAULT_CONFIG.names())}",
+        help="mig-parted config of the nodes at the start: all-balanced, all-disabled, all-enabled or all-<profile> "
+        "(as the GPU Operator ships them)",
     )
     parser.add_argument("--prior", default="uniform", help="prior of the demand distribution (a mix)")
-    parser.add_argument("--relayout-delay", type=_seconds, default=300.0, help="churn: seconds a re-layout takes")
     parser.add_argument(
-        "--scale-up-after", type=_seconds, default=120.0, help="churn: seconds a pod waits before a node is added"
+        "--relayout-delay", type=_seconds, default=300.0, metavar="S", help="churn: seconds a re-layout takes"
     )
     parser.add_argument(
-        "--node-startup", type=_seconds, default=300.0, help="churn: seconds until an added node is ready"
+        "--scale-up-after",
+        type=_seconds,
+        default=120.0,
+        metavar="S",
+        help="churn: seconds a pod waits before a node is added",
     )
     parser.add_argument(
-        "--scale-down-after", type=_seconds, default=600.0, help="churn: seconds a node stays empty before removal"
+        "--node-startup", type=_seconds, default=300.0, metavar="S", help="churn: seconds until an added node is ready"
+    )
+    parser.add_argument(
+        "--scale-down-after",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="churn: seconds a node stays empty before removal",
     )
     parser.add_argument("--no-autoscale", action="store_true", help="churn: fixed cluster")
     parser.add_argument("--no-bound", action="store_true", help="skip the CP-SAT bound")
@@ -120,6 +145,18 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
+def layouts_for(model: GpuModel) -> list[str]:
+    """The GPU Operator's default mig-parted configs that cover ``model``."""
+    covering = []
+    for name in DEFAULT_CONFIG.names():
+        try:
+            if DEFAULT_CONFIG.resolve(name, model, 0) is not None:
+                covering.append(name)
+        except MigPartedError:
+            pass
+    return covering
+
+
 def _refusal(args: argparse.Namespace) -> str | None:
     """The first mistake of the arguments that the run would only meet late, or None."""
     if not (args.synthetic or args.pods):
@@ -129,8 +166,8 @@ def _refusal(args: argparse.Namespace) -> str | None:
             "--work-conserving-bound needs --mode fill and a dynamic world "
             "(dynamic-first-fit or dynamic-ideal): in the static world pods wait for re-layouts"
         )
-    if args.layout not in DEFAULT_CONFIG.configs:
-        return f"unknown --layout {args.layout!r}; known: {', '.join(DEFAULT_CONFIG.names())}"
+    if args.layout not in layouts_for(args.gpu):
+        return f"no --layout {args.layout!r} for {args.gpu.name}; known: {', '.join(layouts_for(args.gpu))}"
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None and (problem := unwritable(path)):
             return f"cannot write {flag}: {problem}"
