@@ -77,6 +77,14 @@ class _ViewCollector(Collector):
         )
         warnings.add_metric([], len(self.view.counters.node_warnings))
         yield warnings
+        unknown = GaugeMetricFamily(
+            "mig_extender_unknown_gpu_products",
+            "Nodes per nvidia.com/gpu.product that names no catalog model: not evaluated, left to kube-scheduler.",
+            labels=["product"],
+        )
+        for product, count in sorted(self.view.counters.unknown_product_nodes().items()):
+            unknown.add_metric([product], count)
+        yield unknown
         counters = self.view.counters
         for name, value, text in (
             (
@@ -719,7 +727,7 @@ class Metrics:
             for status in ("400", "413", "internal"):
                 self.bad_requests.labels(verb, status)
         for verdict in Verdict:
-            if verdict is Verdict.FITS_NOW:
+            if verdict in (Verdict.FITS_NOW, Verdict.UNKNOWN_PRODUCT):  # an unknown product passes: not evaluated
                 outcome = Outcome.SUCCESS
             else:
                 outcome = Outcome.UNSCHEDULABLE if verdict.preemption_may_help else Outcome.UNRESOLVABLE

@@ -13,7 +13,7 @@ import enum
 import importlib
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .kube.client import make_api_client
@@ -106,6 +106,8 @@ class FleetReport:
     source: str
     nodes: tuple[NodeLine, ...]
     weights: Mapping[str, float]
+    unknown_products: Mapping[str, int] = field(default_factory=dict)
+    """Nodes per GPU product the catalog does not know: not evaluated, left to kube-scheduler's counts."""
 
     @property
     def gpu_count(self) -> int:
@@ -119,7 +121,8 @@ def build_report(view: ClusterView, weights: Mapping[str, float], source: str) -
         if state.gpus:
             gpus = tuple(GpuLine(g, slice_counts(g)) for g in state.gpus)
             lines.append(NodeLine(node_slices(state), gpus))
-    return FleetReport(source, tuple(lines), dict(weights))
+    unknown = view.counters.unknown_product_nodes()  # complete now: every node state was just built
+    return FleetReport(source, tuple(lines), dict(weights), unknown)
 
 
 def _name(profile: Profile | None) -> str:
@@ -136,6 +139,9 @@ def render_text(report: FleetReport, max_nodes: int | None = None) -> str:
         f"fleet: {free} free compute slices, F {total_f:.1f}, fragmentation ratio {ratio:.2f} "
         f"(mix {', '.join(f'{k}={v:.2f}' for k, v in sorted(report.weights.items()))})",
     ]
+    if report.unknown_products:
+        listed = ", ".join(f"{product} ({count} nodes)" for product, count in sorted(report.unknown_products.items()))
+        out.append(f"not evaluated, left to kube-scheduler (GPU product not in the catalog): {listed}")
     width = max((len(gpu_row(g.gpu)) for n in shown for g in n.gpus), default=0)
     for node in shown:
         s = node.summary

@@ -438,28 +438,38 @@ MODELS: tuple[GpuModel, ...] = (
 _BY_NAME: dict[str, GpuModel] = {m.name.lower(): m for m in MODELS}
 _BY_PCI: dict[str, GpuModel] = {pci.lower(): m for m in MODELS for pci in m.pci_device_ids}
 
-# GPU Feature Discovery writes the NVML device name with spaces turned into dashes
-# (``NVIDIA A100-SXM4-40GB`` -> ``NVIDIA-A100-SXM4-40GB``). Rules run in order on the upper-cased value
-# without the ``NVIDIA-`` prefix and without the single strategy's ``-MIG-<profile>`` suffix.
-_PRODUCT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), model)
-    for pattern, model in (
-        (r"^A30\b", "A30-24GB"),
-        (r"^A[18]00\b.*\b80GB\b", "A100-80GB"),
-        (r"^A[18]00\b", "A100-40GB"),
-        (r"^H[18]00\b.*\bNVL\b", "H100-NVL-94GB"),
-        (r"^GH200\b.*\b144G", "GH200-144GB"),
-        (r"^(GH200\b|H100\b.*\b96GB\b|H20$|H20\b|PG506)", "H100-96GB"),
-        (r"^H200\b", "H200-141GB"),
-        (r"^H[18]00\b", "H100-80GB"),
-        (r"^GB200\b", "GB200"),
-        (r"^B200\b", "B200"),
-        (r"^GB300\b", "GB300"),
-        (r"^B300\b", "B300"),
-        (r"^RTX-PRO-6000\b", "RTX-PRO-6000"),
-    )
-)
+# GPU Feature Discovery's ``nvidia.com/gpu.product``: the NVML device name with spaces turned into dashes, then
+# ``-MIG-<profile>`` for the single strategy's MIG devices and ``-SHARED`` for a shared (time-sliced or MPS) resource
+# that is not renamed, the default ``renameByDefault: false`` (NVIDIA/k8s-device-plugin
+# ``internal/lm/resource.go`` productLabel; GPU Operator docs, gpu-sharing.rst). Older drivers name devices
+# without the ``NVIDIA`` prefix (``A100-SXM4-40GB-MIG-1g.5gb`` in NVIDIA/gpu-operator's OpenShift MIG docs), so
+# it is optional. Only these exact names (and the catalog's own) are taken: a name that merely starts like one
+# (``NVIDIA-A100-81GB``) is an unknown product, reported on its node and left to kube-scheduler's counts.
+# Each was seen as a ``nvidia.com/gpu.product`` value in public repositories or docs:
+_GFD_PRODUCTS: dict[str, str] = {
+    "A30": "A30-24GB",  # GFD label dumps in NVIDIA-A30 cluster guides (nvidia.com/gpu.product=NVIDIA-A30)
+    "A100-SXM4-40GB": "A100-40GB",  # NVIDIA/gpu-operator docs, OpenShift MIG page (label dump, MIG-1g.5gb form)
+    "A100-PCIE-40GB": "A100-40GB",  # NRP (nautilus) GPU type list, with NVIDIA-A100-80GB-PCIe-MIG-1g.10gb
+    "A100-SXM4-80GB": "A100-80GB",  # vllm-project/aibrix GPU list (PR #2388); NRP GPU type list
+    "A100-80GB-PCIE": "A100-80GB",  # NRP GPU type list: NVIDIA-A100-80GB-PCIe (matched upper-cased)
+    "A100-SXM-80GB": "A100-80GB",  # vllm-project/aibrix GPU list (PR #2388): A100-SXM-80GB
+    "A800-SXM4-80GB": "A100-80GB",  # GFD label dump in a training-cluster guide: NVIDIA-A800-SXM4-80GB
+    "H100-80GB-HBM3": "H100-80GB",  # NVIDIA NeMo Automodel Kubernetes docs (node_selector), Kueue flavors
+    "H100-PCIE": "H100-80GB",  # GFD label dump (nvidia.com/gpu.product=NVIDIA-H100-PCIe, mig.capable=true)
+    "H800": "H100-80GB",  # GPU node tables of a Chinese cluster simulator (8x NVIDIA-H800)
+    "H100-NVL": "H100-NVL-94GB",  # Helm templates and job scripts selecting nvidia.com/gpu.product: NVIDIA-H100-NVL
+    "H20": "H100-96GB",  # GFD label dump on OpenStack (nvidia.com/gpu.product: NVIDIA-H20, gpu.memory 97871)
+    "GH200-480GB": "H100-96GB",  # NRP GPU type list; GH200 nodeSelectors (96 GB HBM3 GPU of the 480 GB superchip)
+    "GH200-144G-HBM3E": "GH200-144GB",  # the NVML name "NVIDIA GH200 144G HBM3e" (NVIDIA NIM support matrix)
+    "H200": "H200-141GB",  # RHOAI hardware profiles and vLLM deployments (nvidia.com/gpu.product: NVIDIA-H200)
+    "H200-NVL": "H200-141GB",  # NRP GPU type list; MIG deployments asking nvidia.com/mig-7g.141gb on NVIDIA-H200-NVL
+    "B200": "B200",  # GKE B200 recipes (nvidia.com/gpu.product: NVIDIA-B200)
+    "GB200": "GB200",  # GFD output quoted from a live GB200 cluster (nvidia.com/gpu.product=NVIDIA-GB200)
+    "B300-SXM6-AC": "B300",  # EKS B300 manifests (nvidia.com/gpu.product: NVIDIA-B300-SXM6-AC)
+    "RTX-PRO-6000-BLACKWELL-SERVER-EDITION": "RTX-PRO-6000",  # node fixtures of GPU provisioners (EC2 G7e)
+}
 _MIG_SUFFIX = re.compile(r"-MIG-(?P<profile>.+)$", re.IGNORECASE)
+_SHARED_SUFFIX = "-SHARED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,17 +482,21 @@ class ProductLabel:
 
 
 def parse_product_label(value: str) -> ProductLabel:
-    """Recognise a GFD ``nvidia.com/gpu.product`` value such as ``NVIDIA-H100-80GB-HBM3-MIG-1g.10gb``."""
+    """Recognise a GFD ``nvidia.com/gpu.product`` value such as ``NVIDIA-H100-80GB-HBM3-MIG-1g.10gb``.
+
+    Raises CatalogError for any other value: the node's GPUs are then not modelled, never guessed.
+    """
     text = value.strip()
+    if text.upper().endswith(_SHARED_SUFFIX):  # after the MIG profile: GFD appends it last
+        text = text[: -len(_SHARED_SUFFIX)]
     profile_text = None
     match = _MIG_SUFFIX.search(text)
     if match:
         profile_text = match.group("profile")
         text = text[: match.start()]
     key = re.sub(r"^NVIDIA[- ]", "", text.upper()).replace(" ", "-")
-    model = next((_BY_NAME[m.lower()] for pattern, m in _PRODUCT_RULES if pattern.search(key)), None)
-    if model is None:
-        model = _BY_NAME.get(key.lower())
+    name = _GFD_PRODUCTS.get(key)
+    model = _BY_NAME[name.lower()] if name is not None else _BY_NAME.get(key.lower())
     if model is None:
         raise CatalogError(f"unknown GPU product {value!r}: not a MIG-capable model in the catalog")
     if profile_text is None:

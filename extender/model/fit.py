@@ -35,6 +35,8 @@ class Verdict(enum.StrEnum):
     """Only a different layout of GPUs that are busy now would hold it."""
     NEVER = "never"
     """No layout of this node's GPUs can hold it."""
+    UNKNOWN_PRODUCT = "unknown-gpu-product"
+    """The node's GPU product is not in the catalog: not evaluated, left to kube-scheduler's counts."""
 
     @property
     def preemption_may_help(self) -> bool:
@@ -272,6 +274,9 @@ def fit(node: NodeState, demand: PodDemand, allocator: Allocator = Allocator.KUB
         return FitResult(Verdict.NEVER, items)
     if not items:
         return FitResult(Verdict.FITS_NOW, "no MIG demand")
+    if node.unknown_product is not None:
+        product = node.unknown_product.product
+        return FitResult(Verdict.UNKNOWN_PRODUCT, f"MIG: GPU product {product!r} is not in the catalog: not evaluated")
     if not node.gpus:
         return FitResult(Verdict.NEVER, "MIG: node has no MIG-capable GPU")
     names = tuple(name for name, _ in items)

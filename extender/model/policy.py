@@ -32,7 +32,8 @@ class Outcome(enum.StrEnum):
 
 
 def outcome_of(result: FitResult) -> Outcome:
-    if result.fits_now:
+    # A node the extender cannot evaluate passes: kube-scheduler's own filters (its counts) decide.
+    if result.fits_now or result.verdict is Verdict.UNKNOWN_PRODUCT:
         return Outcome.SUCCESS
     return Outcome.UNSCHEDULABLE if result.verdict.preemption_may_help else Outcome.UNRESOLVABLE
 
@@ -177,6 +178,17 @@ class VerdictSearch:
             if result.fits_now:
                 self._fits = ClusterVerdict(PodVerdict.FITS, "fits on an existing node", node.name)
                 return True
+            unknown = node.unknown_product
+            if unknown is not None:
+                # Not modelled: kube-scheduler places the pod there if its counts admit it (the filter passes
+                # the node). Counts that do not admit it are a busy node, never grounds for "no layout fits".
+                if unknown.counts_hold(demand):
+                    reason = f"kube-scheduler's counts admit it on node {node.name} (GPU product not in the catalog)"
+                    self._fits = ClusterVerdict(PodVerdict.FITS, reason, node.name)
+                    return True
+                busy = f"MIG: nodes with GPU product {unknown.product!r} (not in the catalog) count no room for it"
+                reasons[busy] = reasons.get(busy, 0) + 1
+                continue
             if result.verdict is Verdict.RELAYOUT:
                 # Prefer the node that needs the fewest GPUs re-partitioned.
                 changes = len({p.gpu_index for p in result.plan if p.relayout})

@@ -11,6 +11,7 @@ from operator import attrgetter
 
 from .caches import CACHES
 from .catalog import GpuModel, Profile
+from .demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
 from .placement import Placement, occupancy_of
 
 _INTERNED: dict[tuple[object, ...], int] = {}
@@ -156,6 +157,27 @@ class GpuState:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownProduct:
+    """A node whose ``nvidia.com/gpu.product`` names no catalog model: its GPUs are counted, not modelled.
+
+    Placements cannot be evaluated without the model's geometry, so the node is left to kube-scheduler's own
+    NodeResourcesFit: allocatable counts minus what the pods on it request (``free``).
+    """
+
+    product: str
+    free: tuple[tuple[str, int], ...]
+    """Resource name -> allocatable minus requests of bound and assumed pods, sorted by name."""
+
+    def counts_hold(self, demand: PodDemand) -> bool:
+        """Whether kube-scheduler's counts admit ``demand`` on the node."""
+        free = dict(self.free)
+        wanted = [(MIG_RESOURCE_PREFIX + name, count) for name, count in demand.mig]
+        if demand.gpus:
+            wanted.append((GPU_RESOURCE, demand.gpus))
+        return all(free.get(resource, 0) >= count for resource, count in wanted)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeState:
     """A node's GPUs and what is known about them."""
 
@@ -165,6 +187,8 @@ class NodeState:
     strategy: MigStrategy = MigStrategy.MIXED
     single_profile: Profile | None = None
     warnings: tuple[str, ...] = ()
+    unknown_product: UnknownProduct | None = None
+    """Set when the GPU product is not in the catalog (``gpus`` is then empty)."""
     state_id: int = field(init=False, repr=False, compare=False)
     """Equal for nodes whose GPUs (in index order) and strategy are equal: their fits are equal too."""
     dynamic: bool = field(init=False, repr=False, compare=False)
@@ -174,7 +198,7 @@ class NodeState:
         object.__setattr__(self, "dynamic", any(g.dynamic for g in self.gpus))
         # One flat tuple (indices, then ids): a third of the memory of (index, id) pairs, and built by C-level maps.
         single = self.single_profile.name if self.single_profile else None
-        key = (self.strategy, single, *map(_INDEX, self.gpus), *map(_STATE_ID, self.gpus))
+        key = (self.strategy, single, self.unknown_product, *map(_INDEX, self.gpus), *map(_STATE_ID, self.gpus))
         object.__setattr__(self, "state_id", intern_key(key))
 
     @property

@@ -32,7 +32,7 @@ from ..model.fit import Allocator, fit
 from ..model.layouts import place_counts
 from ..model.migparted import MigPartedConfig, MigPartedError, configured_gpus
 from ..model.placement import Placement, PlacementError, place_all
-from ..model.state import Fidelity, GpuState, Instance, MigStrategy, NodeState
+from ..model.state import Fidelity, GpuState, Instance, MigStrategy, NodeState, UnknownProduct
 from .objects import NodeInfo
 
 MAX_GPUS_PER_NODE = 64
@@ -81,7 +81,15 @@ def build_node_state(node: NodeInfo, usage: Usage, mig_parted: MigPartedConfig) 
         except AnnotationError as exc:
             warnings.append(f"invalid {node.name} annotation mig-extender.io/gpus, using derived layout: {exc}")
     state = _derived(node, usage, mig_parted, warnings)
-    return NodeState(state.name, state.gpus, state.fidelity, state.strategy, state.single_profile, tuple(warnings))
+    return NodeState(
+        state.name,
+        state.gpus,
+        state.fidelity,
+        state.strategy,
+        state.single_profile,
+        tuple(warnings),
+        state.unknown_product,
+    )
 
 
 # --- exact -------------------------------------------------------------------------------------------
@@ -186,9 +194,10 @@ def _derived(node: NodeInfo, usage: Usage, mig_parted: MigPartedConfig, warnings
         return NodeState(node.name, (), Fidelity.COUNTS)
     try:
         label = parse_product_label(product)
-    except CatalogError as exc:
-        warnings.append(f"{node.name}: {exc}")
-        return NodeState(node.name, (), Fidelity.COUNTS)
+    except CatalogError:
+        # Never guessed from a similar name: the node is left to kube-scheduler's counts (the view logs the
+        # product once and counts its nodes; see ClusterView.unknown_products).
+        return NodeState(node.name, (), Fidelity.COUNTS, unknown_product=_counted(node, product, usage))
     model = label.model
     single = label.single_profile
     strategy = (
@@ -214,6 +223,16 @@ def _derived(node: NodeInfo, usage: Usage, mig_parted: MigPartedConfig, warnings
             gpus = _from_counts(node, model, gpu_count, counts, whole, warnings)
     gpus = _mark_used(gpus, usage, single if strategy is MigStrategy.SINGLE else None, warnings, node.name)
     return NodeState(node.name, gpus, fidelity, strategy, single if strategy is MigStrategy.SINGLE else None)
+
+
+def _counted(node: NodeInfo, product: str, usage: Usage) -> UnknownProduct:
+    """What kube-scheduler counts free on the node: allocatable minus the requests of pods bound or assumed there."""
+    requested: Counter[str] = Counter()
+    for name, count in (*usage.mig.items(), *usage.assumed.items()):
+        requested[MIG_RESOURCE_PREFIX + name] += count
+    requested[GPU_RESOURCE] += usage.gpus + usage.assumed_gpus
+    free = tuple(sorted((name, max(0, count - requested[name])) for name, count in node.allocatable.items()))
+    return UnknownProduct(product, free)
 
 
 def _allocatable_counts(

@@ -35,6 +35,8 @@ _ASSUMED_LIMIT = 20_000  # worst ~8 MB (~390 B per entry with a 36-character uid
 # Node changes remembered, so that callers holding an answer computed at some generation can tell which nodes it
 # may be wrong for: a few seconds of a busy 10,000-node cluster's events.
 _CHANGE_LOG_LIMIT = 4_096
+# Unknown GPU products already logged: a cluster has a few (non-MIG GPUs, new parts); a bound on hostile labels.
+_PRODUCTS_LOGGED_LIMIT = 256
 
 
 class Kind(enum.StrEnum):
@@ -58,6 +60,15 @@ class ViewCounters:
     invalid_configs: int = 0
     invalid_annotations: int = 0
     node_warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unknown_products: dict[str, str] = field(default_factory=dict)
+    """Node -> its ``nvidia.com/gpu.product`` that names no catalog model (the node is left to kube-scheduler)."""
+
+    def unknown_product_nodes(self) -> dict[str, int]:
+        """Nodes per unknown GPU product."""
+        counts: dict[str, int] = {}
+        for product in self.unknown_products.values():
+            counts[product] = counts.get(product, 0) + 1
+        return counts
 
 
 class _AssumedPlacements(TTLCache[str, tuple[str, PodDemand]]):
@@ -107,6 +118,7 @@ class ClusterView:
         self._assumed_on_node: dict[str, dict[str, PodDemand]] = {}
         self.sync = {kind: SyncState() for kind in Kind}
         self.counters = ViewCounters()
+        self._products_logged: set[str] = set()
         self.static = False
         """A snapshot: nothing streams into the view, so it cannot go stale."""
         self.generation = 0
@@ -168,6 +180,8 @@ class ClusterView:
             self.nodes = {node.name: node for node in present}
             for name in [n for n in self.counters.node_warnings if n not in self.nodes]:
                 del self.counters.node_warnings[name]
+            for name in [n for n in self.counters.unknown_products if n not in self.nodes]:
+                del self.counters.unknown_products[name]
         elif kind is Kind.PODS:
             pods: dict[str, PodInfo] = {}
             on_node: dict[str, dict[str, PodInfo]] = {}
@@ -196,6 +210,7 @@ class ClusterView:
             if event_type == "DELETED":
                 self.nodes.pop(node.name, None)
                 self.counters.node_warnings.pop(node.name, None)
+                self.counters.unknown_products.pop(node.name, None)
             else:
                 self.nodes[node.name] = node
             self._changed(node.name)
@@ -361,6 +376,10 @@ class ClusterView:
         state = build_node_state(node, usage, self.mig_parted)
         if not in_view:
             return state
+        if state.unknown_product is not None:
+            self._note_unknown_product(node.name, state.unknown_product.product)
+        else:
+            self.counters.unknown_products.pop(node.name, None)
         if state.warnings:
             if self.counters.node_warnings.get(node.name) != state.warnings:
                 for warning in state.warnings:
@@ -371,6 +390,21 @@ class ClusterView:
         else:
             self.counters.node_warnings.pop(node.name, None)
         return state
+
+    def _note_unknown_product(self, node: str, product: str) -> None:
+        """Count the node under its unknown product; log each product once (a fleet of them is one line)."""
+        self.counters.unknown_products[node] = product
+        if product in self._products_logged:
+            return
+        if len(self._products_logged) >= _PRODUCTS_LOGGED_LIMIT:
+            self._products_logged.clear()
+        self._products_logged.add(product)
+        log.warning(
+            "GPU product %r (node %s and any others labelled so) is not in the catalog: such nodes are not "
+            "evaluated; /filter passes them and kube-scheduler's own resource counts decide",
+            product,
+            node,
+        )
 
     def node_states(self) -> Iterator[NodeState]:
         for name in list(self.nodes):

@@ -378,13 +378,28 @@ def test_a_deleted_node_leaves_no_pod_index_or_warnings_behind() -> None:
         "metadata": {"name": "t4", "resourceVersion": "1", "labels": {"nvidia.com/gpu.product": "NVIDIA-Tesla-T4"}},
         "status": {"allocatable": {"nvidia.com/gpu": "1"}},
     }
+    warned = {  # a per-node warning: a GPU count label that is not one
+        "metadata": {
+            "name": "bad-count",
+            "resourceVersion": "1",
+            "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB", "nvidia.com/gpu.count": "many"},
+        },
+        "status": {"allocatable": {"nvidia.com/mig-1g.5gb": "7"}},
+    }
     view.apply(Kind.NODES, "ADDED", unknown)
+    view.apply(Kind.NODES, "ADDED", warned)
     view.apply(Kind.PODS, "ADDED", bound := mig_pod("p", node_name="t4"))
-    assert view.node_state("t4") is not None and "t4" in view.counters.node_warnings
+    assert view.node_state("t4") is not None and view.node_state("bad-count") is not None
+    # An unknown GPU product is counted per node (mig_extender_unknown_gpu_products), not warned per node.
+    assert view.counters.unknown_products["t4"] == "NVIDIA-Tesla-T4" and "bad-count" in view.counters.node_warnings
     view.apply(Kind.PODS, "DELETED", bound)
     view.apply(Kind.NODES, "DELETED", unknown)
-    assert "t4" not in view._pods_on_node and "t4" not in view.counters.node_warnings
+    view.apply(Kind.NODES, "DELETED", warned)
+    assert "t4" not in view._pods_on_node and "t4" not in view.counters.unknown_products
+    assert "bad-count" not in view.counters.node_warnings
     view.apply(Kind.NODES, "ADDED", unknown)
+    view.apply(Kind.NODES, "ADDED", warned)
     view.node_state("t4")
-    view.replace(Kind.NODES, [])  # a re-list without it
-    assert "t4" not in view.counters.node_warnings
+    view.node_state("bad-count")
+    view.replace(Kind.NODES, [])  # a re-list without them
+    assert "t4" not in view.counters.unknown_products and "bad-count" not in view.counters.node_warnings

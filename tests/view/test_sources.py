@@ -98,7 +98,9 @@ def test_dynamic_mode_label() -> None:
 def test_nodes_without_gpus_or_with_unknown_products() -> None:
     assert state(raw_node({})).gpus == ()
     unknown = state(raw_node({"nvidia.com/gpu.product": "NVIDIA-Tesla-T4"}))
-    assert unknown.gpus == () and "unknown GPU product" in unknown.warnings[0]
+    # Not a per-node warning any more: the product is kept on the state (and the view logs it once per product).
+    assert unknown.gpus == () and unknown.unknown_product is not None
+    assert unknown.unknown_product.product == "NVIDIA-Tesla-T4"
 
 
 EXACT = {
