@@ -20,6 +20,7 @@ from ..metrics import VERBS, Metrics
 from ..settings import Settings, TlsSettings
 from ..view.store import ClusterView
 from .guard import ConnectionGuard, GuardStats
+from .ratelog import RateLimitedLog
 from .scheduling import SchedulingService
 from .wire import BadRequest, ExtenderArgs, parse_extender_args
 
@@ -33,6 +34,10 @@ SERVICE = web.AppKey("service", SchedulingService)
 GUARD = web.AppKey("guard", ConnectionGuard)
 GUARD_STATS = web.AppKey("guard_stats", GuardStats)
 OPEN_PATHS = web.AppKey("open_paths", frozenset[str])
+REFUSALS = web.AppKey("refusals", RateLimitedLog)
+
+REFUSAL_LOG_INTERVAL_S = 60.0
+"""A refused request is logged once per reason in this interval; the repeats are counted in the next line."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -43,14 +48,30 @@ def _error(message: str, status: int) -> web.Response:
     return _json({"error": message}, status)
 
 
-async def _read_args(request: web.Request, verb: str) -> ExtenderArgs | web.Response:
-    metrics = request.app[METRICS]
+def _log_refusal(request: web.Request, status: int, message: str) -> None:
+    """Logged, as kube-scheduler reports only "extender error"; once per reason a minute (REFUSAL_LOG_INTERVAL_S)."""
+    reason = message.split(":", 1)[0]  # the message without the request's own details (a JSON error's position)
+    request.app[REFUSALS].note(
+        f"{request.path} {status} {reason}",
+        f"{request.method} {request.path} from {request.remote}: {status} {message}",
+    )
+
+
+def _refused(request: web.Request, status: int, message: str) -> web.Response:
+    """An error answer to a request: counted for a verb, logged, and the message as JSON."""
+    verb = request.path.strip("/")
+    if verb in VERBS:
+        request.app[METRICS].bad_requests.labels(verb, str(status)).inc()
+    _log_refusal(request, status, message)
+    return _error(message, status)
+
+
+async def _read_args(request: web.Request) -> ExtenderArgs | web.Response:
     body = await request.read()  # already read, within its deadline and size limit, by _guard_requests
     try:
         return parse_extender_args(body)
     except BadRequest as exc:
-        metrics.bad_requests.labels(verb, str(exc.status)).inc()
-        return _error(str(exc), exc.status)
+        return _refused(request, exc.status, str(exc))
 
 
 def _verb(
@@ -59,14 +80,13 @@ def _verb(
     async def handler(request: web.Request) -> web.Response:
         started = time.perf_counter()
         metrics = request.app[METRICS]
-        args = await _read_args(request, name)
+        args = await _read_args(request)
         if isinstance(args, web.Response):
             return args
         try:
             result = answer(request.app[SERVICE], args)
         except BadRequest as exc:
-            metrics.bad_requests.labels(name, str(exc.status)).inc()
-            return _error(str(exc), exc.status)
+            return _refused(request, exc.status, str(exc))
         except Exception:
             # A bug must not take the pod down with a 500; the answer says what happened instead.
             log.exception("%s failed", name)
@@ -122,16 +142,35 @@ def open_paths(settings: TlsSettings) -> frozenset[str]:
 
 
 def _too_large(request: web.Request, limit: int) -> web.Response:
-    verb = request.path.strip("/")
-    if verb in VERBS:
-        request.app[METRICS].bad_requests.labels(verb, "413").inc()
-    response = _error(f"request body is larger than {limit} bytes (setting max_body_bytes)", 413)
+    response = _refused(request, 413, f"request body is larger than {limit} bytes (setting max_body_bytes)")
     response.force_close()
     return response
 
 
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """An unknown path or method answered in JSON like every other error (aiohttp's own answer is plain text)."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        served = ", ".join(
+            f"{route.method} {route.resource.canonical}"
+            for route in request.app.router.routes()
+            if route.method != "HEAD" and route.resource is not None
+        )
+        return _error(f"no such path {request.path}; served: {served}", 404)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = _error(f"{request.method} is not allowed on {request.path}; use {allowed}", 405)
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+
+
 async def _cut_off(request: web.Request, status: int, message: str) -> web.Response:
     """Answer and close at once: aiohttp would otherwise linger reading the rest of an unread body."""
+    _log_refusal(request, status, message)
     response = _error(message, status)
     response.force_close()
     await response.prepare(request)
@@ -155,11 +194,12 @@ async def _guard_requests(
             transport = request.transport
             if not (transport is not None and transport.get_extra_info("peercert")):
                 stats.client_certificate_refusals += 1
-                return _error(
+                message = (
                     "a client certificate is required: configure tlsConfig certFile/keyFile in kube-scheduler's "
-                    "extender entry, signed by the CA in the extender's tls_client_ca_file",
-                    403,
+                    "extender entry, signed by the CA in the extender's tls_client_ca_file"
                 )
+                _log_refusal(request, 403, message)
+                return _error(message, 403)
         if request.body_exists:
             limit = settings.server.max_body_bytes
             if request.content_length is not None and request.content_length > limit:
@@ -188,12 +228,13 @@ def build_app(
     guard: ConnectionGuard | None = None,
 ) -> web.Application:
     """The application; ``guard`` is the listener's (:class:`GuardedSite`), absent under aiohttp's test server."""
-    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[_guard_requests])
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[_json_errors, _guard_requests])
     app[SETTINGS] = settings
     app[VIEW] = view
     app[METRICS] = metrics
     app[SERVICE] = service
     app[OPEN_PATHS] = open_paths(settings.tls)
+    app[REFUSALS] = RateLimitedLog(log, REFUSAL_LOG_INTERVAL_S)
     app[GUARD_STATS] = guard.stats if guard is not None else GuardStats()
     if guard is not None:
         app[GUARD] = guard
