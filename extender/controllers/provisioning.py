@@ -315,12 +315,16 @@ class ProvisioningController:
                 unmet.append(pod)
         if unmet:
             nodes = list(self.view.node_states())
+            infos = self.view.nodes
             hosted_now = {
-                demand
-                for demand in {p.demand for p in unmet}
-                if any(evaluate(node, demand, _POLICY).fits_now for node in nodes)  # cached by node state
+                (demand, placement)
+                for demand, placement in {(p.demand, p.placement) for p in unmet}
+                # fits cached by node state; only nodes the pod may use (taints, cordons, node affinity)
+                if any(
+                    infos[node.name].admits(placement) and evaluate(node, demand, _POLICY).fits_now for node in nodes
+                )
             }
-            unmet = [p for p in unmet if p.demand not in hosted_now]
+            unmet = [p for p in unmet if (p.demand, p.placement) not in hosted_now]
         return sorted(unmet, key=lambda p: (p.annotations.get(SINCE_ANNOTATION, ""), p.key))
 
     # --- new nodes ----------------------------------------------------------------------------------------

@@ -339,13 +339,19 @@ class RelayoutController:
                 targets[name] = state
         return targets
 
-    @staticmethod
-    def _assign(pods: Iterable[PodInfo], targets: dict[str, NodeState]) -> dict[str, str]:
-        """Pods (uid) that the target states host, each on the first node where it fits, in order."""
+    def _usable(self, pod: PodInfo, name: str) -> bool:
+        """kube-scheduler would let the pod onto the node: its taints, cordon and the pod's node affinity."""
+        info = self.view.nodes.get(name)
+        return info is not None and info.admits(pod.placement)
+
+    def _assign(self, pods: Iterable[PodInfo], targets: dict[str, NodeState]) -> dict[str, str]:
+        """Pods (uid) that the target states host, each on the first node it may use where it fits, in order."""
         states = dict(targets)
         assigned = {}
         for pod in pods:
             for name, state in states.items():
+                if not self._usable(pod, name):
+                    continue
                 result = evaluate(state, pod.demand, _POLICY)  # cached by state: cheap over many nodes
                 if not result.fits_now:
                     continue
@@ -370,7 +376,10 @@ class RelayoutController:
             candidates, frozen = self._candidates()
             planner = PlannerConfig(whole_nodes_only=not self.config.single_gpus, max_plans=4)
             supply = free_supply(nodes)
-            plans = plan_relayouts(candidates, [p.demand for p in rest], self.weights(), supply, planner, frozen)
+            usable = [{c.name for c in candidates if self._usable(p, c.name)} for p in rest]
+            plans = plan_relayouts(
+                candidates, [p.demand for p in rest], self.weights(), supply, planner, frozen, usable
+            )
             self.plans = plans
             by_name = {c.name: c for c in candidates}
             for plan in plans:

@@ -311,6 +311,7 @@ def plan_relayouts(
     supply: Mapping[str, int] | None = None,
     config: PlannerConfig = PlannerConfig(),
     frozen: Mapping[str, Collection[int]] | None = None,
+    usable: Sequence[Collection[str] | None] | None = None,
 ) -> list[RelayoutPlan]:
     """Re-layouts of idle GPUs that host ``waiting`` (in order) and then the expected mix.
 
@@ -319,15 +320,21 @@ def plan_relayouts(
     (:func:`free_supply`; computed over ``nodes`` if None). ``frozen`` names, per node, idle GPUs that must
     not change (idle for too short a time). A demand that already fits on a candidate, or on a node an
     earlier plan re-partitioned, gets no plan. Of the nodes that can host a demand, the one needing the
-    fewest GPUs re-partitioned wins. Never touches a GPU with a used instance.
+    fewest GPUs re-partitioned wins. Never touches a GPU with a used instance. ``usable`` names, per waiting
+    demand, the nodes its pod may use (taints, cordons, node affinity: :mod:`.eligibility`); None for any.
     """
     states = {n.name: n for n in nodes if _is_candidate(n, config)}
     current: Counter[str] = Counter(supply) if supply is not None else free_supply(list(states.values()))
     plans: dict[str, RelayoutPlan] = {}
-    for demand in waiting:
+    for position, demand in enumerate(waiting):
         if len(plans) >= config.max_plans:
             break
-        results = [(node, evaluate(node, demand, _KUBELET)) for node in states.values()]
+        allowed = usable[position] if usable is not None else None
+        results = [
+            (node, evaluate(node, demand, _KUBELET))
+            for node in states.values()
+            if allowed is None or node.name in allowed
+        ]
         if any(r.fits_now for _, r in results):
             continue
         options = []

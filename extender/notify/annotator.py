@@ -29,11 +29,12 @@ from ..kube.names import VERDICT_ANNOTATION as VERDICT
 from ..kube.retry import Backoff
 from ..metrics import Metrics
 from ..model.demand import PodDemand
+from ..model.eligibility import PodPlacement
 from ..model.migparted import MigPartedConfig
 from ..model.policy import ClusterVerdict, PodVerdict, PolicyConfig, VerdictSearch
 from ..model.state import NodeState
 from ..supervise import run_supervised
-from ..view.objects import PodInfo
+from ..view.objects import NodeInfo, PodInfo
 from ..view.store import ClusterView
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,8 @@ class Annotator:
         self.error_backoff = error_backoff or Backoff()
         """The pause after a scan that raised: doubling while failures repeat, from the start after a calm."""
         self._poked = asyncio.Event()
-        self._verdicts: dict[PodDemand, ClusterVerdict] = {}
+        self._verdicts: dict[tuple[PodDemand, PodPlacement], ClusterVerdict] = {}
+        """Per demand and placement (tolerations, selectors): pods that may use other nodes get other verdicts."""
         self._evaluated_generation = -1
         self.verdicts_by_pod: dict[str, ClusterVerdict] = {}
         self.relayout_notes: Callable[[PodInfo], RelayoutNote | None] | None = None
@@ -173,15 +175,16 @@ class Annotator:
         pending = [p for p in self.view.pending_mig_pods() if not p.demand_error]
         generation = self.view.generation
         if generation != self._evaluated_generation:
-            demands = sorted({p.demand for p in pending}, key=lambda d: d.text())
+            keys = sorted({(p.demand, p.placement) for p in pending}, key=lambda k: k[0].text())
             nodes = list(self.view.node_states())  # immutable: the view may change while they are evaluated
-            self._verdicts = await self._evaluate(demands, nodes, self.view.mig_parted)
+            infos = dict(self.view.nodes)
+            self._verdicts = await self._evaluate(keys, nodes, infos, self.view.mig_parted)
             # Only now: a scan that raised is evaluated again by the next, and a change meanwhile is seen then.
             self._evaluated_generation = generation
         self._export(pending)
         stamp = self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         for pod in pending:
-            verdict = self._verdicts.get(pod.demand)
+            verdict = self._verdicts.get((pod.demand, pod.placement))
             if verdict is None:
                 continue
             self.verdicts_by_pod[pod.uid] = verdict
@@ -193,20 +196,27 @@ class Annotator:
                 await self._write(pod, None, stamp)
 
     async def _evaluate(
-        self, demands: list[PodDemand], nodes: list[NodeState], mig_parted: MigPartedConfig
-    ) -> dict[PodDemand, ClusterVerdict]:
-        """Each demand's verdict over ``nodes``, yielding to the event loop after every ``SLICE_S`` of work."""
-        verdicts: dict[PodDemand, ClusterVerdict] = {}
+        self,
+        keys: list[tuple[PodDemand, PodPlacement]],
+        nodes: list[NodeState],
+        infos: Mapping[str, NodeInfo],
+        mig_parted: MigPartedConfig,
+    ) -> dict[tuple[PodDemand, PodPlacement], ClusterVerdict]:
+        """Each demand's verdict over the ``nodes`` its placement admits, yielding to the event loop after every
+        ``SLICE_S`` of work. kube-scheduler filters taints, cordons and node affinity before the extender's
+        ``/filter`` sees a node; this scan sees every node, so it applies the same rules itself."""
+        verdicts: dict[tuple[PodDemand, PodPlacement], ClusterVerdict] = {}
         started = time.perf_counter()
-        for demand in demands:
+        for demand, placement in keys:
             search = VerdictSearch(demand, self.policy)
             for first in range(0, len(nodes), _NODES_PER_CHECK):
-                if search.add(nodes[first : first + _NODES_PER_CHECK]):
+                usable = [n for n in nodes[first : first + _NODES_PER_CHECK] if infos[n.name].admits(placement)]
+                if search.add(usable):
                     break
                 if time.perf_counter() - started >= SLICE_S:
                     await asyncio.sleep(0)
                     started = time.perf_counter()
-            verdicts[demand] = search.verdict(mig_parted)
+            verdicts[(demand, placement)] = search.verdict(mig_parted)
             if time.perf_counter() - started >= SLICE_S:
                 await asyncio.sleep(0)
                 started = time.perf_counter()
@@ -215,7 +225,7 @@ class Annotator:
     def _export(self, pending: list[PodInfo]) -> None:
         self.metrics.pending_demand.clear()
         for pod in pending:
-            verdict = self._verdicts.get(pod.demand)
+            verdict = self._verdicts.get((pod.demand, pod.placement))
             label = str(verdict.verdict) if verdict else "unknown"
             for name, count in pod.demand.mig:
                 self.metrics.pending_demand.labels(name, label).inc(count)

@@ -1,7 +1,8 @@
 """Slim, immutable records of the Kubernetes objects the extender needs, read from raw JSON.
 
-Only the fields the policy reads are kept (GPU labels and allocatable, a pod's demand, binding and
-verdict annotations): a 100,000-pod view stays small, and no client model objects are built.
+Only the fields the policy reads are kept (labels, filtering taints and GPU allocatable; a pod's demand,
+binding, verdict annotations and what restricts its nodes): a 100,000-pod view stays small, and no client
+model objects are built.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from ..kube.names import (
     DO_NOT_DISRUPT_ANNOTATION,
     NODE_GPUS_ANNOTATION,
     NODEPOOL_LABEL,
-    NVIDIA_PREFIX,
     PREFIX,
+    RELAYOUT_TAINT,
 )
 from ..model.caches import CACHES
 from ..model.demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, DemandError, PodDemand, pod_demand
+from ..model.eligibility import ANYWHERE, FILTERING_EFFECTS, PodPlacement, Requirement, Taint, Term, Toleration
 
-_KEPT_LABEL_PREFIXES = (NVIDIA_PREFIX, PREFIX, NODEPOOL_LABEL)
 _KEPT_NODE_ANNOTATIONS = (PREFIX, DO_NOT_DISRUPT_ANNOTATION)
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
@@ -62,6 +63,95 @@ _NO_ANNOTATIONS: Mapping[str, str] = {}
 _DEMANDS: dict[PodDemand, PodDemand] = {}
 _DEMANDS_LIMIT = 4_096
 CACHES.register_table("objects._DEMANDS", lambda: _DEMANDS, lambda: _DEMANDS_LIMIT)
+# Pods of one workload share tolerations and selectors, nodes of one pool their taints: one object each.
+_PLACEMENTS: dict[PodPlacement, PodPlacement] = {}
+_PLACEMENTS_LIMIT = 4_096
+CACHES.register_table("objects._PLACEMENTS", lambda: _PLACEMENTS, lambda: _PLACEMENTS_LIMIT)
+_TAINTS: dict[tuple[Taint, ...], tuple[Taint, ...]] = {}
+_TAINTS_LIMIT = 1_024
+CACHES.register_table("objects._TAINTS", lambda: _TAINTS, lambda: _TAINTS_LIMIT)
+
+
+def _interned(table: dict[Any, Any], limit: int, value: Any) -> Any:
+    if len(table) >= limit:  # distinct values are few; this bounds a pathological stream
+        table.clear()
+    return table.setdefault(value, value)
+
+
+def _taints(spec: Mapping[str, Any]) -> tuple[Taint, ...]:
+    """The node's NoSchedule and NoExecute taints (PreferNoSchedule does not filter).
+
+    The re-layout controller's own taint is left out: it holds pods off only while the node is re-partitioned
+    for the ones waiting, so verdicts and plans must still count the node as theirs.
+    """
+    raw = spec.get("taints")
+    if not isinstance(raw, list):
+        return ()
+    taints = tuple(
+        Taint(_shared(t.get("key") or ""), _shared(t.get("value") or ""), _shared(t["effect"]))
+        for t in raw
+        if isinstance(t, Mapping) and t.get("effect") in FILTERING_EFFECTS and t.get("key") != RELAYOUT_TAINT
+    )
+    return _interned(_TAINTS, _TAINTS_LIMIT, taints) if taints else ()
+
+
+def _requirements(raw: Any, field: bool) -> tuple[Requirement, ...] | None:
+    """A term's matchExpressions or matchFields; None when unreadable (the term then matches nothing)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        return None
+    found = []
+    for item in raw:
+        if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
+            return None
+        values = item.get("values") or []
+        if not isinstance(values, list):
+            return None
+        found.append(
+            Requirement(_shared(item["key"]), _shared(item.get("operator") or ""), tuple(map(_shared, values)), field)
+        )
+    return tuple(found)
+
+
+def _required_terms(spec: Mapping[str, Any]) -> tuple[Term, ...] | None:
+    affinity = spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = (
+        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node_affinity, Mapping)
+        else None
+    )
+    if not isinstance(required, Mapping):
+        return None
+    raw_terms = required.get("nodeSelectorTerms")
+    terms = []
+    for raw in raw_terms if isinstance(raw_terms, list) else []:
+        if not isinstance(raw, Mapping):
+            terms.append(Term(()))
+            continue
+        expressions = _requirements(raw.get("matchExpressions"), False)
+        fields = _requirements(raw.get("matchFields"), True)
+        terms.append(Term(() if expressions is None or fields is None else (*expressions, *fields)))
+    return tuple(terms)
+
+
+def _placement(spec: Mapping[str, Any]) -> PodPlacement:
+    """Tolerations, nodeSelector and required node affinity: what decides which nodes the pod may use."""
+    raw_tolerations = spec.get("tolerations")
+    tolerations = tuple(
+        Toleration(
+            _shared(t.get("key") or ""),
+            _shared(t.get("operator") or "Equal"),
+            _shared(t.get("value") or ""),
+            _shared(t.get("effect") or ""),
+        )
+        for t in (raw_tolerations if isinstance(raw_tolerations, list) else [])
+        if isinstance(t, Mapping)
+    )
+    selector = tuple(sorted((_shared(k), _shared(v)) for k, v in _string_map(spec.get("nodeSelector")).items()))
+    placement = PodPlacement(tolerations, selector, _required_terms(spec))
+    return ANYWHERE if placement == ANYWHERE else _interned(_PLACEMENTS, _PLACEMENTS_LIMIT, placement)
 
 
 def _count(value: Any) -> int:
@@ -84,6 +174,14 @@ class NodeInfo:
     """Only ``mig-extender.io/*`` and ``karpenter.sh/do-not-disrupt``."""
     created: str
     """``metadata.creationTimestamp`` as the API server wrote it (RFC 3339, seconds)."""
+    taints: tuple[Taint, ...] = ()
+    """The NoSchedule and NoExecute taints: which pods may use the node (``PodPlacement.admits``)."""
+
+    def admits(self, placement: PodPlacement) -> bool:
+        """kube-scheduler's TaintToleration, NodeUnschedulable and NodeAffinity filters, for a pod's placement."""
+        if placement is ANYWHERE and not self.taints and not self.unschedulable:
+            return True  # the common case, without a look at the labels
+        return placement.admits(self.labels, self.name, self.taints, self.unschedulable)
 
     @property
     def pool(self) -> str | None:
@@ -113,7 +211,8 @@ class NodeInfo:
         return cls(
             name=metadata["name"],
             resource_version=str(metadata.get("resourceVersion", "")),
-            labels={k: v for k, v in labels.items() if k.startswith(_KEPT_LABEL_PREFIXES)},
+            # Every label: pods select nodes on any of them (interned: keys and most values repeat across nodes).
+            labels={_shared(k): _shared(v) for k, v in labels.items()},
             gpus_annotation=annotations.get(NODE_GPUS_ANNOTATION),
             allocatable={
                 k: _count(v) for k, v in allocatable.items() if k == GPU_RESOURCE or k.startswith(MIG_RESOURCE_PREFIX)
@@ -122,6 +221,7 @@ class NodeInfo:
             annotations={k: v for k, v in annotations.items() if k.startswith(_KEPT_NODE_ANNOTATIONS)}
             or _NO_ANNOTATIONS,
             created=str(metadata.get("creationTimestamp") or ""),
+            taints=_taints(spec) if isinstance(spec, Mapping) else (),
         )
 
 
@@ -139,6 +239,8 @@ class PodInfo:
     unschedulable: bool
     """PodScheduled is False with reason Unschedulable: kube-scheduler tried and found no node."""
     scheduler_name: str
+    placement: PodPlacement = ANYWHERE
+    """Tolerations, nodeSelector and required node affinity (shared by pods that have equal ones)."""
 
     @property
     def key(self) -> str:
@@ -200,4 +302,5 @@ class PodInfo:
             or _NO_ANNOTATIONS,
             unschedulable=unschedulable,
             scheduler_name=_shared(spec.get("schedulerName") or "default-scheduler"),
+            placement=_placement(spec),
         )

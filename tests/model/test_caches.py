@@ -12,7 +12,7 @@ from extender.model import placement
 from extender.model.caches import CACHES
 from extender.model.catalog import model_named
 from extender.view import objects
-from extender.view.objects import PodInfo
+from extender.view.objects import NodeInfo, PodInfo
 from tests.model.test_cache_bounds import BOUND, BOUNDED, FED, mig_pod, scheduling_run
 
 FINITE_KEYS = {
@@ -35,6 +35,25 @@ def demands(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     return len(objects._DEMANDS), BOUND
 
 
+def placements(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    monkeypatch.setattr(objects, "_PLACEMENTS", {})
+    monkeypatch.setattr(objects, "_PLACEMENTS_LIMIT", BOUND)
+    for i in range(FED):
+        raw = mig_pod(f"p{i}")
+        raw["spec"]["nodeSelector"] = {"pool": f"pool-{i}"}  # a distinct placement each
+        PodInfo.from_raw(raw)
+    return len(objects._PLACEMENTS), BOUND
+
+
+def taints(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    monkeypatch.setattr(objects, "_TAINTS", {})
+    monkeypatch.setattr(objects, "_TAINTS_LIMIT", BOUND)
+    for i in range(FED):
+        spec = {"taints": [{"key": "team", "value": f"t{i}", "effect": "NoSchedule"}]}  # distinct taints each
+        NodeInfo.from_raw({"metadata": {"name": f"n{i}"}, "spec": spec})
+    return len(objects._TAINTS), BOUND
+
+
 def place_all(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     assert placement.place_all.cache_parameters()["maxsize"] == placement._PLACE_ALL_LIMIT
     small = lru_cache(maxsize=BOUND)(placement.place_all.__wrapped__)
@@ -47,6 +66,8 @@ def place_all(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
 
 MORE_BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
     "objects._DEMANDS": demands,
+    "objects._PLACEMENTS": placements,
+    "objects._TAINTS": taints,
     "placement.place_all": place_all,
 }
 

@@ -13,6 +13,7 @@ import pytest
 from extender.kube.names import VERDICT_ANNOTATION as VERDICT
 from extender.kube.retry import Backoff
 from extender.metrics import Metrics
+from extender.model.eligibility import ANYWHERE
 from extender.model.policy import PolicyConfig, cluster_verdict
 from extender.notify import annotator as annotator_module
 from extender.notify.annotator import Annotator
@@ -93,8 +94,9 @@ async def test_the_scan_gives_the_event_loop_back_between_slices(
     demands = {p.demand for p in demo_view.pending_mig_pods() if not p.demand_error}
     assert ticks - before >= len(demands)  # one slice or more per demand, each followed by a tick
     nodes = list(demo_view.node_states())
-    for demand in demands:  # and the verdicts are those computed in one go
-        assert a._verdicts[demand] == cluster_verdict(demand, nodes, a.policy, demo_view.mig_parted)
+    for demand in demands:  # and the verdicts are those computed in one go (the demo pods restrict no nodes)
+        verdict = a._verdicts[(demand, ANYWHERE)]
+        assert verdict == cluster_verdict(demand, nodes, a.policy, demo_view.mig_parted)
 
 
 async def test_a_supervised_loop_ends_only_when_cancelled() -> None:
