@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .caches import CACHES
 from .catalog import GpuModel, Profile
 from .fragmentation import stranded_compute, unusable_by_shape
 from .placement import max_instances
@@ -60,6 +61,7 @@ def _room(gpu: GpuState, profile: Profile) -> int:
 _COUNTS: dict[int, SliceCounts] = {}
 # One entry per GPU state: tens in a fleet of static layouts, ~700 per GPU model in a dynamic one.
 _COUNTS_LIMIT = 5_000  # worst ~5.6 MB (~1,110 B per entry, measured)
+CACHES.register_table("accounting._COUNTS", lambda: _COUNTS, lambda: _COUNTS_LIMIT)
 
 
 def slice_counts(gpu: GpuState) -> SliceCounts:
