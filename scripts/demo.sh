@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Sets up the package, serves the bundled demo cluster (examples/demo-cluster.yaml) on 127.0.0.1 and
 # shows a filter and a prioritize call as kube-scheduler makes them, then the verdicts on pending pods.
-# Stops the extender it started (by its pid) on exit.
+# Stops the extender it started (by its pid) on exit. Listens on port 8888, or on $PORT: PORT=8899 scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --demo
 export PATH="$PWD/.venv/bin:$PATH"
 PORT="${PORT:-8888}"
+if ! python -c 'import socket, sys; socket.create_server(("127.0.0.1", int(sys.argv[1]))).close()' "$PORT" 2>/dev/null; then
+  echo "demo: port $PORT on 127.0.0.1 is in use (another demo still running?); choose another: PORT=8899 $0" >&2
+  exit 2
+fi
 LOG="$(mktemp -t mig-extender-demo.XXXXXX.log)"
 mig-extender serve --snapshot examples/demo-cluster.yaml --host 127.0.0.1 --port "$PORT" --pending-scan-s 1 \
   >"$LOG" 2>&1 &
