@@ -256,11 +256,19 @@ def _plot_churn(plt: Any, output: RunOutput) -> Any:
         hours_ax.plot(hours, total, markevery=_marks(len(hours), n, len(groups)), markersize=5, **look)
         middles, waits = _mean_waits(first, edges)
         wait_ax.plot(middles, waits, markersize=4, **look)
-    nodes_ax.set_ylabel("nodes (live and starting)")
+    counts = sorted(n for r in output.results for _, n in r.node_counts)
+    if counts and counts[-1] > 5 * max(1, counts[len(counts) // 2]):
+        # A start far above the rest (the trace's 1,213 nodes, scaled down to a few): linear would flatten it all.
+        nodes_ax.set_yscale("symlog", linthresh=10)
+        nodes_ax.set_ylabel("nodes (live and starting;\nlogarithmic above 10)")
+    else:
+        nodes_ax.set_ylabel("nodes (live and starting)")
     nodes_ax.set_title(_title(output), fontsize=10)
     nodes_ax.legend(fontsize=8, title="policy", title_fontsize=8)
     hours_ax.set_ylabel("node-hours so far")
-    wait_ax.set_ylabel(f"mean wait (s) of the pods\narriving in each {(edges[1] - edges[0]) / 60:.0f} min")
+    width_s = edges[1] - edges[0]
+    width = f"{width_s / 60:.0f} min" if width_s < 7200 else f"{width_s / 3600:.0f} h"
+    wait_ax.set_ylabel(f"mean wait (s) of the pods\narriving in each {width}")
     wait_ax.set_xlabel("hours (trace time)")
     for ax in (nodes_ax, hours_ax, wait_ax):
         ax.grid(alpha=0.3)
