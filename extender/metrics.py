@@ -31,6 +31,7 @@ from .model.fit import Verdict
 from .model.fragmentation import NAMED_MIXES
 from .model.policy import Outcome
 from .model.state import Fidelity, NodeState
+from .settings import MetricsSettings
 from .view.store import ClusterView, Kind
 
 # Filter + prioritize must stay far below kube-scheduler's 5 s httpTimeout: resolve the low end finely.
@@ -649,7 +650,7 @@ class Metrics:
         self,
         view: ClusterView | None = None,
         *,
-        per_gpu: bool = False,
+        per_gpu: bool = MetricsSettings().per_gpu,
         weights_provider: WeightsProvider | None = None,
     ) -> None:
         # The *_created series double every counter's cardinality and no dashboard reads them.

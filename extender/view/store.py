@@ -24,7 +24,7 @@ from cachetools import TTLCache
 from ..model.demand import PodDemand
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig, MigPartedError, parse_config
 from ..model.state import Fidelity, NodeState
-from ..settings import ConfigMapRef
+from ..settings import ConfigMapRef, ViewSettings
 from .objects import NodeInfo, ObjectError, PodInfo
 from .sources import Usage, build_node_state
 
@@ -102,7 +102,7 @@ class ClusterView:
         self,
         *,
         config_ref: ConfigMapRef | None = None,
-        assume_ttl_s: float = 30.0,
+        assume_ttl_s: float = ViewSettings().assume_ttl_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config_ref = config_ref or ConfigMapRef()
