@@ -19,11 +19,13 @@ upstream semantics:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 FILTERING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 UNSCHEDULABLE_TAINT_KEY = "node.kubernetes.io/unschedulable"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +85,11 @@ class Requirement:
         if self.operator in ("Gt", "Lt"):
             if not present or len(self.values) != 1:
                 return False
-            try:
-                mine, bound = int(value), int(self.values[0])
-            except ValueError:
+            # Go's strconv.ParseInt(v, 10, 64): decimal digits with an optional sign (Python's int() also takes
+            # "5_000" and spaces, which are legal in label values).
+            if not (_INTEGER.fullmatch(value) and _INTEGER.fullmatch(self.values[0])):
                 return False
+            mine, bound = int(value), int(self.values[0])
             return mine > bound if self.operator == "Gt" else mine < bound
         return False
 

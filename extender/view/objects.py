@@ -90,7 +90,10 @@ def _taints(spec: Mapping[str, Any]) -> tuple[Taint, ...]:
     taints = tuple(
         Taint(_shared(t.get("key") or ""), _shared(t.get("value") or ""), _shared(t["effect"]))
         for t in raw
-        if isinstance(t, Mapping) and t.get("effect") in FILTERING_EFFECTS and t.get("key") != RELAYOUT_TAINT
+        if isinstance(t, Mapping)
+        and isinstance(t.get("effect"), str)  # a list or a map is no effect (and not hashable)
+        and t["effect"] in FILTERING_EFFECTS
+        and t.get("key") != RELAYOUT_TAINT
     )
     return _interned(_TAINTS, _TAINTS_LIMIT, taints) if taints else ()
 

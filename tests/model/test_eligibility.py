@@ -46,7 +46,7 @@ def test_tolerations_tolerate_taints_as_kubernetes_does(toleration: Toleration, 
     assert toleration.tolerates(taint) is tolerated
 
 
-LABELS = {"zone": "a", "gpus": "8", "pool": "mig"}
+LABELS = {"zone": "a", "gpus": "8", "pool": "mig", "slots": "5_000", "sign": "+9"}
 
 
 @pytest.mark.parametrize(
@@ -62,6 +62,9 @@ LABELS = {"zone": "a", "gpus": "8", "pool": "mig"}
         (Requirement("gpus", "Gt", ("4",)), True),
         (Requirement("gpus", "Lt", ("4",)), False),
         (Requirement("zone", "Gt", ("4",)), False),  # not an integer
+        (Requirement("slots", "Gt", ("4",)), False),  # Go's ParseInt refuses "5_000", Python's int() does not
+        (Requirement("gpus", "Gt", ("4 ",)), False),  # nor spaces
+        (Requirement("sign", "Gt", ("-4",)), True),  # signs are digits' company in both
         (Requirement("metadata.name", "In", ("n1",), field=True), True),
         (Requirement("metadata.name", "NotIn", ("n1",), field=True), False),
         (Requirement("metadata.uid", "In", ("n1",), field=True), False),  # only metadata.name is a field
@@ -100,6 +103,11 @@ def _raw_node(name: str, *, taints: list[dict[str, str]] | None = None, cordoned
         "spec": {"taints": taints or [], "unschedulable": cordoned},
         "status": {"allocatable": {"nvidia.com/mig-1g.10gb": "7"}},
     }
+
+
+def test_a_taint_whose_effect_is_not_a_string_is_no_filtering_taint() -> None:
+    info = NodeInfo.from_raw(_raw_node("a", taints=[{"key": "k", "effect": ["NoSchedule"]}, {"effect": {}}]))  # type: ignore[list-item]
+    assert info.taints == ()
 
 
 def test_objects_keep_what_decides_eligibility() -> None:
