@@ -20,10 +20,11 @@ Every ``interval_s`` the leader (see :mod:`.leader`) reconciles:
    progress references are removed from the mig-parted ConfigMap.
 4. **Plan** for pending pods whose verdict annotation is ``relayout`` (oldest first) over candidate nodes:
    wholly idle nodes (each GPU idle for ``min_idle_s``), or with ``single_gpus`` also idle GPUs of busy
-   nodes whose exact layout is known; not cordoned, not in cool-down, MIG Manager at ``success``. In
-   ``plan-only`` mode the plans are only exported and named in the pods' annotations; ``on`` starts
-   them, within ``max_concurrent`` and ``max_per_hour``: generated config written into the ConfigMap
-   (resourceVersion, retried on conflict), then the node tainted and labelled ``tainted``.
+   nodes whose exact layout is known; not cordoned, with no taint the pods do not tolerate, not in cool-down,
+   MIG Manager at ``success``. In ``plan-only`` mode the plans are only exported and named in the pods'
+   annotations; ``on`` starts them, within ``max_concurrent`` and ``max_per_hour``: generated config
+   written into the ConfigMap (resourceVersion, retried on conflict), then the node tainted and labelled
+   ``tainted``.
 5. **Rebalance** (``rebalance``), when no pod waits and no re-layout is in progress: one candidate
    re-partitioned toward the expected demand mix if that lowers the mismatch between the cluster's free
    instances and the mix (:func:`~extender.model.relayout.plan_rebalance`), under the same limits.
@@ -202,13 +203,20 @@ def _our_taint(taint: Mapping[str, Any]) -> bool:
     return taint.get("key") == RELAYOUT_TAINT
 
 
-def _blocking_taints(raw: Mapping[str, Any]) -> list[str]:
-    taints = (raw.get("spec") or {}).get("taints") or []
-    return [
-        str(t.get("key"))
-        for t in taints
-        if isinstance(t, Mapping) and not _our_taint(t) and t.get("effect") in ("NoSchedule", "NoExecute")
-    ]
+def _still_startable(raw: Mapping[str, Any], pods: Sequence[PodInfo]) -> bool:
+    """The node as the API server has it now still takes the plan: planning read the view, which may lag.
+
+    Its filtering taints (the re-layout's own left out, see ``NodeInfo.taints``) are judged as kube-scheduler
+    would for the pods it is for, so a GPU pool tainted for GPU pods is re-partitioned for the pods that
+    tolerate the taint. A rebalance is for no pod: any filtering taint keeps the node as it is.
+    """
+    try:
+        info = NodeInfo.from_raw(raw)
+    except ObjectError:
+        return False
+    if info.unschedulable or RELAYOUT_PHASE_LABEL in info.labels:
+        return False
+    return all(info.admits(p.placement) for p in pods) if pods else not info.taints
 
 
 class RelayoutController:
@@ -447,10 +455,9 @@ class RelayoutController:
         node = plan.node
         raw = await self.api.get_node(node)
         labels = (raw.get("metadata") or {}).get("labels") or {}
-        blocking = _blocking_taints(raw)
-        if blocking or (raw.get("spec") or {}).get("unschedulable") or RELAYOUT_PHASE_LABEL in labels:
+        if not _still_startable(raw, pods):
             self.stats.skipped["node-changed"] += 1
-            log.info("not re-partitioning %s: cordoned, tainted (%s) or already in progress", node, blocking)
+            log.info("not re-partitioning %s: cordoned, a taint its pods do not tolerate, or in progress", node)
             return False
         if not await self._write_config(name, entries):
             return False

@@ -341,3 +341,33 @@ async def test_rebalance_waits_behind_pods_and_plan_only_writes_nothing() -> Non
     node = await start_one(view, api, clock, controller)
     # the re-layout is for the waiting pod, not a rebalance
     assert api.nodes[node]["metadata"]["annotations"]["mig-extender.io/relayout-for"] == "default/large"
+
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize("tolerates", [True, False])
+async def test_a_node_tainted_for_gpu_pods_is_re_partitioned_for_pods_that_tolerate_it(tolerates: bool) -> None:
+    view, api, _clock, controller = setup(nodes=1, min_idle_s=0.0)
+    api.set_node("gpu-a", {"spec": {"taints": [GPU_TAINT]}})
+    waiting = waiting_pod("large", {MIG_7G: 1})
+    if tolerates:
+        waiting["spec"]["tolerations"] = [GPU_TOLERATION]
+    view.apply(Kind.PODS, "ADDED", waiting)
+    await controller.reconcile()
+    if not tolerates:  # kube-scheduler would never place it there: nothing planned, nothing written
+        assert controller.plans == [] and controller.in_flight == {} and api.patches == []
+        return
+    assert list(controller.in_flight) == ["gpu-a"] and controller.stats.skipped["node-changed"] == 0
+    assert taints(api, "gpu-a") == ["nvidia.com/gpu", RELAYOUT_TAINT]  # the pool's taint is kept
+    assert controller.note_for(view.pods["uid-large"]).node == "gpu-a"  # type: ignore[union-attr]
+
+
+async def test_a_taint_the_waiting_pod_does_not_tolerate_added_after_the_plan_stops_the_start() -> None:
+    view, api, _clock, controller = setup(nodes=1, min_idle_s=0.0)
+    view.apply(Kind.PODS, "ADDED", waiting_pod("large", {MIG_7G: 1}))
+    api.nodes["gpu-a"]["spec"]["taints"] = [GPU_TAINT]  # on the API server, not yet in the view
+    await controller.reconcile()
+    assert controller.in_flight == {} and controller.stats.skipped["node-changed"] == 1
+    assert api.patches == []
