@@ -51,8 +51,10 @@ def _error(message: str, status: int) -> web.Response:
 def _log_refusal(request: web.Request, status: int, message: str) -> None:
     """Logged, as kube-scheduler reports only "extender error"; once per reason a minute (REFUSAL_LOG_INTERVAL_S)."""
     reason = message.split(":", 1)[0]  # the message without the request's own details (a JSON error's position)
+    # Keyed by verb, not path: 403, 408 and 413 answer any path, and a client varying it must not get a line each.
+    verb = request.path.strip("/")
     request.app[REFUSALS].note(
-        f"{request.path} {status} {reason}",
+        f"{verb if verb in VERBS else 'other'} {status} {reason}",
         f"{request.method} {request.path} from {request.remote}: {status} {message}",
     )
 

@@ -75,6 +75,21 @@ async def test_a_flood_of_bad_requests_is_one_line_per_reason(
     assert lines[2].endswith("(49 more like it in the last 61 s not logged)")
 
 
+async def test_refusals_on_ever_new_paths_are_one_line(
+    aiohttp_client: ClientFactory, demo_view: ClusterView, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings.of(host="127.0.0.1", max_body_bytes=16)
+    metrics = Metrics(demo_view)
+    client = await aiohttp_client(
+        build_app(settings, demo_view, metrics, SchedulingService(demo_view, settings, metrics))
+    )
+    with caplog.at_level(logging.WARNING, logger="extender.server.app"):
+        for n in range(30):  # a 413 answers any path
+            assert (await client.post(f"/probe-{n}", data=b"x" * 64)).status == 413
+    lines = [r.getMessage() for r in caplog.records if r.name == "extender.server.app"]
+    assert len(lines) == 1, lines
+
+
 def test_the_rate_limit_keeps_reasons_apart_and_bounded() -> None:
     clock = Clock()
     logged = RateLimitedLog(logging.getLogger("test"), interval_s=10, max_reasons=2, clock=clock)
