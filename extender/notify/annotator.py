@@ -6,7 +6,8 @@ against the whole cluster view, not just the nodes kube-scheduler sent: its own 
 same demand share one evaluation. The evaluation runs on the event loop beside ``/filter`` (the model's caches
 are not thread-safe, see ``extender/model/caches.py``) and gives the loop back after every ``SLICE_S`` of work, so
 a request waits at most a slice for it. A pod is patched only when its verdict or reason changes, with a merge
-patch (idempotent), at a bounded rate; its annotations are cleared once it is bound.
+patch (idempotent), at a bounded rate, and only if the view still has it pending right before the write (the
+scan yields: pods bind or go meanwhile); its annotations are cleared once it is bound.
 """
 
 from __future__ import annotations
@@ -144,7 +145,6 @@ class Annotator:
         self._verdicts: dict[tuple[PodDemand, PodPlacement], ClusterVerdict] = {}
         """Per demand and placement (tolerations, selectors): pods that may use other nodes get other verdicts."""
         self._evaluated_generation = -1
-        self.verdicts_by_pod: dict[str, ClusterVerdict] = {}
         self.relayout_notes: Callable[[PodInfo], RelayoutNote | None] | None = None
         """Set when the re-layout controller runs: names the node being re-partitioned for a pod."""
         self.active: Callable[[], bool] | None = None
@@ -184,16 +184,22 @@ class Annotator:
         self._export(pending)
         stamp = self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         for pod in pending:
-            verdict = self._verdicts.get((pod.demand, pod.placement))
-            if verdict is None:
+            # The evaluation and every write give the loop back: the pod may have been bound or deleted since.
+            current = self.view.pods.get(pod.uid)
+            if current is None or not current.is_pending_mig or current.demand_error:
                 continue
-            self.verdicts_by_pod[pod.uid] = verdict
-            await self._write(pod, verdict, stamp)
+            verdict = self.verdict_for(current)
+            if verdict is not None:
+                await self._write(current, verdict, stamp)
         # Bound pods keep no verdict.
-        for pod in list(self.view.pods.values()):
-            if pod.node_name and VERDICT in pod.annotations:
-                self.verdicts_by_pod.pop(pod.uid, None)
-                await self._write(pod, None, stamp)
+        for uid in list(self.view.pods):
+            current = self.view.pods.get(uid)  # as now, not as when the loop started (it yields at each write)
+            if current is not None and current.node_name and VERDICT in current.annotations:
+                await self._write(current, None, stamp)
+
+    def verdict_for(self, pod: PodInfo) -> ClusterVerdict | None:
+        """The last evaluation's verdict for the pod's demand and placement (None: not evaluated yet)."""
+        return self._verdicts.get((pod.demand, pod.placement))
 
     async def _evaluate(
         self,
@@ -225,7 +231,7 @@ class Annotator:
     def _export(self, pending: list[PodInfo]) -> None:
         self.metrics.pending_demand.clear()
         for pod in pending:
-            verdict = self._verdicts.get((pod.demand, pod.placement))
+            verdict = self.verdict_for(pod)
             label = str(verdict.verdict) if verdict else "unknown"
             for name, count in pod.demand.mig:
                 self.metrics.pending_demand.labels(name, label).inc(count)

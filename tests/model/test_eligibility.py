@@ -17,7 +17,7 @@ from extender.model.demand import PodDemand
 from extender.model.eligibility import ANYWHERE, PodPlacement, Requirement, Taint, Term, Toleration
 from extender.model.policy import PolicyConfig
 from extender.model.relayout import plan_relayouts
-from extender.notify.annotator import Annotator
+from extender.notify.annotator import VERDICT, Annotator
 from extender.notify.writers import LogWriter
 from extender.view.objects import NodeInfo, PodInfo
 from extender.view.store import ClusterView, Kind
@@ -143,7 +143,12 @@ async def _verdict_of(pod_spec: dict[str, Any], *nodes: dict[str, Any]) -> tuple
         view, LogWriter(view), Metrics(view), policy=PolicyConfig(), rate=1000, scan_interval_s=1, now=lambda: moment
     )
     await annotator.scan_once()
-    verdict = annotator.verdicts_by_pod.get("uid-waiting")
+    waiting = view.pods["uid-waiting"]
+    verdict = annotator.verdict_for(waiting)
+    # what the pod was told: a verdict annotation unless it fits (the node is only in the verdict itself)
+    assert waiting.annotations.get(VERDICT) == (
+        None if verdict is None or verdict.verdict == "fits" else verdict.verdict
+    )
     return (str(verdict.verdict), verdict.node) if verdict else (None, None)
 
 

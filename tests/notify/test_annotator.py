@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -10,9 +12,19 @@ from extender.metrics import Metrics
 from extender.model.policy import PolicyConfig
 from extender.notify.annotator import SINCE, SUGGESTED_LAYOUT, VERDICT, Annotator, TokenBucket
 from extender.notify.writers import LogWriter
+from extender.view.objects import PodInfo
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
 from tests.support import Clock
+
+BIG = ("train-big", "nvidia.com/mig-7g.80gb", 1)
+HUGE = ("train-huge", "nvidia.com/mig-7g.141gb", 9)
+
+
+def demo_pod(spec: tuple[str, str, int], node_name: str | None = None) -> dict[str, Any]:
+    """One of the demo snapshot's pending pods as the API server would send it (bound to ``node_name``)."""
+    name, resource, count = spec
+    return pod(name, limits={resource: str(count)}, namespace="ml", node_name=node_name, uid=f"uid-{name}")
 
 
 def annotator(view: ClusterView, when: str = "2026-11-28T10:00:00") -> tuple[Annotator, LogWriter]:
@@ -104,3 +116,37 @@ async def test_token_bucket_limits_the_rate(monkeypatch: pytest.MonkeyPatch) -> 
         await bucket.take()
     # two from the burst, then one every half second
     assert slept == pytest.approx([0.5, 0.5])
+
+
+async def test_pods_bound_or_deleted_while_the_scan_evaluates_get_no_verdict(
+    demo_view: ClusterView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, writer = annotator(demo_view)
+    evaluate = a._evaluate
+
+    async def slow_evaluate(*args: Any) -> Any:
+        verdicts = await evaluate(*args)  # yields to the event loop: the view moves on meanwhile
+        demo_view.apply(Kind.PODS, "MODIFIED", demo_pod(BIG, node_name="h100-idle-3g"))
+        demo_view.apply(Kind.PODS, "DELETED", demo_pod(HUGE))
+        return verdicts
+
+    monkeypatch.setattr(a, "_evaluate", slow_evaluate)
+    await a.scan_once()
+    assert writer.patches == [] and writer.events == []
+
+
+class BindingWriter(LogWriter):
+    """kube-scheduler binds train-huge while the verdict of train-big is being written."""
+
+    async def patch_annotations(self, pod: PodInfo, annotations: Mapping[str, str | None]) -> None:
+        await super().patch_annotations(pod, annotations)
+        if pod.name == "train-big":
+            self.view.apply(Kind.PODS, "MODIFIED", demo_pod(HUGE, node_name="h200-balanced"))
+
+
+async def test_a_pod_bound_while_earlier_verdicts_are_written_gets_none(demo_view: ClusterView) -> None:
+    a, _ = annotator(demo_view)
+    a.writer = writer = BindingWriter(demo_view)
+    await a.scan_once()
+    assert [key for key, _ in writer.patches] == ["ml/train-big"]
+    assert [(e[0], e[1]) for e in writer.events] == [("ml/train-big", "MigRelayoutPossible")]
