@@ -102,7 +102,7 @@ def cmd_layouts(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .server.run import configure_logging, serve
+    from .server.run import ListenError, configure_logging, serve
 
     overrides = {name: getattr(args, name) for name in [*SPECS, *RETIRED]}
     try:
@@ -125,12 +125,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (SnapshotError, ConfigError) as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # the listener could not bind: the one OSError asyncio.run lets through here
-        where = f"{settings.server.host}:{settings.server.port}"
+    except ListenError as exc:
         if exc.errno == errno.EADDRINUSE:
-            print(f"mig-extender: {where} is already in use: stop what listens there or pass --port", file=sys.stderr)
+            print(
+                f"mig-extender: {exc.where} is already in use: stop what listens there or pass --port", file=sys.stderr
+            )
         else:
-            print(f"mig-extender: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
 
 

@@ -37,6 +37,8 @@ async def make_api_client(kubeconfig: str | None) -> ApiClient:
         raise ConfigError(
             str(exc) if kubeconfig else f"not in a pod ({exc}); pass --kubeconfig or --snapshot"
         ) from None
+    except OSError as exc:  # an unreadable kubeconfig, or a folder given as one
+        raise ConfigError(f"cannot read kubeconfig {kubeconfig}: {exc.strerror or exc}") from None
     return client.ApiClient(configuration)
 
 

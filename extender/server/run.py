@@ -171,33 +171,35 @@ async def start_listener(
     return runner, site
 
 
+class ListenError(Exception):
+    """The listener could not bind (the port is taken, say): said by the CLI in one line."""
+
+    def __init__(self, where: str, error: OSError) -> None:
+        super().__init__(f"cannot listen on {where}: {error.strerror or error}")
+        self.where = where
+        self.errno = error.errno
+
+
 async def _listen(
-    app: web.Application,
-    settings: ServerSettings,
-    guard: ConnectionGuard,
-    tls: CertificateReloader | None,
-    roots: dict[str, Coroutine[Any, Any, None]],
+    app: web.Application, settings: ServerSettings, guard: ConnectionGuard, tls: CertificateReloader | None
 ) -> tuple[web.AppRunner, GuardedSite]:
     try:
         return await start_listener(app, settings, guard, tls.listening_context if tls else None)
-    except OSError:  # the port is taken, say (the CLI says so): the root tasks never ran, so close them quietly
-        for coro in roots.values():
-            coro.close()
-        raise
+    except OSError as exc:
+        raise ListenError(f"{settings.host}:{settings.port}", exc) from exc
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1); 2 for unusable TLS files."""
-    try:
-        tls = _tls(settings.tls)  # first: a bad certificate must stop the start-up before anything else runs
-    except TlsError as exc:
-        log.error("cannot serve HTTPS: %s", exc)
-        print(f"mig-extender: {exc}", file=sys.stderr)
-        return 2
-    view = ClusterView(config_ref=settings.mig_parted, assume_ttl_s=settings.view.assume_ttl_s)
-    metrics = Metrics(view, per_gpu=settings.metrics.per_gpu)
-    roots: dict[str, Coroutine[Any, Any, None]] = {}
-    api, writer = await _source(settings, view, metrics, roots)
+async def _assemble(
+    settings: Settings,
+    view: ClusterView,
+    metrics: Metrics,
+    api: Any,
+    writer: KubeWriter | LogWriter,
+    tls: CertificateReloader | None,
+    roots: dict[str, Coroutine[Any, Any, None]],
+) -> tuple[web.AppRunner, GuardedSite]:
+    """The annotator, the controllers and the HTTP app over the view, with their root tasks added to ``roots``;
+    the listener bound."""
     annotator = None
     if settings.annotator.enabled:
         policy = PolicyConfig(dynamic_allocator=settings.scoring.dynamic_allocator)
@@ -215,7 +217,29 @@ async def serve(settings: Settings) -> int:
         roots["tls reload"] = tls.run()
         metrics.registry.register(TlsCollector(tls.stats))
     app = build_app(settings, view, metrics, service, guard=guard)
-    runner, site = await _listen(app, settings.server, guard, tls, roots)
+    return await _listen(app, settings.server, guard, tls)
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1); 2 for unusable TLS files."""
+    try:
+        tls = _tls(settings.tls)  # first: a bad certificate must stop the start-up before anything else runs
+    except TlsError as exc:
+        log.error("cannot serve HTTPS: %s", exc)
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+    view = ClusterView(config_ref=settings.mig_parted, assume_ttl_s=settings.view.assume_ttl_s)
+    metrics = Metrics(view, per_gpu=settings.metrics.per_gpu)
+    roots: dict[str, Coroutine[Any, Any, None]] = {}
+    api, writer = await _source(settings, view, metrics, roots)
+    try:
+        runner, site = await _assemble(settings, view, metrics, api, writer, tls, roots)
+    except BaseException:  # the root tasks never ran: close them quietly, and the API client with them
+        for coro in roots.values():
+            coro.close()
+        if api is not None:
+            await api.close()
+        raise
     log.info("mig-extender listening on %s", site.name)
 
     stop = asyncio.Event()

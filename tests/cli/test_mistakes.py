@@ -56,6 +56,28 @@ def test_serve_on_a_port_in_use_names_it(taken_port: int) -> None:
     )
 
 
+def test_a_kubeconfig_that_cannot_be_read_is_named_not_taken_for_a_port(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "extender",
+            "serve",
+            "--kubeconfig",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr
+    assert done.stderr.splitlines() == [f"mig-extender: cannot read kubeconfig {tmp_path}: Is a directory"]
+
+
 def test_unknown_layout_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*TINY, "--layout", "bogus"]) == 2
     line = one_line_error(capsys.readouterr().err)
