@@ -414,10 +414,6 @@ class _FleetCollector(Collector):
     def _forget(self, name: str) -> None:
         self.totals.remove(self._nodes.pop(name).summary)
 
-    def summaries(self) -> list[NodeSlices]:
-        self.refresh()
-        return [lines.summary for lines in self._nodes.values()]
-
     def exposition(self) -> str:
         """The fleet series in the Prometheus text format, as ``generate_latest`` would write them."""
         return _drain(self.exposition_steps())

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..plotting import MatplotlibMissing, pyplot
 from .baselines import PolicySpec
 from .bound import optimum, trivial_bound, work_conserving_optimum
@@ -69,6 +67,8 @@ def run(
     sequence = fill_sequence(list(pods), capacity, config.arrival) if config.mode is Mode.FILL else list(pods)
     inputs = {**inputs, "nodes": len(nodes), "gpus": sum(n.gpus for n in nodes), "pods": len(sequence)}
     results = []
+    from tqdm import tqdm  # here, not at the top: every command builds this module's parser, serve included
+
     bar = tqdm(
         total=len(policies) * len(sequence),
         unit="pod",
