@@ -29,7 +29,7 @@ from prometheus_client.utils import floatToGoString
 from .model.accounting import FleetTotals, ModelSlices, NodeSlices, SliceCounts, node_slices
 from .model.fit import Verdict
 from .model.fragmentation import NAMED_MIXES
-from .model.policy import Outcome
+from .model.policy import Outcome, outcome_of_verdict
 from .model.state import Fidelity, NodeState
 from .settings import MetricsSettings
 from .view.store import ClusterView, Kind
@@ -724,11 +724,7 @@ class Metrics:
             for status in ("400", "413", "internal"):
                 self.bad_requests.labels(verb, status)
         for verdict in Verdict:
-            if verdict in (Verdict.FITS_NOW, Verdict.UNKNOWN_PRODUCT):  # an unknown product passes: not evaluated
-                outcome = Outcome.SUCCESS
-            else:
-                outcome = Outcome.UNSCHEDULABLE if verdict.preemption_may_help else Outcome.UNRESOLVABLE
-            self.filter_outcomes.labels(str(outcome), str(verdict))
+            self.filter_outcomes.labels(str(outcome_of_verdict(verdict)), str(verdict))
         self.filter_outcomes.labels(str(Outcome.UNSCHEDULABLE), UNKNOWN_NODE_VERDICT)
         for kind in Kind:
             self.relists.labels(str(kind))

@@ -31,11 +31,15 @@ class Outcome(enum.StrEnum):
     UNRESOLVABLE = "UnschedulableAndUnresolvable"
 
 
-def outcome_of(result: FitResult) -> Outcome:
+def outcome_of_verdict(verdict: Verdict) -> Outcome:
     # A node the extender cannot evaluate passes: kube-scheduler's own filters (its counts) decide.
-    if result.fits_now or result.verdict is Verdict.UNKNOWN_PRODUCT:
+    if verdict in (Verdict.FITS_NOW, Verdict.UNKNOWN_PRODUCT):
         return Outcome.SUCCESS
-    return Outcome.UNSCHEDULABLE if result.verdict.preemption_may_help else Outcome.UNRESOLVABLE
+    return Outcome.UNSCHEDULABLE if verdict.preemption_may_help else Outcome.UNRESOLVABLE
+
+
+def outcome_of(result: FitResult) -> Outcome:
+    return outcome_of_verdict(result.verdict)
 
 
 @dataclass(frozen=True, slots=True)
