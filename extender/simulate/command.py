@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         "--nodes", type=Path, metavar="CSV", help="node list CSV (sn,...,gpu,...): one node per row, its GPU count"
     )
     parser.add_argument(
-        "--pods", type=Path, metavar="CSV", help="Alibaba trace pod list CSV (the MIG mapping of the data README)"
+        "--pods", type=Path, metavar="CSV", help="Alibaba trace pod list CSV (the MIG mapping: BENCHMARKS.md, Inputs)"
     )
     parser.add_argument("--synthetic", metavar="MIX", help="seeded synthetic pods of a mix (inference, uniform...)")
     parser.add_argument(
