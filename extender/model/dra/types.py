@@ -141,6 +141,9 @@ class DeviceSubRequest:
     admin_access: bool = False
     tolerations: tuple[DeviceToleration, ...] = ()
     name: str = ""
+    unsupported: str = ""
+    """Non-empty when the request uses what this model does not evaluate (e.g. ``capacity.requests``, an
+    unknown ``allocationMode``): the field named, so that an answer can say it cannot evaluate the claim."""
 
 
 @dataclass(frozen=True, slots=True)
