@@ -118,6 +118,16 @@ class Pool:
     slices: tuple[ResourceSlice, ...]
     invalid: str = ""
     counter_sets: tuple[CounterSet, ...] = field(default=(), compare=False)
+    incomplete: bool = False
+    """True when ``invalid`` is set because slices are missing (the allocator's "being updated", which an
+    ``All`` request refuses), False for the other reasons (which it reports as "invalid")."""
+    other_slices: tuple[ResourceSlice, ...] = field(default=(), compare=False)
+    """Slices of the pool's generation that do not target the node the pools were gathered for: they offer no
+    device there, but their allocated devices still take from the pool's shared counters."""
+    unsupported: str = ""
+    """Non-empty when the pool has a slice without ``spec.nodeName`` and without shared counters (``allNodes``,
+    ``nodeSelector`` or per-device node selection): whether its devices are available on the node is not
+    modelled, so an answer that depends on them cannot be given."""
 
     @property
     def devices(self) -> tuple[Device, ...]:
