@@ -98,6 +98,7 @@ def source_of(fidelity: Fidelity) -> str:
         Fidelity.EXACT: "node-annotation",
         Fidelity.LAYOUT: "mig-parted-config",
         Fidelity.COUNTS: "allocatable",
+        Fidelity.DRA: "resource-slices",
     }[fidelity]
 
 

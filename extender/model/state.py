@@ -59,6 +59,8 @@ class Fidelity(enum.StrEnum):
     """Layout from the node's ``nvidia.com/mig.config`` in the mig-parted config; use and placement estimated."""
     COUNTS = "derived-counts"
     """Only allocatable counts per profile; GPU assignment and placement estimated."""
+    DRA = "dra"
+    """Per-GPU devices from the DRA driver's ResourceSlices, use from ResourceClaim allocations: exact."""
 
 
 class MigStrategy(enum.StrEnum):
@@ -148,9 +150,13 @@ class GpuState:
         raise ValueError(f"GPU {self.index} has no free instance {placement}")
 
     def emptied(self) -> GpuState:
-        """The GPU with no pods: every instance free (dynamic GPUs drop their instances)."""
+        """The GPU with no pods: every instance free (dynamic GPUs drop their instances).
+
+        A dynamic GPU held whole (its full-GPU device allocated: ``mig_enabled=False``, ``whole_gpu_used``) can
+        take MIG instances again once that pod leaves.
+        """
         if self.dynamic:
-            return replace(self, instances=())
+            return replace(self, instances=(), mig_enabled=True, whole_gpu_used=False)
         return replace(
             self, instances=tuple(Instance(i.placement, False) for i in self.instances), whole_gpu_used=False
         )
