@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build the real kube-apiserver, kube-scheduler (k8s.io/kubernetes v1.36.3) and etcd
+# Build the real kube-apiserver, kube-scheduler, kube-controller-manager (k8s.io/kubernetes v1.36.3) and etcd
 # (the version that kubernetes release pins) from Go modules, for the local test
 # control plane started by scripts/controlplane.py.
 #
-# Output: ${MIG_EXTENDER_CACHE:-$HOME/.cache/mig-extender}/bin/k8s-v1.36.3/{kube-apiserver,kube-scheduler,etcd}
+# Output: ${MIG_EXTENDER_CACHE:-$HOME/.cache/mig-extender}/bin/k8s-v1.36.3/{kube-apiserver,kube-scheduler,kube-controller-manager,etcd}
 # Needs only a Go toolchain (>= 1.26) and access to the Go module proxy. Nothing is written
 # into the repository: module and build caches stay at Go's defaults (GOMODCACHE/GOCACHE).
-# Idempotent: if all three binaries already exist it only prints their paths.
+# Idempotent: if all binaries already exist it only prints their paths.
 # A cold build takes several minutes on a small machine (the first run downloads modules).
 set -euo pipefail
 
@@ -14,7 +14,7 @@ K8S_VERSION="v1.36.3"
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/k8s-harness" && pwd)"
 CACHE_DIR="${MIG_EXTENDER_CACHE:-$HOME/.cache/mig-extender}"
 BIN_DIR="${CACHE_DIR}/bin/k8s-${K8S_VERSION}"
-BINARIES=(kube-apiserver kube-scheduler etcd)
+BINARIES=(kube-apiserver kube-scheduler kube-controller-manager etcd)
 
 print_paths() {
     for name in "${BINARIES[@]}"; do
@@ -60,9 +60,11 @@ build() { # build <module dir> <package> <output name> <ldflags>
 }
 trap 'rm -f "${BIN_DIR}"/.*.tmp.$$' EXIT
 
-build "${HARNESS_DIR}" ./cmd/kube-apiserver kube-apiserver "${K8S_LDFLAGS}"
-build "${HARNESS_DIR}" ./cmd/kube-scheduler kube-scheduler "${K8S_LDFLAGS}"
-build "${HARNESS_DIR}/etcd" . etcd "-s -w"
+# Only what is missing is built (a cache from before kube-controller-manager was added keeps the rest).
+for name in kube-apiserver kube-scheduler kube-controller-manager; do
+    [[ -x "${BIN_DIR}/${name}" ]] || build "${HARNESS_DIR}" "./cmd/${name}" "${name}" "${K8S_LDFLAGS}"
+done
+[[ -x "${BIN_DIR}/etcd" ]] || build "${HARNESS_DIR}/etcd" . etcd "-s -w"
 
 end=$(date +%s)
 echo "built control-plane binaries in $((end - start))s:" >&2

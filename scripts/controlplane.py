@@ -209,6 +209,7 @@ class ControlPlane:
         self._apiserver: ManagedProcess | None = None
         self._apiserver_args: list[str] = []
         self._schedulers: list[SchedulerHandle] = []
+        self._managers: list[SchedulerHandle] = []
         self._replicas: list[ApiServerHandle] = []
 
     # ------------------------------------------------------------------ properties
@@ -246,6 +247,8 @@ class ControlPlane:
             out["kube-apiserver"] = self._apiserver.pid
         for handle in self._schedulers:
             out[f"kube-scheduler[{handle.name}]"] = handle.pid
+        for handle in self._managers:
+            out[f"kube-controller-manager[{handle.name}]"] = handle.pid
         for replica in self._replicas:
             out[f"kube-apiserver[{replica.name}]"] = replica.pid
         return out
@@ -298,11 +301,13 @@ class ControlPlane:
         """
         procs = [
             *(h.process for h in self._schedulers),
+            *(h.process for h in self._managers),
             *(r.process for r in self._replicas),
             self._apiserver,
             self._etcd,
         ]
         self._schedulers.clear()
+        self._managers.clear()
         self._replicas.clear()
         self._apiserver = None
         self._etcd = None
@@ -435,6 +440,46 @@ class ControlPlane:
         handle.process.stop()
         if handle in self._schedulers:
             self._schedulers.remove(handle)
+
+    def start_controller_manager(
+        self, name: str = "kcm", *, controllers: Sequence[str] = ("*",), extra_args: Sequence[str] = ()
+    ) -> SchedulerHandle:
+        """Start kube-controller-manager as the admin (``--controllers`` as given) and wait for its /healthz.
+
+        There is no kubelet: ReplicaSets create pods, the ResourceClaim controller creates claims from
+        templates, and the garbage collector removes orphans, but nothing ever runs. Stopped by :meth:`stop`.
+        """
+        binary = self.bin_dir / "kube-controller-manager"
+        if not binary.is_file():
+            raise ControlPlaneError(f"{binary} not found; run {BUILD_SCRIPT}")
+        port = free_port()
+        args = [
+            str(binary),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--controllers={','.join(controllers)}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--authentication-skip-lookup=true",
+            f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+            "--use-service-account-credentials=false",
+            f"--v={self.verbosity}",
+            *extra_args,
+        ]
+        proc = self._spawn(f"kube-controller-manager[{name}]", args, self.workdir / f"controller-manager-{name}.log")
+        handle = SchedulerHandle(name=name, config_path=self.kubeconfig, port=port, process=proc)
+        self._managers.append(handle)
+        try:
+            self._wait_ready(proc, f"https://127.0.0.1:{port}/healthz", ssl_verify=False)
+        except BaseException:
+            self.stop_controller_manager(handle)
+            raise
+        return handle
+
+    def stop_controller_manager(self, handle: SchedulerHandle) -> None:
+        handle.process.stop()
+        if handle in self._managers:
+            self._managers.remove(handle)
 
     # ------------------------------------------------------------------ API helper
     def ssl_context(self) -> ssl.SSLContext:

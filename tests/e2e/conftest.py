@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     bin_dir = default_bin_dir()
-    if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "etcd")):
+    if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "etcd")):
         subprocess.run(["bash", str(ROOT / "scripts/build-control-plane.sh")], check=True, timeout=3600)
     control_plane = ControlPlane(tmp_path_factory.mktemp("plane"), bin_dir)
     with control_plane:

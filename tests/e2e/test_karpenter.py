@@ -138,7 +138,7 @@ class MigManagerStandIn(threading.Thread):
 def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """Its own control plane: Karpenter's CRDs and nodes stay out of the other end-to-end tests."""
     bin_dir = default_bin_dir()
-    if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "etcd")):
+    if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "etcd")):
         subprocess.run(["bash", str(ROOT / "scripts/build-control-plane.sh")], check=True, timeout=3600)
     if not all((KARPENTER_BIN_DIR / name).exists() for name in ("karpenter-kwok", "kwok", "crds", "crds-aws")):
         subprocess.run(["bash", str(ROOT / "scripts/build-karpenter.sh")], check=True, timeout=3600)
