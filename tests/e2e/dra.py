@@ -135,7 +135,10 @@ def pod_claim_names(kube: Kube, pod: str) -> list[str]:
 
 def clean_dra(kube: Kube) -> None:
     """Delete the DRA objects the tests create (claims first: slices and classes are cluster-wide)."""
-    for path in (f"{RESOURCE}/namespaces/{NAMESPACE}/resourceclaims", f"{RESOURCE}/namespaces/{NAMESPACE}/resourceclaimtemplates"):
+    for path in (
+        f"{RESOURCE}/namespaces/{NAMESPACE}/resourceclaims",
+        f"{RESOURCE}/namespaces/{NAMESPACE}/resourceclaimtemplates",
+    ):
         for item in kube.call("GET", path)["items"]:
             meta = item["metadata"]
             if meta.get("finalizers"):
