@@ -12,17 +12,40 @@ Generated (everything else under ``manifests/`` is hand-written YAML):
 
 Both list every ``nvidia.com/mig-*`` resource of every catalog model in the extender's ``managedResources``:
 kube-scheduler only calls an extender for pods that request or limit a managed resource (an empty list
-would send it every pod), so a profile missing here is a pod the extender never sees.
+would send it every pod), so a profile missing here is a pod the extender never sees. That covers the
+device plugin and DRA extended resources (a DeviceClass's ``extendedResourceName``), but not pods that ask
+for devices only through ResourceClaims: ``resources.claims`` is not a managed resource
+(``pkg/scheduler/extender.go`` ``IsInterested``). Hence one more file:
+
+- ``manifests/extender-mode/kube-scheduler-config-dra.yaml``: the same configuration without
+  ``managedResources``, so that kube-scheduler calls the extender for every pod, claim pods included; the
+  extender answers pods without MIG at once.
+
+The secondary scheduler only schedules pods that chose it, so its configuration has no ``managedResources``
+either: every pod it schedules reaches the extender, whatever way it asks for MIG.
 
 - ``manifests/karpenter/nodeoverlays.yaml``: Karpenter NodeOverlays declaring the MIG instances of each
   NodePool of ``manifests/karpenter/pools.yaml`` under the GPU Operator's default mig-parted config
   (what ``mig-extender nodeoverlays`` prints).
+
+The Helm chart (``manifests/helm/mig-extender``) takes what it shares with the kustomize manifests from here,
+so that the two never drift (``tests/helm/`` also renders both and compares the objects):
+
+- ``files/managed-resources.yaml``: the ``managedResources`` list above;
+- ``files/prometheus-rules.yaml``: ``spec`` of ``manifests/prometheus/prometheusrule.yaml``;
+- ``files/mig-extender-dashboard.json``: ``manifests/grafana/mig-extender-dashboard.json``;
+- ``templates/_generated.tpl``: the defaults of the settings the chart sets itself (it passes them only when
+  they differ);
+- ``values.schema.json``: its ``extender.settings`` part, one property per public setting of
+  ``extender/settings.py`` that the chart does not set itself (the rest of the file is written by hand);
+- ``README.md``: the table of values between its markers, from the schema's descriptions and ``values.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,8 +69,9 @@ def mig_resource_names() -> list[str]:
     return catalog.mig_resource_names()
 
 
-def _extender_block(url_prefix: str, resources: Sequence[str]) -> str:
-    """The ``extenders`` list, shared by both modes (field names: kube-scheduler config/v1 ``Extender``)."""
+def _extender_block(url_prefix: str, resources: Sequence[str] | None) -> str:
+    """The ``extenders`` list, shared by both modes (field names: kube-scheduler config/v1 ``Extender``);
+    ``resources`` None: no ``managedResources``, every pod is sent."""
     lines = [
         "extenders:",
         f"  - urlPrefix: {url_prefix}",
@@ -57,9 +81,10 @@ def _extender_block(url_prefix: str, resources: Sequence[str]) -> str:
         "    nodeCacheCapable: true",
         "    ignorable: false",
         "    httpTimeout: 5s",
-        "    managedResources:",
     ]
-    lines.extend(f"      - {{name: {name}, ignoredByScheduler: false}}" for name in resources)
+    if resources is not None:
+        lines.append("    managedResources:")
+        lines.extend(f"      - {{name: {name}, ignoredByScheduler: false}}" for name in resources)
     return "\n".join(lines) + "\n"
 
 
@@ -87,6 +112,12 @@ profiles:
 # in-tree plugins add a few hundred: decisive but not absolute. nodeCacheCapable: send node names only,
 # the extender keeps its own view. ignorable false: if the extender fails, MIG pods wait instead of
 # landing where no slice fits. managedResources: only pods that ask for a MIG resource reach the extender.
+"""
+
+DRA_NOTE = """\
+# No managedResources: kube-scheduler sends every pod, so that pods asking for MIG through ResourceClaims
+# (DRA) reach the extender too; it answers pods that ask for no MIG at once. Use kube-scheduler-config.yaml
+# instead when MIG comes only from the device plugin or from DRA extended resources.
 """
 
 SECONDARY_CONFIG_HEAD = """\
@@ -123,14 +154,22 @@ data:
 """
 
 
+EXTENDER_URL = "http://mig-extender.mig-extender.svc:8888"
+
+
 def extender_mode_config(resources: Sequence[str]) -> str:
     """The KubeSchedulerConfiguration file for the control plane (extender mode)."""
-    return HEADER + EXTENDER_MODE_HEAD + _extender_block("http://mig-extender.mig-extender.svc:8888", resources)
+    return HEADER + EXTENDER_MODE_HEAD + _extender_block(EXTENDER_URL, resources)
 
 
-def secondary_scheduler_config(resources: Sequence[str]) -> str:
+def extender_mode_dra_config() -> str:
+    """The same, without managedResources: claim pods reach the extender too."""
+    return HEADER + EXTENDER_MODE_HEAD + DRA_NOTE + _extender_block(EXTENDER_URL, None)
+
+
+def secondary_scheduler_config() -> str:
     """The ConfigMap holding the mig-scheduler's KubeSchedulerConfiguration (secondary-scheduler mode)."""
-    config = SECONDARY_CONFIG_HEAD + _extender_block("http://127.0.0.1:8888", resources)
+    config = SECONDARY_CONFIG_HEAD + _extender_block("http://127.0.0.1:8888", None)
     body = "".join(("    " + line if line.strip() else line) for line in config.splitlines(keepends=True))
     return HEADER + SECONDARY_CONFIGMAP_HEAD + body
 
@@ -160,6 +199,158 @@ def node_overlays(pools_configmap: Path) -> str:
     return HEADER + NODEOVERLAYS_HEAD + body
 
 
+CHART = "manifests/helm/mig-extender"
+CHART_MANAGED: dict[str, str] = {
+    "host": "the mode (all interfaces in extender mode, loopback beside the secondary scheduler)",
+    "port": "extender.port",
+    "kubeconfig": "in-cluster: the ServiceAccount",
+    "snapshot": "a live cluster",
+    "mig_parted_namespace": "migParted.namespace",
+    "mig_parted_configmap": "migParted.configMap",
+    "tls_cert_file": "tls.enabled, tls.secretName",
+    "tls_key_file": "tls.enabled, tls.secretName",
+    "tls_client_ca_file": "tls.clientAuth",
+    "relayout": "relayout.mode",
+    "provision": "provisioning.mode",
+    "provision_pools_file": "provisioning.pools",
+    "provision_namespace": "the release namespace",
+    "provision_owner_configmap": "the chart's pools ConfigMap",
+    "leader_election": "leaderElection.enabled",
+    "leader_election_namespace": "the release namespace",
+    "leader_election_name": "the release's full name",
+}
+"""Settings the chart sets from values of its own (or from the release), with the value that does: these are
+not accepted in ``extender.settings``."""
+
+VALUES_TABLE_BEGIN = "<!-- values: generated by scripts/gen_manifests.py from values.schema.json and values.yaml -->"
+VALUES_TABLE_END = "<!-- end of values -->"
+
+
+def _chart_file_header(source: str) -> str:
+    return f"# GENERATED by scripts/gen_manifests.py from {source}. Do not edit by hand.\n"
+
+
+def chart_managed_resources(resources: Sequence[str]) -> str:
+    """The ``managedResources`` entries of the chart's scheduler configuration."""
+    lines = [f"- {{name: {name}, ignoredByScheduler: false}}" for name in resources]
+    return _chart_file_header("the MIG catalog (extender/model/catalog.py)") + "\n".join(lines) + "\n"
+
+
+def chart_prometheus_rules(rule_file: Path) -> str:
+    """The PrometheusRule's ``spec``, as the chart's template includes it (a file, so not templated)."""
+    import yaml
+
+    (document,) = [d for d in yaml.safe_load_all(rule_file.read_text()) if d]
+    source = "manifests/prometheus/prometheusrule.yaml"
+    return _chart_file_header(source) + yaml.safe_dump(document["spec"], sort_keys=False, width=120)
+
+
+def _setting_specs() -> dict[str, object]:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from extender import settings
+
+    return dict(settings.SPECS)
+
+
+def chart_setting_defaults() -> str:
+    """``mig-extender.settingDefaults``: the defaults of the chart-managed settings with a text default."""
+    specs = _setting_specs()
+    defaults = {name: getattr(specs[name], "default") for name in CHART_MANAGED}
+    texts = {name: value for name, value in defaults.items() if isinstance(value, str)}
+    return (
+        "{{/* GENERATED by scripts/gen_manifests.py from extender/settings.py. Do not edit by hand. */}}\n"
+        "{{/* The extender's defaults of the settings the chart sets itself: it passes a value only when it differs. */}}\n"
+        '{{- define "mig-extender.settingDefaults" -}}\n'
+        f"{json.dumps(texts, sort_keys=True)}\n"
+        "{{- end }}\n"
+    )
+
+
+def _setting_schema(spec: object) -> dict[str, object]:
+    """The JSON schema of one setting's value, from its declared type."""
+    import types
+    import typing
+
+    kind = getattr(spec, "kind")
+    schema: dict[str, object]
+    if kind is bool:
+        schema = {"type": "boolean"}
+    elif kind is int:
+        schema = {"type": "integer"}
+    elif kind is float:
+        schema = {"type": "number"}
+    elif getattr(kind, "__origin__", None) is typing.Literal:
+        schema = {"type": "string", "enum": [str(choice) for choice in typing.get_args(kind)]}
+    elif isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind):
+        schema = {"type": ["string", "null"]}
+    else:
+        schema = {"type": "string"}
+    default = getattr(spec, "default")
+    schema["description"] = f"{getattr(spec, 'doc')} Default: {default if default is not None else 'unset'}."
+    return schema
+
+
+def chart_values_schema(schema_file: Path) -> str:
+    """values.schema.json with ``extender.settings`` generated from the settings declarations."""
+    schema = json.loads(schema_file.read_text())
+    settings_schema = schema["properties"]["extender"]["properties"]["settings"]
+    settings_schema["properties"] = {
+        name: _setting_schema(spec) for name, spec in _setting_specs().items() if name not in CHART_MANAGED
+    }
+    settings_schema["additionalProperties"] = False
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def _value_rows(schema: dict[str, object], values: object, path: str) -> list[tuple[str, str, str, str]]:
+    """(value, type, default, description) of every property the schema describes, depth first."""
+    rows: list[tuple[str, str, str, str]] = []
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return rows
+    for name, sub in properties.items():
+        assert isinstance(sub, dict)
+        here = f"{path}.{name}" if path else name
+        default = values.get(name) if isinstance(values, dict) else None
+        nested = sub.get("properties")
+        if isinstance(nested, dict) and path + name != "extender" + "settings" and here != "extender.settings":
+            if sub.get("description"):
+                rows.append((here, "object", "", str(sub["description"])))
+            rows.extend(_value_rows(sub, default, here))
+            continue
+        kind = sub.get("type", "")
+        kind_text = " or ".join(kind) if isinstance(kind, list) else str(kind)
+        if "enum" in sub:
+            kind_text = " \\| ".join(f"`{choice}`" for choice in sub["enum"])  # type: ignore[union-attr]
+        shown = "" if default is None else f"`{json.dumps(default, separators=(', ', ': '))}`"
+        rows.append((here, kind_text, shown, str(sub.get("description", "")).replace("|", "\\|")))
+    return rows
+
+
+def chart_readme(readme: Path, schema_text: str, values_file: Path) -> str:
+    """The chart's README with the values table (between its markers) generated from the schema."""
+    import yaml
+
+    text = readme.read_text()
+    head, found, rest = text.partition(VALUES_TABLE_BEGIN)
+    if not found or VALUES_TABLE_END not in rest:
+        raise SystemExit(f"{readme}: no {VALUES_TABLE_BEGIN!r} ... {VALUES_TABLE_END!r} markers")
+    tail = rest.split(VALUES_TABLE_END, 1)[1]
+    rows = _value_rows(json.loads(schema_text), yaml.safe_load(values_file.read_text()), "")
+    table = ["| value | type | default | description |", "|---|---|---|---|"]
+    table += [f"| `{name}` | {kind} | {default} | {doc} |" for name, kind, default, doc in rows]
+    settings_note = [
+        "",
+        "`extender.settings` takes any public setting of [docs/settings.md](../../../docs/settings.md) but these,",
+        "which the chart sets itself:",
+        "",
+        "| setting | set by |",
+        "|---|---|",
+        *(f"| `{name}` | {by} |" for name, by in CHART_MANAGED.items()),
+    ]
+    return head + VALUES_TABLE_BEGIN + "\n" + "\n".join(table + settings_note) + "\n" + VALUES_TABLE_END + tail
+
+
 @dataclass(frozen=True)
 class Generated:
     path: str
@@ -171,8 +362,28 @@ def generated_files() -> list[Generated]:
     resources = mig_resource_names()
     return [
         Generated("manifests/extender-mode/kube-scheduler-config.yaml", extender_mode_config(resources)),
-        Generated("manifests/secondary-scheduler/scheduler-config.yaml", secondary_scheduler_config(resources)),
+        Generated("manifests/extender-mode/kube-scheduler-config-dra.yaml", extender_mode_dra_config()),
+        Generated("manifests/secondary-scheduler/scheduler-config.yaml", secondary_scheduler_config()),
         Generated("manifests/karpenter/nodeoverlays.yaml", node_overlays(ROOT / "manifests/karpenter/pools.yaml")),
+        *chart_files(resources),
+    ]
+
+
+def chart_files(resources: Sequence[str]) -> list[Generated]:
+    """What the Helm chart takes from the catalog, the settings and the kustomize manifests."""
+    chart = ROOT / CHART
+    dashboard = ROOT / "manifests/grafana/mig-extender-dashboard.json"
+    schema = chart_values_schema(chart / "values.schema.json")
+    return [
+        Generated(f"{CHART}/files/managed-resources.yaml", chart_managed_resources(resources)),
+        Generated(
+            f"{CHART}/files/prometheus-rules.yaml",
+            chart_prometheus_rules(ROOT / "manifests/prometheus/prometheusrule.yaml"),
+        ),
+        Generated(f"{CHART}/files/mig-extender-dashboard.json", dashboard.read_text()),
+        Generated(f"{CHART}/templates/_generated.tpl", chart_setting_defaults()),
+        Generated(f"{CHART}/values.schema.json", schema),
+        Generated(f"{CHART}/README.md", chart_readme(chart / "README.md", schema, chart / "values.yaml")),
     ]
 
 

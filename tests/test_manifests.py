@@ -61,10 +61,11 @@ def objects(kind: str) -> Iterator[tuple[Path, Doc]]:
 def scheduler_configs() -> dict[str, Doc]:
     """The two KubeSchedulerConfigurations: the file for the control plane and the one in the ConfigMap."""
     (extender_mode,) = load_docs(EXTENDER_MODE_CONFIG)
+    (extender_mode_dra,) = load_docs(EXTENDER_MODE_CONFIG.with_name("kube-scheduler-config-dra.yaml"))
     (configmap,) = load_docs(SECONDARY_CONFIG)
     secondary = yaml.safe_load(configmap["data"]["config.yaml"])
     assert isinstance(secondary, dict)
-    return {"extender-mode": extender_mode, "secondary-scheduler": secondary}
+    return {"extender-mode": extender_mode, "extender-mode-dra": extender_mode_dra, "secondary-scheduler": secondary}
 
 
 def catalog_resource_names() -> list[str]:
@@ -252,7 +253,7 @@ def test_generator_check_names_a_stale_file(
     assert "weight: 1\n" in stale.read_text(), "--check must not write"
 
 
-@pytest.mark.parametrize("mode", ["extender-mode", "secondary-scheduler"])
+@pytest.mark.parametrize("mode", ["extender-mode", "extender-mode-dra", "secondary-scheduler"])
 def test_scheduler_config_extender_settings(mode: str) -> None:
     config = scheduler_configs()[mode]
     assert config["apiVersion"] == "kubescheduler.config.k8s.io/v1"
@@ -269,9 +270,18 @@ def test_scheduler_config_extender_settings(mode: str) -> None:
     assert profile["percentageOfNodesToScore"] == 100
 
 
-@pytest.mark.parametrize("mode", ["extender-mode", "secondary-scheduler"])
-def test_managed_resources_are_every_catalog_mig_resource(mode: str) -> None:
-    (extender,) = scheduler_configs()[mode]["extenders"]
+def test_configs_that_must_see_claim_pods_have_no_managed_resources() -> None:
+    # kube-scheduler skips an extender with managedResources for a pod whose devices come only through
+    # ResourceClaims (resources.claims is no managed resource): these configurations must send every pod.
+    for mode in ("extender-mode-dra", "secondary-scheduler"):
+        (extender,) = scheduler_configs()[mode]["extenders"]
+        assert "managedResources" not in extender, mode
+    dra, plain = scheduler_configs()["extender-mode-dra"], scheduler_configs()["extender-mode"]
+    assert {**dra, "extenders": None} == {**plain, "extenders": None}
+
+
+def test_managed_resources_are_every_catalog_mig_resource() -> None:
+    (extender,) = scheduler_configs()["extender-mode"]["extenders"]
     managed = extender["managedResources"]
     names = [item["name"] for item in managed]
     assert names == catalog_resource_names()
