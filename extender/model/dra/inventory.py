@@ -1,0 +1,558 @@
+"""A node's NVIDIA DRA devices in catalog terms: one :class:`GpuState` per physical GPU, and where each device is.
+
+Facts from kubernetes-sigs/dra-driver-nvidia-gpu (``cmd/gpu-kubelet-plugin``: ``deviceinfo.go``, ``mig.go``,
+``partitions.go``): the full GPU is ``gpu-<minor>`` (attribute ``type`` ``gpu``), a MIG device
+``gpu-<minor>-mig-<profile>-<giProfileId>-<start>`` (``type`` ``mig``; drivers before v25.12 named it
+``gpu-<minor>-mig-<giProfileId>-<start>-<size>``), with the parent's ``productName`` and a ``profile`` attribute.
+With DynamicMIG every device of one GPU consumes that GPU's counter set ``gpu-<minor>-counter-set``: a MIG device
+its profile's engines plus ``memory-slice-<i>`` for each memory slice of its placement, the full GPU all of them.
+Pre-created (static) MIG devices consume no counters; they carry ``parentUUID`` and a ``memorySlice<i>``
+capacity per memory slice instead.
+
+The placement of a device is read from the memory slices it consumes and must agree with its profile (a legal
+start of the catalog's profile, its size) and its name (minor, profile, GI profile id, start); a device that
+disagrees is left out with a warning, never guessed. A product the catalog does not know leaves the node
+unmodelled (:class:`UnknownProduct`).
+
+The parse of a pool is cached by the identity of its slices, so that a change of allocations alone only
+recomputes which devices are used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from ..caches import CACHES
+from ..catalog import CatalogError, GpuModel, Profile, parse_product_label
+from ..placement import Placement, PlacementError, occupancy_of
+from ..state import Fidelity, GpuState, Instance, NodeState, UnknownProduct
+from .driver import DRIVER
+from .types import Device, Pool, ResourceSlice
+
+DeviceKey = tuple[str, str, str]
+"""(driver, pool, device): how an allocation result names a device."""
+
+TYPE = f"{DRIVER}/type"
+PRODUCT = f"{DRIVER}/productName"
+PROFILE = f"{DRIVER}/profile"
+UUID = f"{DRIVER}/uuid"
+PARENT_UUID = f"{DRIVER}/parentUUID"
+
+_FULL_NAME = re.compile(r"^gpu-(\d+)$")
+_MIG_NAME = re.compile(r"^gpu-(\d+)-mig-(\d+g[a-z0-9-]*)-(\d+)-(\d+)$")
+_LEGACY_MIG_NAME = re.compile(r"^gpu-(\d+)-mig-(\d+)-(\d+)-(\d+)$")
+_COUNTER_SET = re.compile(r"^gpu-(\d+)-counter-set$")
+_SLICE_COUNTER = re.compile(r"^memory-slice-(\d+)$")
+_SLICE_CAPACITY = re.compile(rf"^{re.escape(DRIVER)}/memorySlice(\d+)$")
+_MAX_WARNINGS = 8  # per pool: beyond that one line counts the rest (a driver change can make every device odd)
+_ONE = Fraction(1)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """Where one device is: a GPU index and, for a MIG device, its placement (None: the full GPU)."""
+
+    gpu: int
+    placement: Placement | None = None
+
+    @property
+    def full_gpu(self) -> bool:
+        return self.placement is None
+
+    def __str__(self) -> str:
+        return f"GPU {self.gpu} {self.placement}" if self.placement is not None else f"GPU {self.gpu} (full GPU)"
+
+
+@dataclass(frozen=True, slots=True)
+class DraGpu:
+    """One physical GPU as the driver publishes it."""
+
+    index: int
+    model: GpuModel
+    pool: str
+    dynamic: bool
+    """DynamicMIG: its devices consume counters of ``counter_set`` and MIG instances exist only once allocated."""
+    counter_set: str = ""
+    uuid: str = ""
+    full_device: str = ""
+    """The full GPU's device name, empty when the driver does not publish one (Ampere with MIG on)."""
+    mig_devices: tuple[str, ...] = ()
+    """MIG device names in the order the pool lists them."""
+    placements: tuple[Placement, ...] = ()
+    """The placement of each of ``mig_devices``."""
+
+    @property
+    def predictable(self) -> bool:
+        """Whether the allocator's device order is known: DynamicMIG slices list devices sorted by name, and from
+        Kubernetes 1.36 the allocator walks pools and slices in name order. Pre-created devices come in Go map
+        order, different at each publication."""
+        return self.dynamic
+
+
+@dataclass(frozen=True, slots=True)
+class _ParsedPool:
+    slices: tuple[ResourceSlice, ...]
+    """Held so that their identity, the cache's check, stays theirs."""
+    invalid: str
+    gpus: tuple[DraGpu, ...]
+    refs: dict[str, DeviceRef]
+    unknown_products: tuple[str, ...]
+    warnings: tuple[str, ...]
+    samples: tuple[Device, ...]
+    """One device per (model, profile) and per full-GPU model: what selectors can be tried on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """A node's ``gpu.nvidia.com`` devices: the :class:`NodeState` they make and where each device is."""
+
+    node: NodeState
+    gpus: tuple[DraGpu, ...]
+    warnings: tuple[str, ...]
+    samples: tuple[Device, ...]
+    in_use: frozenset[DeviceKey]
+    _pools: tuple[_ParsedPool, ...] = field(repr=False)
+    _pool_names: tuple[str, ...] = field(repr=False)
+
+    def ref(self, key: DeviceKey) -> DeviceRef | None:
+        """Where the device ``(driver, pool, device)`` is, or None if it is not a modelled device of this node."""
+        driver, pool, device = key
+        if driver != DRIVER:
+            return None
+        for name, parsed in zip(self._pool_names, self._pools):
+            if name == pool:
+                return parsed.refs.get(device)
+        return None
+
+    def gpu(self, index: int) -> DraGpu | None:
+        return next((g for g in self.gpus if g.index == index), None)
+
+    def predictable(self, index: int) -> bool:
+        """Whether the allocator's order over GPU ``index``'s devices is known (see :attr:`DraGpu.predictable`)."""
+        found = self.gpu(index)
+        return found is not None and found.predictable
+
+    def plan(self, keys: Iterable[DeviceKey]) -> tuple[DeviceRef, ...] | None:
+        """Where allocation results land, in their order; None if one is not a modelled device of this node."""
+        refs = tuple(self.ref(k) for k in keys)
+        return None if any(r is None for r in refs) else tuple(r for r in refs if r is not None)
+
+    def with_used(self, keys: Iterable[DeviceKey]) -> Inventory:
+        """The inventory once the devices ``keys`` are allocated too (a predicted allocation applied)."""
+        return _build(self.node.name, self._pool_names, self._pools, self.in_use | frozenset(keys))
+
+
+def model_for_product(product: str) -> GpuModel:
+    """The catalog model of an NVML device name (``NVIDIA H100 80GB HBM3``, ``NVIDIA A100-SXM4-40GB``).
+
+    GPU Feature Discovery labels nodes with the same name, spaces turned into dashes, so the catalog's product
+    table serves both. Only a plain device name is taken: no MIG or SHARED suffix. Raises CatalogError.
+    """
+    text = product.strip()
+    label = parse_product_label(text)  # raises CatalogError for a product it does not know
+    if label.single_profile is not None or label.invalid_layout or text.upper().endswith("-SHARED"):
+        raise CatalogError(f"unknown GPU product {product!r}: not a GPU device name")
+    return label.model
+
+
+def _canonical(profile_name: str) -> str:
+    """The profile's part of a device name (``mig.go`` ToCanonicalName): ``1g.10gb+me`` -> ``1g10gb-me``."""
+    return re.sub(r"[^a-z0-9]", "-", profile_name.replace(".", "").lower())
+
+
+@dataclass(slots=True)
+class _Candidate:
+    name: str
+    minor: int
+    model: GpuModel
+    counter_set: str
+    gpu_uuid: str
+    """The full GPU's own uuid, or a MIG device's parentUUID."""
+    placement: Placement | None
+
+
+class _Parser:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.warnings: list[str] = []
+        self.unknown: set[str] = set()
+        self.models: dict[str, GpuModel | None] = {}
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+    def model(self, product: str) -> GpuModel | None:
+        if product not in self.models:
+            try:
+                self.models[product] = model_for_product(product)
+            except CatalogError:
+                self.models[product] = None
+        return self.models[product]
+
+    def candidate(self, device: Device) -> _Candidate | None:
+        where = f"{self.pool.name}/{device.name}"
+        kind = device.attribute(TYPE)
+        if kind not in ("gpu", "mig"):
+            if kind is None:
+                self.warn(f"{where}: no {TYPE} attribute: left out")
+            return None  # VFIO passthrough and other kinds hold no MIG
+        product = device.attribute(PRODUCT)
+        if not isinstance(product, str):
+            self.warn(f"{where}: no {PRODUCT} attribute: left out")
+            return None
+        model = self.model(product)
+        if model is None:
+            self.unknown.add(product)
+            return None
+        if len(device.consumes) > 1:
+            self.warn(f"{where}: consumes {len(device.consumes)} counter sets, one GPU's expected: left out")
+            return None
+        counter_set = device.consumes[0].counter_set if device.consumes else ""
+        if kind == "gpu":
+            return self._full(device, where, model, counter_set)
+        return self._mig(device, where, model, counter_set)
+
+    def _full(self, device: Device, where: str, model: GpuModel, counter_set: str) -> _Candidate | None:
+        match = _FULL_NAME.match(device.name)
+        if match is None:
+            self.warn(f"{where}: a full GPU not named gpu-<minor>: left out")
+            return None
+        if counter_set:
+            held = self._counter_slices(device)
+            if held is None or held != tuple(range(model.memory_slices)):
+                self.warn(
+                    f"{where}: a full GPU that does not consume all {model.memory_slices} memory slices: left out"
+                )
+                return None
+        uuid = device.attribute(UUID)
+        return _Candidate(
+            device.name, int(match.group(1)), model, counter_set, uuid if isinstance(uuid, str) else "", None
+        )
+
+    def _mig(self, device: Device, where: str, model: GpuModel, counter_set: str) -> _Candidate | None:
+        profile_name = device.attribute(PROFILE)
+        if not isinstance(profile_name, str):
+            self.warn(f"{where}: a MIG device without a {PROFILE} attribute: left out")
+            return None
+        profile = model.find_profile(profile_name)
+        if profile is None:
+            self.warn(f"{where}: {model.name} has no MIG profile {profile_name!r}: left out")
+            return None
+        held = self._counter_slices(device) if counter_set else self._capacity_slices(device)
+        if held is None:
+            return None
+        if not held:
+            self.warn(f"{where}: {profile_name} consumes no memory slice: left out")
+            return None
+        start = held[0]
+        if held != tuple(range(start, start + len(held))) or len(held) != profile.memory_slices:
+            self.warn(
+                f"{where}: {profile_name} takes {profile.memory_slices} memory slice(s), the device takes "
+                f"{list(held)}: left out"
+            )
+            return None
+        if start not in profile.starts:
+            self.warn(
+                f"{where}: {profile_name} at memory slice {start} is not a legal placement on {model.name} "
+                f"({profile.placements_text()}): left out"
+            )
+            return None
+        placement = Placement(start, profile)
+        minor = self._mig_name_minor(device.name, where, profile_name, profile, placement)
+        if minor is None:
+            return None
+        parent = device.attribute(PARENT_UUID)
+        if not counter_set and not isinstance(parent, str):
+            self.warn(f"{where}: a pre-created MIG device without a {PARENT_UUID} attribute: left out")
+            return None
+        return _Candidate(device.name, minor, model, counter_set, parent if isinstance(parent, str) else "", placement)
+
+    def _mig_name_minor(
+        self, name: str, where: str, profile_name: str, profile: Profile, placement: Placement
+    ) -> int | None:
+        match = _MIG_NAME.match(name)
+        if match is not None:
+            minor, spelled, gi, start = match.groups()
+            if spelled == _canonical(profile_name) and self._gi_agrees(gi, profile) and int(start) == placement.start:
+                return int(minor)
+        else:
+            legacy = _LEGACY_MIG_NAME.match(name)
+            if legacy is not None:
+                minor, gi, start, size = legacy.groups()
+                if self._gi_agrees(gi, profile) and (int(start), int(size)) == (placement.start, profile.memory_slices):
+                    return int(minor)
+        self.warn(
+            f"{where}: the name does not match the device ({profile_name} at memory slice {placement.start}): left out"
+        )
+        return None
+
+    @staticmethod
+    def _gi_agrees(gi: str, profile: Profile) -> bool:
+        return profile.profile_id is None or int(gi) == profile.profile_id
+
+    def _counter_slices(self, device: Device) -> tuple[int, ...] | None:
+        held = []
+        for name, amount in device.consumes[0].counters:
+            match = _SLICE_COUNTER.match(name)
+            if match is None:
+                continue
+            if amount != _ONE:
+                self.warn(f"{self.pool.name}/{device.name}: consumes {amount} of counter {name}, 1 expected: left out")
+                return None
+            held.append(int(match.group(1)))
+        return tuple(sorted(held))
+
+    def _capacity_slices(self, device: Device) -> tuple[int, ...] | None:
+        held = []
+        for name, amount in device.capacity:
+            match = _SLICE_CAPACITY.match(name)
+            if match is None:
+                continue
+            if amount != _ONE:
+                self.warn(f"{self.pool.name}/{device.name}: capacity {name} is {amount}, 1 expected: left out")
+                return None
+            held.append(int(match.group(1)))
+        return tuple(sorted(held))
+
+
+@dataclass(slots=True)
+class _Group:
+    key: str
+    dynamic: bool
+    members: list[_Candidate] = field(default_factory=list)
+
+
+def _group_index(group: _Group) -> int | None:
+    """The GPU's minor: the counter set's (DynamicMIG), the full GPU's, or the one all its devices name."""
+    if group.dynamic:
+        match = _COUNTER_SET.match(group.key)
+        if match is not None:
+            return int(match.group(1))
+    full = [m.minor for m in group.members if m.placement is None]
+    if full:
+        return full[0]
+    minors = {m.minor for m in group.members}
+    return minors.pop() if len(minors) == 1 else None
+
+
+def _parse_pool(pool: Pool) -> _ParsedPool:
+    parser = _Parser(pool)
+    if pool.invalid:
+        parser.warn(f"pool {pool.name}: {pool.invalid}: the allocator skips it, its devices are left out")
+        return _ParsedPool(pool.slices, pool.invalid, (), {}, (), tuple(parser.warnings), ())
+    groups: dict[tuple[bool, str], _Group] = {}
+    samples: dict[tuple[str, str], Device] = {}
+    for device in pool.devices:
+        candidate = parser.candidate(device)
+        if candidate is None:
+            continue
+        dynamic = bool(candidate.counter_set)
+        key = candidate.counter_set if dynamic else candidate.gpu_uuid or f"gpu-{candidate.minor}"
+        groups.setdefault((dynamic, key), _Group(key, dynamic)).members.append(candidate)
+        profile = candidate.placement.profile.name if candidate.placement is not None else ""
+        samples.setdefault((candidate.model.name, profile), device)
+    gpus: dict[int, DraGpu] = {}
+    refs: dict[str, DeviceRef] = {}
+    for (_, key), group in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
+        gpu = _gpu_of(parser, pool, group)
+        if gpu is None:
+            continue
+        if gpu.index in gpus:
+            parser.warn(f"pool {pool.name}: GPU {gpu.index} is published twice ({key} too): the second left out")
+            continue
+        gpus[gpu.index] = gpu
+        if gpu.full_device:
+            refs[gpu.full_device] = _ref(gpu.index, None)
+        for name, placement in zip(gpu.mig_devices, gpu.placements):
+            refs[name] = _ref(gpu.index, placement)
+    if parser.unknown:
+        parser.warn(
+            f"pool {pool.name}: GPU product {', '.join(sorted(repr(p) for p in parser.unknown))} is not a "
+            "MIG-capable model in the catalog: the node's GPUs are not modelled"
+        )
+    warnings = parser.warnings
+    if len(warnings) > _MAX_WARNINGS:
+        warnings = [*warnings[:_MAX_WARNINGS], f"pool {pool.name}: {len(warnings) - _MAX_WARNINGS} more warning(s)"]
+    return _ParsedPool(
+        pool.slices,
+        pool.invalid,
+        tuple(gpus[i] for i in sorted(gpus)),
+        refs,
+        tuple(sorted(parser.unknown)),
+        tuple(warnings),
+        tuple(samples.values()),
+    )
+
+
+def _gpu_of(parser: _Parser, pool: Pool, group: _Group) -> DraGpu | None:
+    index = _group_index(group)
+    if index is None:
+        listed = ", ".join(m.name for m in group.members)
+        parser.warn(f"pool {pool.name}: devices {listed} of one GPU name different GPUs: left out")
+        return None
+    model = group.members[0].model
+    full = ""
+    uuid = ""
+    names: list[str] = []
+    placements: list[Placement] = []
+    occupied: list[Placement] = []
+    for member in group.members:
+        where = f"{pool.name}/{member.name}"
+        if member.minor != index or member.model is not model:
+            parser.warn(
+                f"{where}: belongs to GPU {index} ({model.name}) by its {_anchor(group)}, not by its name: left out"
+            )
+            continue
+        if member.placement is None:
+            if full:
+                parser.warn(f"{where}: GPU {index} has a full-GPU device already ({full}): left out")
+                continue
+            full, uuid = member.name, member.gpu_uuid
+            continue
+        if member.placement in placements:
+            parser.warn(f"{where}: GPU {index} lists {member.placement} twice: left out")
+            continue
+        if not group.dynamic:
+            # Pre-created instances exist side by side: they may not overlap or exceed a profile's limit.
+            try:
+                occupancy_of(model, (*occupied, member.placement))
+            except PlacementError as error:
+                parser.warn(f"{where}: {error}: left out")
+                continue
+            occupied.append(member.placement)
+        names.append(member.name)
+        placements.append(member.placement)
+    if not full and not names:
+        return None
+    parents = {m.gpu_uuid for m in group.members if m.placement is not None and m.gpu_uuid}
+    if not uuid and len(parents) == 1:
+        uuid = parents.pop()
+    return DraGpu(
+        index,
+        model,
+        pool.name,
+        group.dynamic,
+        group.key if group.dynamic else "",
+        uuid,
+        full,
+        tuple(names),
+        tuple(placements),
+    )
+
+
+def _anchor(group: _Group) -> str:
+    return f"counter set {group.key}" if group.dynamic else f"parent {group.key}"
+
+
+_REFS: dict[tuple[int, Placement | None], DeviceRef] = {}
+
+
+def _ref(index: int, placement: Placement | None) -> DeviceRef:
+    """Shared references: GPU indices x catalog placements are few, devices many (26 per DynamicMIG H100)."""
+    found = _REFS.get((index, placement))
+    if found is None:
+        found = _REFS[(index, placement)] = DeviceRef(index, placement)
+    return found
+
+
+_REFS_LIMIT = 4_096  # GPU indices (<= 16 per node) x placements per model (26 on 8-slice models) x models seen
+_POOLS: dict[tuple[str, str], _ParsedPool] = {}
+# One entry per node's pool (the driver publishes one per node): a fleet of 10,000 DynamicMIG nodes needs 10,000.
+_POOLS_LIMIT = 20_000
+CACHES.register_table("inventory._POOLS", lambda: _POOLS, lambda: _POOLS_LIMIT)
+CACHES.register_table("inventory._REFS", lambda: _REFS, lambda: _REFS_LIMIT)
+
+
+def _parsed(pool: Pool) -> _ParsedPool:
+    """The parse of ``pool``, reused while its slices are the same objects (a change of use alone)."""
+    key = (pool.driver, pool.name)
+    found = _POOLS.get(key)
+    if (
+        found is not None
+        and len(found.slices) == len(pool.slices)
+        and all(a is b for a, b in zip(found.slices, pool.slices))
+        and found.invalid == pool.invalid
+    ):
+        return found
+    if len(_POOLS) >= _POOLS_LIMIT:
+        _POOLS.clear()
+    if len(_REFS) >= _REFS_LIMIT:
+        _REFS.clear()
+    found = _POOLS[key] = _parse_pool(pool)
+    return found
+
+
+def inventory(node: str, pools: Iterable[Pool], in_use: Iterable[DeviceKey] = ()) -> Inventory:
+    """The ``gpu.nvidia.com`` devices of ``node`` in catalog terms, with the devices ``in_use`` allocated.
+
+    ``pools`` are the node's pools as :func:`~extender.model.dra.pools.pools_of` gathers them: other drivers'
+    pools, and other nodes' pools that are there only for their shared counters, are skipped. ``in_use`` is
+    every allocated device of any claim (the allocator counts them all, whoever they are reserved for;
+    adminAccess results excluded).
+    """
+    mine = tuple(sorted((p for p in pools if p.driver == DRIVER and _on(p, node)), key=lambda p: p.name))
+    parsed = tuple(_parsed(p) for p in mine)
+    return _build(node, tuple(p.name for p in mine), parsed, frozenset(in_use))
+
+
+def _on(pool: Pool, node: str) -> bool:
+    """The pool's devices are the node's: NVIDIA's driver names the pool after the node and lists its slices there."""
+    return pool.name == node or any(s.node_name == node for s in pool.slices)
+
+
+def _build(
+    node: str, names: tuple[str, ...], pools: tuple[_ParsedPool, ...], in_use: frozenset[DeviceKey]
+) -> Inventory:
+    warnings = [w for p in pools for w in p.warnings]
+    unknown = sorted({u for p in pools for u in p.unknown_products})
+    samples = tuple(s for p in pools for s in p.samples)
+    gpus: list[DraGpu] = []
+    for name, parsed in zip(names, pools):
+        for gpu in parsed.gpus:
+            if any(g.index == gpu.index for g in gpus):
+                warnings.append(f"pool {name}: GPU {gpu.index} is published by another pool too: left out")
+                continue
+            gpus.append(gpu)
+    gpus.sort(key=lambda g: g.index)
+    if unknown:
+        state = NodeState(
+            node,
+            (),
+            Fidelity.DRA,
+            warnings=tuple(warnings),
+            unknown_product=UnknownProduct(", ".join(unknown), ()),
+        )
+        return Inventory(state, (), tuple(warnings), samples, in_use, pools, names)
+    states = []
+    for gpu in gpus:
+        state_of, more = _gpu_state(gpu, in_use)
+        states.append(state_of)
+        warnings.extend(more)
+    node_state = NodeState(node, tuple(states), Fidelity.DRA, warnings=tuple(warnings))
+    return Inventory(node_state, tuple(gpus), tuple(warnings), samples, in_use, pools, names)
+
+
+def _gpu_state(gpu: DraGpu, in_use: frozenset[DeviceKey]) -> tuple[GpuState, list[str]]:
+    full_used = bool(gpu.full_device) and (DRIVER, gpu.pool, gpu.full_device) in in_use
+    used = [p for n, p in zip(gpu.mig_devices, gpu.placements) if (DRIVER, gpu.pool, n) in in_use]
+    whole = GpuState(gpu.index, gpu.model, (), dynamic=gpu.dynamic, mig_enabled=False, whole_gpu_used=True)
+    if full_used:
+        if used:
+            names = ", ".join(str(p) for p in used)
+            return whole, [f"GPU {gpu.index}: the full GPU and MIG devices ({names}) are allocated at once"]
+        return whole, []
+    if not gpu.mig_devices:  # a GPU published whole only (MIG disabled)
+        return GpuState(gpu.index, gpu.model, (), dynamic=False, mig_enabled=False), []
+    if gpu.dynamic:
+        try:
+            occupancy_of(gpu.model, used)
+        except PlacementError as error:
+            # Someone else's allocation (kube-scheduler does not re-check it): nothing more fits, say why.
+            return whole, [f"GPU {gpu.index}: allocated MIG devices conflict ({error}): taken as fully used"]
+        return GpuState(gpu.index, gpu.model, tuple(Instance(p, True) for p in used), dynamic=True), []
+    used_set = set(used)
+    instances = tuple(Instance(p, p in used_set) for p in gpu.placements)
+    return GpuState(gpu.index, gpu.model, instances), []
