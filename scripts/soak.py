@@ -2,14 +2,19 @@
 """Soak: the extender under steady load and continuous churn, watched for leaks, errors and wrong answers.
 
     python scripts/soak.py [--duration 600] [--rate 50] [--nodes 100] [--json out.json]
+    python scripts/soak.py --duration 3600 --nodes 5000 --relist-every 900 --tracemalloc --out /tmp/soak-run
 
 Starts a loopback control plane (scripts/controlplane.py) and ``mig-extender serve`` against it, as the
 end-to-end tests do, then for ``--duration`` seconds:
 
 - churn through the API server, seen by the extender's watches: MIG pods created already bound to a node
   (``spec.nodeName``, where the side model says they fit) and deleted, ``--pod-churn`` writes per second
-  around a target use; every ``--node-churn-s`` seconds a node is replaced (its pods and itself deleted,
-  a new node with another MIG layout created);
+  around a target use; every ``--node-churn-s`` seconds a node is added, replaced, removed, replaced in
+  turn (a removed node's pods are deleted first; a new node gets a random MIG layout), so the node count
+  stays within one of ``--nodes``;
+- with ``--relist-every S``, a re-list now and then: the extender then reads through an API server without
+  watch cache behind a proxy; every S seconds (the first at S/2) etcd is compacted and the proxy cuts every
+  connection, so that the watches resume from an expired resourceVersion (410 Gone) and re-list;
 - load over HTTP, as kube-scheduler sends it: ``/filter`` then ``/prioritize`` for one pod at a time at
   ``--rate`` pairs per second, with every node's name (``nodeCacheCapable: true``). The pods are a backlog
   of 32 real pending pods (their own ``schedulerName``, so nothing else schedules them) attempted in turn;
@@ -22,30 +27,39 @@ end-to-end tests do, then for ``--duration`` seconds:
   ``--settle-s`` seconds and asked again; only a disagreement that survives is a wrong answer. Nodes the
   extender rejects although the model has room are counted too (``conservative``: its answers count the
   placements it expects for pods it answered, and it may lag the churn), but they are not errors;
-- the extender's RSS sampled every 5 s.
+- the extender's RSS sampled every 5 s (``rss.csv`` under ``--out`` as it goes);
+- with ``--tracemalloc``, the extender runs under tracemalloc (one frame per allocation, from its start) and
+  dumps its live allocations per source line when the warm-up ends (``--warmup-s``, default 600) and at the
+  end (the load paused meanwhile); the summary names the sites that grew most between the two.
 
-Prints a text summary and writes JSON (``--json``): RSS start/end/max and slope per minute, requests,
-errors, wrong answers, latency. ``run()`` is the same against a control plane someone else started (the
-60-second variant in tests/e2e/test_faults.py).
+Prints a text summary and writes JSON (``--json``, and ``summary.json`` under ``--out``): RSS start, end,
+max, the least-squares slope per minute after the warm-up, requests, errors, wrong answers, latency, p99 of
+the first and the last ``--warmup-s`` seconds. ``run()`` is the same against a control plane someone else
+started (the 60-second variant in tests/e2e/test_faults.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
+import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,6 +69,7 @@ from extender.model.demand import PodDemand  # noqa: E402
 from extender.model.fit import fit  # noqa: E402
 from extender.model.migparted import DEFAULT_CONFIG, configured_gpus  # noqa: E402
 from extender.model.state import NodeState  # noqa: E402
+from tests.e2e.faultproxy import FaultProxy  # noqa: E402
 from tests.e2e.harness import NAMESPACE, ControlPlane, Extender, Kube, default_bin_dir  # noqa: E402
 
 PRODUCT = "NVIDIA-H100-80GB-HBM3"
@@ -71,6 +86,40 @@ DEMANDS: tuple[tuple[tuple[tuple[str, int], ...], int], ...] = (  # (MIG profile
 BACKLOG = 32  # pending pods attempted in turn by the load
 ATTEMPTS_PER_POD = 10  # then bound (as kube-scheduler binds) or given up
 RSS_EVERY_S = 5.0
+CREATE_CONCURRENCY = 16  # API writes in flight while the nodes are created and filled before the clock starts
+TRACEMALLOC_DUMP_TIMEOUT_S = 600.0
+TRACEMALLOC_SIGNAL = signal.SIGUSR2
+# ``serve`` under tracemalloc (started by -X tracemalloc=1): SIGUSR2 writes the live allocations per source
+# line as JSON to $MIG_SOAK_TRACEMALLOC_DIR/tracemalloc-<n>.json (written aside, then renamed into place).
+TRACED_SERVE = """
+import json, os, signal, sys, tracemalloc
+dumps = 0
+def dump(signum, frame):
+    global dumps
+    dumps += 1
+    snapshot = tracemalloc.take_snapshot().filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
+        tracemalloc.Filter(False, "<unknown>"),
+    ])
+    rows = [[s.traceback[0].filename, s.traceback[0].lineno, s.size, s.count] for s in snapshot.statistics("lineno")]
+    traced, peak = tracemalloc.get_traced_memory()
+    body = {"traced_bytes": traced, "peak_bytes": peak, "overhead_bytes": tracemalloc.get_tracemalloc_memory(),
+            "sites": rows}
+    path = os.path.join(os.environ["MIG_SOAK_TRACEMALLOC_DIR"], f"tracemalloc-{dumps}.json")
+    with open(path + ".part", "w") as out:
+        json.dump(body, out)
+    os.replace(path + ".part", path)
+signal.signal(signal.SIGUSR2, dump)
+from extender.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def progress(message: str) -> None:
+    """A line on stderr as the run goes (a long run shows where it is)."""
+    print(f"soak {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 def pick_demand(rng: random.Random) -> PodDemand:
@@ -130,20 +179,29 @@ class SideModel:
     def __init__(self) -> None:
         self.nodes: dict[str, SideNode] = {}
         self._fits: dict[tuple[str, int, PodDemand], bool] = {}
+        self._fitting: dict[PodDemand, set[str]] = {}
+        """Per demand asked about: the nodes it fits now; ``_stale`` says which of them to look at again."""
+        self._stale: dict[PodDemand, set[str]] = {}
         self.total_compute = 0
         self.used_compute = 0
+
+    def _changed(self, name: str) -> None:
+        for stale in self._stale.values():
+            stale.add(name)
 
     def add_node(self, name: str, layout: str) -> SideNode:
         model = model_named(PRODUCT)
         empty = NodeState(name, configured_gpus(model, DEFAULT_CONFIG.resolve_all(layout, model, GPUS_PER_NODE)))
         node = self.nodes[name] = SideNode(name, layout, empty, empty)
         self.total_compute += empty.total_compute
+        self._changed(name)
         return node
 
     def remove_node(self, name: str) -> SideNode:
         node = self.nodes.pop(name)
         self.total_compute -= node.empty.total_compute
         self.used_compute -= node.state.used_compute
+        self._changed(name)
         return node
 
     @staticmethod
@@ -161,6 +219,7 @@ class SideModel:
         node.pods[pod] = demand
         node.version += 1
         self.used_compute += node.state.used_compute - before
+        self._changed(name)
 
     def release(self, name: str, pod: str) -> None:
         node = self.nodes.get(name)
@@ -173,6 +232,7 @@ class SideModel:
         node.state = state
         node.version += 1
         self.used_compute += node.state.used_compute - before
+        self._changed(name)
 
     def fits(self, name: str, demand: PodDemand) -> bool:
         """``fit`` of ``demand`` on the node's current state says it fits now."""
@@ -186,6 +246,23 @@ class SideModel:
             if len(self._fits) > 200_000:
                 self._fits.clear()
             self._fits[key] = found
+        return found
+
+    def fitting(self, demand: PodDemand) -> set[str]:
+        """The nodes :meth:`fits` says ``demand`` fits now (kept per demand, updated for the nodes changed
+        since: a filter answer naming every node is checked with set operations)."""
+        found = self._fitting.get(demand)
+        if found is None:
+            found = self._fitting[demand] = set()
+            stale = self._stale[demand] = set(self.nodes)
+        else:
+            stale = self._stale[demand]
+        for name in stale:
+            if self.fits(name, demand):
+                found.add(name)
+            else:
+                found.discard(name)
+        stale.clear()
         return found
 
     def use(self) -> float:
@@ -211,15 +288,34 @@ class Figures:
     churn: Counter[str] = field(default_factory=Counter)
     churn_errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+    latency_at_s: list[float] = field(default_factory=list)
+    """When each of ``latencies_ms`` was measured, seconds since start."""
     api_ms: list[float] = field(default_factory=list)
     """API server writes by the churn and the load."""
     rss: list[tuple[float, float]] = field(default_factory=list)
     """(seconds since start, MiB)."""
+    warmup_s: float = 600.0
+    """The first and the last this many seconds are compared (p99), and the RSS slope starts after them."""
+    steady_from_s: float | None = None
+    """When the warm-up ended (after the first tracemalloc dump, if any): the RSS slope's start."""
+    relists_triggered: list[float] = field(default_factory=list)
+    """When etcd was compacted and the watches cut, seconds since start."""
+    extender_relists: int = 0
+    """Re-lists after an expired resourceVersion, per the extender's log."""
+    tracemalloc: dict[str, Any] | None = None
+
+    def p99_between(self, start: float, end: float) -> float | None:
+        window = sorted(ms for t, ms in zip(self.latency_at_s, self.latencies_ms) if start <= t < end)
+        return round(percentile(window, 0.99), 2) if window else None
 
     def summary(self) -> dict[str, Any]:
         mib = [m for _, m in self.rss]
         lat = sorted(self.latencies_ms)
         half = [(t, m) for t, m in self.rss if t >= self.duration_s / 2]
+        steady_from = self.warmup_s if self.steady_from_s is None else self.steady_from_s
+        steady = [(t, m) for t, m in self.rss if t >= steady_from]
+        window = min(self.warmup_s, self.duration_s / 2)
+        first, last = self.p99_between(0, window), self.p99_between(self.duration_s - window, float("inf"))
         return {
             "duration_s": round(self.duration_s, 1),
             "rate_target": self.rate,
@@ -236,15 +332,29 @@ class Figures:
             "churn_writes": dict(self.churn),
             "churn_errors": dict(self.churn_errors),
             "latency_ms_p50": round(lat[len(lat) // 2], 2) if lat else None,
-            "latency_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2) if lat else None,
+            "latency_ms_p99": round(percentile(lat, 0.99), 2) if lat else None,
+            "latency_window_s": round(window, 1),
+            "latency_ms_p99_first_window": first,
+            "latency_ms_p99_last_window": last,
+            "p99_last_over_first": round(last / first, 2) if first and last else None,
+            "relists_triggered_at_s": [round(t, 1) for t in self.relists_triggered],
+            "extender_relists": self.extender_relists,
             "api_write_ms_p50": round(statistics.median(self.api_ms), 1) if self.api_ms else None,
             "rss_mib_start": round(mib[0], 1) if mib else None,
             "rss_mib_end": round(mib[-1], 1) if mib else None,
             "rss_mib_max": round(max(mib), 1) if mib else None,
             "rss_slope_mib_per_min": round(slope_per_min(self.rss), 3),
             "rss_slope_mib_per_min_second_half": round(slope_per_min(half), 3),
+            "rss_steady_from_s": round(steady_from, 1),
+            "rss_slope_mib_per_min_after_warmup": round(slope_per_min(steady), 4) if len(steady) > 1 else None,
+            "tracemalloc": self.tracemalloc,
             "rss_samples": [(round(t), round(m, 1)) for t, m in self.rss],
         }
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (the value at rank ``q * n``, as the earlier p99 was taken)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def slope_per_min(points: list[tuple[float, float]]) -> float:
@@ -279,21 +389,34 @@ class Soak:
         target_use: float,
         settle_s: float,
         seed: int,
+        warmup_s: float = 600.0,
+        relist_every_s: float = 0.0,
+        proxy: FaultProxy | None = None,
+        tracemalloc_dir: Path | None = None,
+        rss_csv: IO[str] | None = None,
     ) -> None:
         self.plane, self.extender = plane, extender
         self.duration, self.rate, self.node_count = duration, rate, nodes
         self.pod_churn, self.node_churn_s = pod_churn, node_churn_s
         self.target_use, self.settle_s = target_use, settle_s
+        self.relist_every_s, self.proxy = relist_every_s, proxy
+        self.tracemalloc_dir, self.rss_csv = tracemalloc_dir, rss_csv
         self.rng = random.Random(seed)
         self.model = SideModel()
-        self.figures = Figures(rate=rate, nodes=nodes)
+        self.figures = Figures(rate=rate, nodes=nodes, warmup_s=warmup_s)
         self.next_node = 0
         self.next_pod = 0
+        self.node_steps = 0
+        self.started = 0.0
         self.stop_at = 0.0
         self.api: aiohttp.ClientSession | None = None
         self.rechecks: dict[tuple[str, PodDemand], asyncio.Task[None]] = {}
         self.recheck_count = 0
         self.http: aiohttp.ClientSession | None = None
+        self.load_lock = asyncio.Lock()
+        """Held by the load for each filter+prioritize pair, and by :meth:`quiet` to pause it."""
+        self.dumps = 0
+        self.start_allocations: dict[str, Any] | None = None
 
     # --- API server ---------------------------------------------------------------------------------
 
@@ -342,11 +465,10 @@ class Soak:
         await self.call("POST", "/api/v1/nodes", self._node_body(name, layout))
         self.figures.churn["node-created"] += 1
 
-    async def replace_node(self) -> None:
-        candidates = [n for n in self.model.nodes.values() if not n.frozen]
-        if not candidates:
+    async def remove_node(self) -> None:
+        node = self.random_node(lambda n: not n.frozen)
+        if node is None:
             return
-        node = self.rng.choice(candidates)
         self.model.remove_node(node.name)
         for pod in list(node.pods):
             await self.call(
@@ -355,18 +477,39 @@ class Soak:
             self.figures.churn["pod-deleted"] += 1
         await self.call("DELETE", f"/api/v1/nodes/{node.name}", ok=(200, 404))
         self.figures.churn["node-deleted"] += 1
-        await self.create_node()
+
+    async def node_step(self) -> None:
+        """Add a node, replace one, remove one, replace one, in turn: the count stays within one of the start."""
+        step = self.node_steps % 4
+        self.node_steps += 1
+        if step != 0:
+            await self.remove_node()
+        if step != 2:
+            await self.create_node()
+
+    def random_node(self, wanted: Any) -> SideNode | None:
+        """A random node for which ``wanted(node)`` holds (a few draws, then a scan of every node)."""
+        names = list(self.model.nodes)
+        for _ in range(32):
+            if not names:
+                return None
+            node = self.model.nodes[self.rng.choice(names)]
+            if wanted(node):
+                return node
+        candidates = [n for n in self.model.nodes.values() if wanted(n)]
+        return self.rng.choice(candidates) if candidates else None
 
     async def pod_step(self, create: bool | None = None) -> None:
         """Create a bound pod where the model says it fits, or delete one: around the target use."""
-        unfrozen = [n for n in self.model.nodes.values() if not n.frozen]
-        holding = [n for n in unfrozen if n.pods]
+        holding = None if create else self.random_node(lambda n: n.pods and not n.frozen)
         if create is None:
             create = self.rng.random() < (0.75 if self.model.use() < self.target_use else 0.25)
-        if create or not holding:
+        if create or holding is None:
             demand = pick_demand(self.rng)
-            for node in self.rng.sample(unfrozen, min(8, len(unfrozen))):
-                if self.model.fits(node.name, demand):
+            names = list(self.model.nodes)
+            for candidate in self.rng.sample(names, min(8, len(names))):
+                node = self.model.nodes[candidate]
+                if not node.frozen and self.model.fits(node.name, demand):
                     name = f"bound-{self.next_pod:07d}"
                     self.next_pod += 1
                     self.model.hold(node.name, name, demand)  # the model first: the extender may only lag
@@ -381,7 +524,7 @@ class Soak:
                     return
             self.figures.churn["pod-create-no-room"] += 1
             return
-        node = self.rng.choice(holding)
+        node = holding
         name = self.rng.choice(list(node.pods))
         self.model.release(node.name, name)
         await self.call(
@@ -396,7 +539,7 @@ class Soak:
             try:
                 if started >= next_node_change:
                     next_node_change += self.node_churn_s
-                    await self.replace_node()
+                    await self.node_step()
                 else:
                     await self.pod_step()
             except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
@@ -407,11 +550,12 @@ class Soak:
 
     async def post(self, verb: str, body: Mapping[str, Any]) -> Any:
         assert self.http is not None
-        async with self.http.post(f"{self.extender.url}/{verb}", json=body) as response:
+        headers = {"Content-Type": "application/json"}
+        async with self.http.post(f"{self.extender.url}/{verb}", data=orjson.dumps(body), headers=headers) as response:
             data = await response.read()
             if response.status != 200:
                 raise RuntimeError(f"{verb}: HTTP {response.status}: {data[:200]!r}")
-            return json.loads(data)
+            return orjson.loads(data)
 
     @staticmethod
     def args(uid: str, demand: PodDemand, names: list[str]) -> dict[str, Any]:
@@ -476,6 +620,7 @@ class Soak:
             self.figures.errors[type(exc).__name__] += 1
             return [], None
         self.figures.latencies_ms.append((time.perf_counter() - started) * 1000)
+        self.figures.latency_at_s.append(time.monotonic() - self.started)
         self.figures.requests += 1
         return passed, best
 
@@ -483,10 +628,10 @@ class Soak:
         """Every passed node must fit per the side model (else a suspect); count the conservative answers."""
         self.figures.passed_nodes += len(passed)
         passing = set(passed)
-        for name in passed:
-            if not self.model.fits(name, demand):
-                self.suspect(name, demand)
-        self.figures.conservative += sum(1 for name in names if name not in passing and self.model.fits(name, demand))
+        fitting = self.model.fitting(demand)
+        for name in passing - fitting:
+            self.suspect(name, demand)
+        self.figures.conservative += len(fitting.intersection(names) - passing)
 
     async def load(self) -> None:
         """Filter then prioritize for the backlog's pods in turn, each pod ATTEMPTS_PER_POD times, then
@@ -512,9 +657,10 @@ class Soak:
             if pod is None:  # being bound or replaced
                 await asyncio.sleep(0.002)
                 continue
-            next_at += interval
+            next_at = max(next_at + interval, time.monotonic() - 1.0)  # no burst after a pause
             names = list(self.model.nodes)
-            passed, best = await self.ask(pod, names)
+            async with self.load_lock:
+                passed, best = await self.ask(pod, names)
             await self.check(pod.demand, names, passed)
             pod.attempts += 1
             if pod.attempts >= ATTEMPTS_PER_POD:
@@ -560,10 +706,63 @@ class Soak:
         assert self.extender.process is not None
         pid = self.extender.process.pid
         while True:
-            self.figures.rss.append((time.monotonic() - started, rss_mib(pid)))
+            at, mib = time.monotonic() - started, rss_mib(pid)
+            self.figures.rss.append((at, mib))
+            if self.rss_csv is not None:
+                self.rss_csv.write(f"{at:.1f},{mib:.2f}\n")
+                self.rss_csv.flush()
             if time.monotonic() >= self.stop_at:
                 return
             await asyncio.sleep(min(RSS_EVERY_S, max(0.0, self.stop_at - time.monotonic())))
+
+    @contextlib.asynccontextmanager
+    async def quiet(self) -> AsyncIterator[None]:
+        """The load paused (after the pair in flight) while the body runs."""
+        async with self.load_lock:
+            yield
+
+    async def dump_allocations(self) -> dict[str, Any]:
+        """Have the extender write its live allocations per source line (``TRACED_SERVE``); returns them."""
+        assert self.extender.process is not None and self.tracemalloc_dir is not None
+        self.dumps += 1
+        path = self.tracemalloc_dir / f"tracemalloc-{self.dumps}.json"
+        started = time.monotonic()
+        os.kill(self.extender.process.pid, TRACEMALLOC_SIGNAL)
+        while not path.exists():
+            if time.monotonic() - started > TRACEMALLOC_DUMP_TIMEOUT_S or self.extender.process.poll() is not None:
+                raise RuntimeError(f"the extender wrote no {path.name}")
+            await asyncio.sleep(0.2)
+        found: dict[str, Any] = json.loads(path.read_text())
+        found["took_s"] = round(time.monotonic() - started, 1)
+        return found
+
+    async def milestones(self) -> None:
+        """The end of the warm-up (a tracemalloc dump, the load paused), and the re-lists now and then."""
+        warm_at = self.started + self.figures.warmup_s
+        relist_at = self.started + self.relist_every_s / 2 if self.relist_every_s > 0 else float("inf")
+        while True:
+            next_at = min(warm_at, relist_at)
+            if next_at >= self.stop_at:
+                return
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if next_at == warm_at:
+                warm_at = float("inf")
+                if self.tracemalloc_dir is not None:
+                    async with self.quiet():
+                        self.start_allocations = await self.dump_allocations()
+                self.figures.steady_from_s = time.monotonic() - self.started
+                progress(f"warm-up over at {self.figures.steady_from_s:.0f} s")
+            else:
+                relist_at += self.relist_every_s
+                await self.relist()
+
+    async def relist(self) -> None:
+        """Compact etcd, then cut the extender's connections: its watches resume from an expired version."""
+        assert self.proxy is not None
+        self.figures.relists_triggered.append(time.monotonic() - self.started)
+        revision = await asyncio.to_thread(self.plane.compact_etcd)
+        cut = await asyncio.to_thread(self.proxy.cut)
+        progress(f"etcd compacted at revision {revision}, {cut} connections cut")
 
     async def run(self) -> Figures:
         headers = {"Authorization": f"Bearer {self.plane.token}"}
@@ -573,23 +772,44 @@ class Soak:
             aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as self.api,
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as self.http,
         ):
-            for _ in range(self.node_count):
-                await self.create_node()
+            began = time.monotonic()
+            await self._in_parallel(self.node_count, self.create_node)
+            progress(f"{self.node_count} nodes created in {time.monotonic() - began:.0f} s; filling")
             # fill to the target use before the clock starts
             self.stop_at = float("inf")
-            for _ in range(100_000):
-                if self.model.use() >= self.target_use * 0.9:
-                    break
-                await self.pod_step(create=True)
+            tries = max(100_000, 40 * self.node_count * GPUS_PER_NODE)
+            await self._in_parallel(tries, lambda: self.pod_step(create=True), self._filled)
             await self._wait_for_view()
+            progress(
+                f"{self.figures.churn.get('pod-created', 0)} pods bound, use {self.model.use():.2f}, after "
+                f"{time.monotonic() - began:.0f} s; load and churn for {self.duration:.0f} s"
+            )
             self.figures.churn["filled-with-pods"] = self.figures.churn.pop("pod-created", 0)
             self.figures.churn.pop("node-created", None)
-            started = time.monotonic()
+            self.figures.churn.pop("pod-create-no-room", None)
+            self.started = started = time.monotonic()
             self.stop_at = started + self.duration
-            await asyncio.gather(self.churn(), self.load(), self.sample_rss(started))
+            await asyncio.gather(self.churn(), self.load(), self.sample_rss(started), self.milestones())
             self.figures.duration_s = time.monotonic() - started
+            progress(f"load and churn done: {self.figures.requests} pairs, {sum(self.figures.errors.values())} errors")
             await asyncio.gather(*self.rechecks.values())  # the last suspects
+            if self.tracemalloc_dir is not None:
+                self.figures.tracemalloc = allocation_growth(self.start_allocations, await self.dump_allocations())
         return self.figures
+
+    def _filled(self) -> bool:
+        return self.model.use() >= self.target_use * 0.9
+
+    async def _in_parallel(self, count: int, step: Any, done: Any = None) -> None:
+        """``step()`` ``count`` times, CREATE_CONCURRENCY at once, until ``done()``."""
+        left = [count]
+
+        async def worker() -> None:
+            while left[0] > 0 and not (done and done()):
+                left[0] -= 1
+                await step()
+
+        await asyncio.gather(*(worker() for _ in range(CREATE_CONCURRENCY)))
 
     async def _wait_for_view(self) -> None:
         """Until the extender knows every node (its answers name none as unknown)."""
@@ -616,14 +836,49 @@ def run(
     settle_s: float = 1.5,
     seed: int = 1,
     extender_args: Sequence[str] = (),
+    warmup_s: float = 600.0,
+    relist_every_s: float = 0.0,
+    tracemalloc: bool = False,
+    out: Path | None = None,
 ) -> dict[str, Any]:
-    """Soak the extender against ``plane`` (its own extender process, stopped at the end)."""
+    """Soak the extender against ``plane`` (its own extender process, stopped at the end).
+
+    ``out``: a folder for ``rss.csv`` (written as the run goes), ``latencies.csv`` and the tracemalloc dumps."""
     Kube(plane).ensure_namespace(NAMESPACE)
     # The harness passes test settings; back to the defaults, then the caller's.
-    defaults = ["--pending-scan-s", "10", "--watch-read-timeout-s", "90"]
-    extender = Extender(plane, workdir, [*defaults, *extender_args])
-    extender.start()
-    try:
+    args = ["--pending-scan-s", "10", "--watch-read-timeout-s", "90", *extender_args]
+    replica, proxy = None, None
+    with contextlib.ExitStack() as cleanup:
+        if relist_every_s > 0:
+            # no watch cache: a watch resumed from a compacted version gets 410 Gone, whatever it missed
+            replica = plane.start_apiserver_replica("no-watch-cache", ["--watch-cache=false"])
+            cleanup.callback(plane.stop_apiserver_replica, replica)
+            proxy = FaultProxy(replica.port)
+            proxy.start()
+            cleanup.callback(proxy.stop)
+            kubeconfig = plane.write_kubeconfig(
+                workdir / "replica.kubeconfig", f"https://127.0.0.1:{proxy.port}", replica.ca_file
+            )
+            args += ["--kubeconfig", str(kubeconfig)]
+        folder = out or workdir
+        folder.mkdir(parents=True, exist_ok=True)
+        traced = folder if tracemalloc else None
+        extender = (
+            Extender(
+                plane,
+                workdir,
+                args,
+                python_args=["-X", "tracemalloc=1", "-c", TRACED_SERVE],
+                env={"MIG_SOAK_TRACEMALLOC_DIR": str(folder)},
+            )
+            if tracemalloc
+            else Extender(plane, workdir, args)
+        )
+        extender.start()
+        cleanup.callback(extender.stop)
+        rss_csv = cleanup.enter_context((folder / "rss.csv").open("w")) if out else None
+        if rss_csv is not None:
+            rss_csv.write("seconds,rss_mib\n")
         soak = Soak(
             plane,
             extender,
@@ -635,17 +890,62 @@ def run(
             target_use=target_use,
             settle_s=settle_s,
             seed=seed,
+            warmup_s=warmup_s,
+            relist_every_s=relist_every_s,
+            proxy=proxy,
+            tracemalloc_dir=traced,
+            rss_csv=rss_csv,
         )
         figures = asyncio.run(soak.run())
-        summary = figures.summary()
         log = extender.log()
+        figures.extender_relists = log.count("resourceVersion expired, re-listing")
+        summary = figures.summary()
         summary["extender_log_errors"] = sum(
             1 for line in log.splitlines() if " ERROR " in line or " CRITICAL " in line
         )
         summary["extender_exited"] = extender.process is not None and extender.process.poll() is not None
+        if out:
+            with (out / "latencies.csv").open("w") as sink:
+                sink.write("seconds,ms\n")
+                sink.writelines(f"{t:.3f},{ms:.3f}\n" for t, ms in zip(figures.latency_at_s, figures.latencies_ms))
         return summary
-    finally:
-        extender.stop()
+
+
+def short_path(filename: str) -> str:
+    """A source file named as a reader finds it: relative to the repository, else to site-packages."""
+    for root in ("site-packages" + os.sep, str(ROOT) + os.sep, "lib" + os.sep):
+        if root in filename:
+            return filename.split(root, 1)[1]
+    return filename
+
+
+def allocation_growth(start: Mapping[str, Any] | None, end: Mapping[str, Any], top: int = 15) -> dict[str, Any]:
+    """The source lines whose live allocations grew most from the ``start`` dump to the ``end`` one."""
+    before = {(f, line): (size, count) for f, line, size, count in (start or {}).get("sites", [])}
+    rows = []
+    for f, line, size, count in end["sites"]:
+        was_size, was_count = before.pop((f, line), (0, 0))
+        rows.append((size - was_size, count - was_count, f, line, size))
+    rows += [(-size, -count, f, line, 0) for (f, line), (size, count) in before.items()]
+    rows.sort(key=lambda r: r[0], reverse=True)
+
+    def named(r: tuple[int, int, str, int, int]) -> dict[str, Any]:
+        return {
+            "site": f"{short_path(r[2])}:{r[3]}",
+            "kib": round(r[0] / 1024, 1),
+            "blocks": r[1],
+            "kib_now": round(r[4] / 1024, 1),
+        }
+
+    mib = 2**20
+    return {
+        "traced_mib_start": round(start["traced_bytes"] / mib, 2) if start else None,
+        "traced_mib_end": round(end["traced_bytes"] / mib, 2),
+        "tracemalloc_overhead_mib_end": round(end["overhead_bytes"] / mib, 1),
+        "dump_s": [start["took_s"] if start else None, end["took_s"]],
+        "grew": [named(r) for r in rows[:top] if r[0] > 0],
+        "shrank": [named(r) for r in rows[::-1][:5] if r[0] < 0],
+    }
 
 
 def text_summary(result: Mapping[str, Any]) -> str:
@@ -663,29 +963,90 @@ def text_summary(result: Mapping[str, Any]) -> str:
             f"  RSS MiB      start {result['rss_mib_start']}, end {result['rss_mib_end']}, "
             f"max {result['rss_mib_max']}, slope {result['rss_slope_mib_per_min']}/min "
             f"({result['rss_slope_mib_per_min_second_half']}/min "
-            "over the second half)",
+            f"over the second half, {result['rss_slope_mib_per_min_after_warmup']}/min "
+            f"from {result['rss_steady_from_s']} s)",
+            f"  p99 ms       first {result['latency_window_s']} s {result['latency_ms_p99_first_window']}, "
+            f"last {result['latency_ms_p99_last_window']} (x{result['p99_last_over_first']})",
+            f"  re-lists     {len(result['relists_triggered_at_s'])} triggered, "
+            f"{result['extender_relists']} seen by the extender",
             f"  extender     {result['extender_log_errors']} ERROR log lines, exited: {result['extender_exited']}",
+            *tracemalloc_lines(result.get("tracemalloc")),
         ]
     )
 
 
+def tracemalloc_lines(found: Mapping[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    lines = [
+        f"  tracemalloc  traced {found['traced_mib_start']} -> {found['traced_mib_end']} MiB "
+        f"(its own overhead {found['tracemalloc_overhead_mib_end']} MiB), grew most:"
+    ]
+    lines += [f"    {g['kib']:+10.1f} KiB {g['blocks']:+8d} blocks  {g['site']}" for g in found["grew"][:10]]
+    return lines
+
+
+def positive(kind: type[float] | type[int], *, zero: bool = False) -> Any:
+    """An argparse type: a number above 0 (or at least 0), else a one-line error naming the value."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'at least' if zero else 'above'} 0 and finite")
+        return value
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
+    parser.add_argument("--duration", type=positive(float), default=600.0, help="seconds of load (default 600)")
     parser.add_argument(
         "--rate",
-        type=float,
+        type=positive(float),
         default=50.0,
         help="filter+prioritize pairs per second (default 50: kube-scheduler's pace at its default "
         "client QPS, BENCHMARKS.md)",
     )
-    parser.add_argument("--nodes", type=int, default=100, help=f"nodes of {GPUS_PER_NODE} H100 GPUs")
-    parser.add_argument("--pod-churn", type=float, default=5.0, help="pod creations/deletions per second")
-    parser.add_argument("--node-churn-s", type=float, default=10.0, help="a node replaced every this many seconds")
+    parser.add_argument("--nodes", type=positive(int), default=100, help=f"nodes of {GPUS_PER_NODE} H100 GPUs")
+    parser.add_argument("--pod-churn", type=positive(float), default=5.0, help="pod creations/deletions per second")
+    parser.add_argument(
+        "--node-churn-s", type=positive(float), default=10.0, help="a node added, replaced or removed this often"
+    )
     parser.add_argument("--target-use", type=float, default=0.6, help="share of compute slices the churn keeps used")
-    parser.add_argument("--settle-s", type=float, default=1.5, help="how long a suspect's node is left alone")
+    parser.add_argument(
+        "--settle-s", type=positive(float, zero=True), default=1.5, help="how long a suspect's node is left alone"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--warmup-s",
+        type=positive(float),
+        default=600.0,
+        help="the warm-up: the RSS slope starts after it, and p99 of the first and the last this many "
+        "seconds are compared (default 600)",
+    )
+    parser.add_argument(
+        "--relist-every",
+        type=positive(float, zero=True),
+        default=0.0,
+        metavar="S",
+        help="compact etcd and cut the extender's watches every S seconds, the first at S/2, so that it "
+        "re-lists (default 0: never)",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="run the extender under tracemalloc and name the allocation sites that grew after the warm-up",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="a folder for rss.csv (as the run goes), latencies.csv, the tracemalloc dumps and summary.json",
+    )
     parser.add_argument(
         "--extender-arg",
         action="append",
@@ -693,6 +1054,8 @@ def main() -> None:
         help="a flag for mig-extender serve (repeat; e.g. =--scoring=pack)",
     )
     args = parser.parse_args()
+    if not 0 < args.target_use < 1:
+        parser.error(f"--target-use {args.target_use} must be between 0 and 1")
     with tempfile.TemporaryDirectory(prefix="mig-soak-") as tmp:
         workdir = Path(tmp)
         with ControlPlane(workdir / "plane", default_bin_dir()) as plane:
@@ -708,10 +1071,16 @@ def main() -> None:
                 settle_s=args.settle_s,
                 seed=args.seed,
                 extender_args=args.extender_arg,
+                warmup_s=args.warmup_s,
+                relist_every_s=args.relist_every,
+                tracemalloc=args.tracemalloc,
+                out=args.out,
             )
     print(text_summary(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.out:
+        (args.out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     sys.exit(1 if result["errors"] or result["wrong_answers"] or result["extender_exited"] else 0)
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -166,9 +166,19 @@ class Kube:
 class Extender:
     """``mig-extender serve`` against the control plane, as a subprocess in its own process group."""
 
-    def __init__(self, plane: ControlPlane, workdir: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        workdir: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        python_args: Sequence[str] = ("-m", "extender"),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.plane = plane
         self.extra_args = list(extra_args)  # e.g. the re-layout controller's settings
+        self.python_args = list(python_args)  # the interpreter's arguments before ``serve`` (e.g. -X tracemalloc)
+        self.env = dict(env or {})
         self.port = free_port()
         self.log_path = workdir / f"extender-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -182,8 +192,7 @@ class Extender:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "extender",
+                *self.python_args,
                 "serve",
                 "--kubeconfig",
                 str(self.plane.kubeconfig),
@@ -200,7 +209,7 @@ class Extender:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "MIG_EXTENDER_LOG_LEVEL": "INFO"},
+            env={**os.environ, "MIG_EXTENDER_LOG_LEVEL": "INFO", **self.env},
         )
         log.close()
         wait_for("extender ready", self._ready, timeout=60)
