@@ -533,7 +533,11 @@ def configmap_yaml(text: str) -> str:
         "metadata": {
             "name": "mig-extender-dashboard",
             "namespace": "mig-extender",
-            "labels": {"grafana_dashboard": "1", "app.kubernetes.io/part-of": "mig-extender"},
+            "labels": {
+                "grafana_dashboard": "1",
+                "app.kubernetes.io/name": "mig-extender",
+                "app.kubernetes.io/part-of": "mig-extender",
+            },
         },
         "data": {DASHBOARD_JSON.name: text},
     }

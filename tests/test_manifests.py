@@ -41,8 +41,14 @@ Doc = dict[str, Any]
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
+HELM_CHARTS = MANIFESTS / "helm"
+"""Helm charts: templates, not YAML; tests/helm renders and checks them."""
+
+
 def yaml_files() -> list[Path]:
-    return sorted(p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml"))
+    return sorted(
+        p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml") and not p.is_relative_to(HELM_CHARTS)
+    )
 
 
 def load_docs(path: Path) -> list[Doc]:
