@@ -4,6 +4,10 @@ The grammar is apimachinery's ``resource.ParseQuantity`` (k8s.io/apimachinery/pk
 an optional sign, a decimal number, and one suffix: binary SI (``Ki`` .. ``Ei``), decimal SI (``n`` .. ``E``)
 or a decimal exponent (``e3``, ``E-2``). Counters, capacities and CEL ``quantity()`` values all go through here,
 so that ``81152Mi`` compares with ``85093171200`` as the API server compares them.
+
+Like ``ParseQuantity``, a value finer than a nano unit is rounded away from zero to the next nano unit
+(``0.0000000001`` is ``1n``), and a binary-suffixed value beyond int64 is capped at 2^63-1 (``8Ei``). Values the
+API server has stored are canonical already; this matters for literals such as CEL's ``quantity('...')``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ _DECIMAL = {
 _QUANTITY = re.compile(r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])|[eE]([+-]?[0-9]+))?$")
 _MAX_TEXT = 64  # far beyond any real quantity; keeps a hostile string from costing a big-number parse
 _MAX_EXPONENT = 64
+_NANO = 10**9
+MAX_BINARY = 2**63 - 1
+"""``resource.maxAllowed``: where ParseQuantity caps binary-suffixed (``Ki`` .. ``Ei``) values."""
 
 
 class QuantityError(ValueError):
@@ -48,9 +55,11 @@ def parse_quantity(text: str) -> Fraction:
             raise QuantityError(f"{text!r}: exponent out of range")
         value *= Fraction(10) ** power
     elif suffix in _BINARY:
-        value *= _BINARY[suffix]
+        value = min(value * _BINARY[suffix], Fraction(MAX_BINARY))
     else:
         value *= _DECIMAL[suffix or ""]
+    if (value * _NANO).denominator != 1:
+        value = Fraction(-((-value.numerator * _NANO) // value.denominator), _NANO)  # up, to the next nano unit
     return -value if sign == "-" else value
 
 
