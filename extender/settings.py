@@ -549,6 +549,13 @@ class ProvisionSettings(Group):
         "a re-layout would host soon do not buy nodes.",
         check=non_negative,
     )
+    debounce_window_s: float = setting(
+        "provision_debounce_window_s",
+        10.0,
+        "Pods whose no-layout-fits verdicts came at most this far apart are one burst, planned together (as "
+        "the fewest nodes) once its first pod is provision_debounce_s old; 0: each pod by its own age.",
+        check=non_negative,
+    )
     max_requests: int = setting(
         "provision_max_requests",
         20,

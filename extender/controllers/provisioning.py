@@ -10,7 +10,8 @@ annotation of ours. So every ``interval_s`` the leader (see :mod:`.leader`):
    arriving`` so that consolidation does not take it while it is empty, and one capacity request of its pool
    is deleted (the oldest): the node it asked for is here. The guard is lifted once a MIG pod runs on the
    node, or after ``protect_s`` (with a Warning Event if its layout never appeared).
-2. **Plans**: pods whose verdict annotation has said ``no-layout-fits`` for ``debounce_s`` are packed, as
+2. **Plans**: pods whose verdict annotation has said ``no-layout-fits`` for ``debounce_s``, with the rest of
+   their burst (verdicts at most ``debounce_window_s`` apart), are packed, as
    the filter would place them, into arriving nodes, then requested ones, then new nodes of the cheapest
    pool whose layout hosts them (:func:`~extender.model.provisioning.plan_capacity`), within each pool's
    ``maxNodes`` and ``max_requests`` overall.
@@ -300,19 +301,22 @@ class ProvisioningController:
         return launching
 
     def _unmet(self) -> list[PodInfo]:
-        """Pending pods whose no-layout-fits verdict is at least ``debounce_s`` old, oldest first.
+        """Pending pods whose no-layout-fits verdict is ``debounce_s`` old, with their bursts; oldest first.
+
+        A burst is a run of verdicts at most ``debounce_window_s`` apart: once one of its pods is ``debounce_s``
+        old, the pods that came after it within the window are planned with it, so that the burst is packed
+        into the fewest nodes at once rather than by whichever part of it was old enough at a tick.
 
         The verdict annotation lags the view by up to a scan: a pod that some node hosts now (a node that
         just got its layout) is not unmet, or it would buy a second node.
         """
         now = self.now()
-        unmet = []
+        waiting: list[tuple[datetime.datetime | None, PodInfo]] = []
         for pod in self.view.pending_mig_pods():
             if pod.demand_error or pod.annotations.get(VERDICT_ANNOTATION) != PodVerdict.NO_LAYOUT_FITS:
                 continue
-            since = parse_time(pod.annotations.get(SINCE_ANNOTATION))
-            if since is None or (now - since).total_seconds() >= self.config.debounce_s:
-                unmet.append(pod)
+            waiting.append((parse_time(pod.annotations.get(SINCE_ANNOTATION)), pod))
+        unmet = _debounced(waiting, now, self.config.debounce_s, self.config.debounce_window_s)
         if unmet:
             nodes = list(self.view.node_states())
             infos = self.view.nodes
@@ -511,6 +515,27 @@ class ProvisioningController:
             await self.api.post_event(regarding, reason, kind, note, EVENT_ACTION)
         except (ApiError, OSError, TimeoutError) as exc:  # an Event is worth a log line, not a failed reconcile
             log.warning("event %s on %s: %s", reason, regarding.get("name"), exc)
+
+
+def _debounced(
+    waiting: Sequence[tuple[datetime.datetime | None, PodInfo]],
+    now: datetime.datetime,
+    debounce_s: float,
+    window_s: float,
+) -> list[PodInfo]:
+    """The pods to plan: verdicts ``debounce_s`` old (or undated), and every later verdict chained to one of
+    them by gaps of at most ``window_s`` (the rest of its burst)."""
+    ready: list[PodInfo] = [pod for since, pod in waiting if since is None]
+    dated = sorted(((since, pod) for since, pod in waiting if since is not None), key=lambda e: (e[0], e[1].key))
+    previous: datetime.datetime | None = None
+    in_burst = False
+    for since, pod in dated:
+        old_enough = (now - since).total_seconds() >= debounce_s
+        in_burst = old_enough or (in_burst and previous is not None and (since - previous).total_seconds() <= window_s)
+        if in_burst:
+            ready.append(pod)
+        previous = since
+    return ready
 
 
 def _layout_applied(info: NodeInfo) -> bool:

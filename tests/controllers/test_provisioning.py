@@ -19,7 +19,7 @@ from extender.kube.names import (
 )
 from extender.model.catalog import model_named
 from extender.model.provisioning import Pool, PoolsError
-from extender.settings import ProvisionSettings
+from extender.settings import ProvisionMode, ProvisionSettings
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
 from tests.controllers.fake import FakeApi, counts_for
@@ -40,7 +40,7 @@ def unmet_pod(name: str, resources: dict[str, int], since: str = "2026-01-01T00:
 
 
 def setup(
-    mode: str = "requests", pools: tuple[Pool, ...] = (BALANCED, SMALL), **config: Any
+    mode: ProvisionMode = "requests", pools: tuple[Pool, ...] = (BALANCED, SMALL), **config: Any
 ) -> tuple[ClusterView, FakeApi, Clock, ProvisioningController]:
     clock = Clock()
     view = ClusterView(clock=clock.monotonic)
@@ -309,3 +309,45 @@ async def test_a_node_claim_made_for_a_request_is_not_counted_twice() -> None:
     api.node_claims = [node_claim("a100-1g")]  # launched for one of the two requests
     await tick(api, clock, controller)
     assert len(requests_of(api)) == 2, "the claim is the first request's node, not extra capacity"
+
+
+AT_0, AT_1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"
+BURSTS = [
+    # Twelve 3g.40gb pods, their verdicts a second apart: an all-balanced A100 node holds eight.
+    pytest.param(
+        [("a-{}", {MIG_3G: 1}, 6, AT_0), ("b-{}", {MIG_3G: 1}, 6, AT_1)], {"a100-balanced": 2}, id="12x3g-two-nodes"
+    ),
+    # The 1g pods alone would take a node of the cheaper all-1g pool, and the 3g pods a balanced one; one
+    # balanced node holds them all.
+    pytest.param(
+        [("small-{}", {MIG_1G: 1}, 10, AT_0), ("big-{}", {MIG_3G: 1}, 2, AT_1)],
+        {"a100-balanced": 1},
+        id="mixed-one-node",
+    ),
+]
+
+
+@pytest.mark.parametrize(("burst", "want"), BURSTS)
+async def test_a_burst_is_planned_together_as_the_fewest_nodes(
+    burst: list[tuple[str, dict[str, int], int, str]], want: dict[str, int]
+) -> None:
+    """The burst's verdicts straddle a reconcile: at that tick the first ones are debounce_s old, the others a
+    second younger. Planned by age alone, the first part would buy its own node (a plan per part)."""
+    view, api, clock, controller = setup(pools=(BALANCED, SMALL), debounce_window_s=5.0)
+    for pattern, resources, count, since in burst:
+        for i in range(count):
+            view.apply(Kind.PODS, "ADDED", unmet_pod(pattern.format(i), resources, since=since))
+
+    await tick(api, clock, controller, 30.5)
+    assert controller.plan is not None and len(controller.plan.hosts) == sum(count for _, _, count, _ in burst)
+    assert controller.stats.requests_created == want, "one plan for the whole burst"
+    await tick(api, clock, controller)
+    assert controller.stats.requests_created == want, "and nothing more once every pod is debounce_s old"
+
+
+async def test_a_pod_outside_the_debounce_window_waits_for_its_own_debounce() -> None:
+    view, api, clock, controller = setup(debounce_window_s=5.0)
+    view.apply(Kind.PODS, "ADDED", unmet_pod("first", {MIG_3G: 1}, since="2026-01-01T00:00:00Z"))
+    view.apply(Kind.PODS, "ADDED", unmet_pod("late", {MIG_3G: 1}, since="2026-01-01T00:00:15Z"))
+    await tick(api, clock, controller, 30.5)
+    assert controller.plan is not None and len(controller.plan.hosts) == 1, "15 s after the burst: not part of it"

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "karpenter-harness"))
 from try_karpenter import KARPENTER_BIN_DIR, install_crds, karpenter_env, kwok_command, spawn, stop
 
 from extender.model.catalog import model_named
-from extender.model.migparted import DEFAULT_CONFIG
+from extender.model.migparted import default_config_document, parse_config
 from extender.model.provisioning import Pool
 
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -41,6 +41,17 @@ PRODUCTS = {"p4de.24xlarge": A100, "p5.48xlarge": H100, "p4d.24xlarge": A100_40}
 POOL = "a100-balanced"
 OVERLAY_POOL = "h100-7g"
 MIG_REQUEST_POOL = "a100-40gb-1g"
+HALF_POOL = "a100-half-3g"
+HALF_CONFIG = "half-3g.40gb"
+MIG_PARTED = default_config_document()
+# Four GPUs of eight in MIG mode (two 3g.40gb each), four whole: a node that still offers nvidia.com/gpu.
+MIG_PARTED["mig-configs"][HALF_CONFIG] = [
+    {"devices": [0, 1, 2, 3], "mig-enabled": True, "mig-devices": {"3g.40gb": 2}},
+    {"devices": [4, 5, 6, 7], "mig-enabled": False},
+]
+CONFIG = parse_config(MIG_PARTED)
+"""The cluster's mig-parted config (the GPU Operator's defaults and one partly-MIG layout), read by the
+extender from its ConfigMap and by the MIG Manager stand-in."""
 MIG_7G = "nvidia.com/mig-7g.80gb"
 SYSTEM = "mig-extender"
 MIG_3G = "nvidia.com/mig-3g.40gb"
@@ -108,8 +119,9 @@ class MigManagerStandIn(threading.Thread):
             return
         product = PRODUCTS[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
         pool = Pool("stand-in", model_named(product), gpus, config)
-        counts: dict[str, str | None] = {k: str(v) for k, v in pool.advertised(DEFAULT_CONFIG).items()}
-        counts["nvidia.com/gpu"] = "0"
+        advertised = pool.advertised(CONFIG)
+        counts: dict[str, str | None] = {k: str(v) for k, v in advertised.items()}
+        counts["nvidia.com/gpu"] = str(advertised.get("nvidia.com/gpu", 0))  # the GPUs left whole
         for stale in allocatable:  # e.g. counts the kwok provider copied from a NodeOverlay
             if stale.startswith("nvidia.com/mig-"):
                 counts.setdefault(stale, None)
@@ -138,20 +150,28 @@ class MigManagerStandIn(threading.Thread):
 def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """Its own control plane: Karpenter's CRDs and nodes stay out of the other end-to-end tests."""
     bin_dir = default_bin_dir()
-    if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "etcd")):
+    if not all(
+        (bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "etcd")
+    ):
         subprocess.run(["bash", str(ROOT / "scripts/build-control-plane.sh")], check=True, timeout=3600)
     if not all((KARPENTER_BIN_DIR / name).exists() for name in ("karpenter-kwok", "kwok", "crds", "crds-aws")):
         subprocess.run(["bash", str(ROOT / "scripts/build-karpenter.sh")], check=True, timeout=3600)
     with ControlPlane(tmp_path_factory.mktemp("karpenter-plane"), bin_dir) as plane:
         kube = Kube(plane)
-        for namespace in (NAMESPACE, SYSTEM):
+        for namespace in (NAMESPACE, SYSTEM, "gpu-operator"):
             kube.ensure_namespace(namespace)
+        kube.call(
+            "POST",
+            "/api/v1/namespaces/gpu-operator/configmaps",
+            {"metadata": {"name": "default-mig-parted-config"}, "data": {"config.yaml": yaml.safe_dump(MIG_PARTED)}},
+        )
         install_crds(plane, KARPENTER_BIN_DIR / "crds")
         install_crds(plane, KARPENTER_BIN_DIR / "crds-aws")  # EC2NodeClass, for the shipped manifests
         kube.call("POST", "/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses", NODE_CLASS)
         kube.call("POST", NODEPOOLS, node_pool(POOL, "p4de.24xlarge", "all-balanced"))
         kube.call("POST", NODEPOOLS, node_pool(OVERLAY_POOL, "p5.48xlarge", "all-7g.80gb"))
         kube.call("POST", NODEPOOLS, node_pool(MIG_REQUEST_POOL, "p4d.24xlarge", "all-1g.5gb"))
+        kube.call("POST", NODEPOOLS, node_pool(HALF_POOL, "p4de.24xlarge", HALF_CONFIG))
         yield plane
 
 
@@ -355,6 +375,90 @@ def test_overlay_mode_karpenter_provisions_for_the_mig_pod_itself(
             plane.stop_scheduler(scheduler)
         extender.stop()
         kube.call("DELETE", f"/apis/karpenter.sh/v1alpha1/nodeoverlays/{overlay['metadata']['name']}", ok=(200, 404))
+
+
+def clean_slate(kube: Kube) -> None:
+    """No MIG pods and no Karpenter nodes left by the tests before (a node with free 3g.40gb would host)."""
+    kube.call("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", ok=(200, 404))
+    # Right after the CRDs are made the API server may answer 429 "storage is (re)initializing".
+    wait_for("NodeClaims listed", lambda: karpenter_plane_ok(kube, NODECLAIMS), timeout=30)
+    for claim in kube.call("GET", NODECLAIMS)["items"]:
+        kube.call("DELETE", f"{NODECLAIMS}/{claim['metadata']['name']}", ok=(200, 404))
+    wait_for(
+        "the earlier tests' pods, NodeClaims and nodes gone",
+        lambda: (
+            not kube.call("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]
+            and not kube.call("GET", NODECLAIMS)["items"]
+            and not kube.call("GET", "/api/v1/nodes")["items"]
+        ),
+        timeout=90,
+    )
+
+
+def karpenter_plane_ok(kube: Kube, path: str) -> bool:
+    status, _ = kube.plane.request("GET", path)
+    return status == 200
+
+
+def capacity_notes(kube: Kube, pool: str) -> list[str]:
+    """What the loop said when it made each capacity request of ``pool`` (the requests are gone by then)."""
+    events = kube.call("GET", f"/apis/events.k8s.io/v1/namespaces/{SYSTEM}/events")["items"]
+    return [
+        e["note"]
+        for e in events
+        if e["reason"] == "MigCapacityRequested" and e["regarding"]["name"].startswith(f"mig-capacity-{pool}-")
+    ]
+
+
+def test_a_burst_of_pods_is_planned_as_the_fewest_nodes_in_one_plan(
+    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path
+) -> None:
+    """Twelve 3g.40gb pods created within a second: two nodes (eight 3g.40gb each), asked for in one plan."""
+    plane = karpenter_plane
+    kube = Kube(plane)
+    clean_slate(kube)
+    pools = pools_file(tmp_path, HALF_POOL, A100, HALF_CONFIG)
+    kube.call(
+        "POST",
+        f"/api/v1/namespaces/{SYSTEM}/configmaps",
+        {"metadata": {"name": "mig-extender-pools"}, "data": {"pools.yaml": pools.read_text()}},
+        ok=(201, 409),
+    )
+    extender = Extender(
+        plane,
+        tmp_path,
+        [
+            *("--provision", "requests", "--provision-request-resources", "gpu"),
+            *("--provision-pools-file", str(pools), "--provision-interval-s", "1", "--provision-debounce-s", "2"),
+        ],
+    )
+    mig_manager = MigManagerStandIn(kube)
+    scheduler = None
+    pods = [f"burst-{i}" for i in range(12)]
+    extender.start()
+    try:
+        scheduler = start_scheduler(plane, tmp_path, "extender", extender.url)
+        mig_manager.start()
+        started = time.monotonic()
+        for pod in pods:
+            kube.create_pod(pod, {MIG_3G: 1})
+        assert time.monotonic() - started < 1.0, "the burst took over a second to create"
+
+        bound = {pod: kube.wait_bound(pod, timeout=120) for pod in pods}
+        nodes = {n["metadata"]["name"] for n in pool_nodes(kube, HALF_POOL)}
+        assert set(bound.values()) <= nodes and len(set(bound.values())) == 2, bound
+        assert len(claims_of(kube, HALF_POOL)) == 2, "the fewest nodes: eight 3g.40gb on each"
+        notes = capacity_notes(kube, HALF_POOL)
+        assert len(notes) == 2 and all("for 12 pending MIG pod(s)" in note for note in notes), (
+            f"both requests from one plan of the whole burst: {notes}"
+        )
+    finally:
+        mig_manager.stop()
+        if scheduler is not None:
+            plane.stop_scheduler(scheduler)
+        extender.stop()
+        for pod in pods:
+            kube.delete_pod(pod)
 
 
 KARPENTER_OBJECTS = manifest_objects(karpenter=True)
