@@ -397,7 +397,7 @@ def clean_slate(kube: Kube) -> None:
 
 def karpenter_plane_ok(kube: Kube, path: str) -> bool:
     status, _ = kube.plane.request("GET", path)
-    return status == 200
+    return bool(status == 200)
 
 
 def capacity_notes(kube: Kube, pool: str) -> list[str]:
