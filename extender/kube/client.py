@@ -132,3 +132,21 @@ def config_map_collection(api: ApiClient, namespace: str, name: str) -> Collecti
         namespace=namespace,
         field_selector=f"metadata.name={name}",
     )
+
+
+def resource_slice_collection(api: ApiClient) -> Collection:
+    return Collection("resourceslices", client.ResourceV1Api(api).list_resource_slice)
+
+
+def resource_claim_collection(api: ApiClient) -> Collection:
+    return Collection("resourceclaims", client.ResourceV1Api(api).list_resource_claim_for_all_namespaces)
+
+
+def claim_template_collection(api: ApiClient) -> Collection:
+    return Collection(
+        "resourceclaimtemplates", client.ResourceV1Api(api).list_resource_claim_template_for_all_namespaces
+    )
+
+
+def device_class_collection(api: ApiClient) -> Collection:
+    return Collection("deviceclasses", client.ResourceV1Api(api).list_device_class)

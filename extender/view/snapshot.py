@@ -1,7 +1,8 @@
-"""Load a cluster view from a file: what ``kubectl get nodes,pods,configmaps -A -o yaml`` prints.
+"""Load a cluster view from a file: what ``kubectl get nodes,pods,configmaps -A -o yaml`` prints, with DRA
+objects when ``resourceslices,resourceclaims,resourceclaimtemplates,deviceclasses`` are added to the kinds.
 
-Accepts a Kubernetes ``List`` (or ``NodeList``/``PodList``/``ConfigMapList``) in YAML or JSON, several
-YAML documents, or a bare list of objects. Objects of other kinds are skipped.
+Accepts a Kubernetes ``List`` (or ``NodeList``/``PodList``/``ConfigMapList``/``ResourceSliceList``...) in YAML
+or JSON, several YAML documents, or a bare list of objects. Objects of other kinds are skipped.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from typing import Any
 import orjson
 import yaml
 
-from .store import ClusterView, Kind
+from .store import DRA_KINDS, ClusterView, Kind
 
-_KINDS = {"Node": Kind.NODES, "Pod": Kind.PODS, "ConfigMap": Kind.CONFIG}
+_KINDS = {
+    "Node": Kind.NODES,
+    "Pod": Kind.PODS,
+    "ConfigMap": Kind.CONFIG,
+    "ResourceSlice": Kind.RESOURCE_SLICES,
+    "ResourceClaim": Kind.RESOURCE_CLAIMS,
+    "ResourceClaimTemplate": Kind.CLAIM_TEMPLATES,
+    "DeviceClass": Kind.DEVICE_CLASSES,
+}
 
 
 class SnapshotError(ValueError):
@@ -78,11 +87,13 @@ def _install(view: ClusterView, records: dict[Kind, list[Any]]) -> dict[str, int
     for kind, items in records.items():
         view.replace_parsed(kind, items)
     view.static = True
-    return {str(kind): len(items) for kind, items in records.items()}
+    # DRA kinds are counted when the snapshot has some (most clusters have none).
+    return {str(kind): len(items) for kind, items in records.items() if items or kind not in DRA_KINDS}
 
 
 def load_snapshot_text(view: ClusterView, text: str, source: str = "snapshot") -> dict[str, int]:
-    """Replace ``view``'s contents with the snapshot's objects; returns how many of each kind it holds."""
+    """Replace ``view``'s contents with the snapshot's objects; returns how many of each kind it holds (DRA
+    kinds only when it holds some)."""
     return _install(view, _parse_records(text, source))
 
 

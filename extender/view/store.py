@@ -17,14 +17,24 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
 from ..model.demand import PodDemand
+from ..model.dra.inventory import Inventory, inventory
+from ..model.dra.types import ClaimTemplate, DeviceClass, Pool, ResourceClaim, ResourceSlice
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig, MigPartedError, parse_config
 from ..model.state import Fidelity, NodeState
 from ..settings import ConfigMapRef, ViewSettings
+from .dra_objects import (
+    DraObjectError,
+    parse_claim_template,
+    parse_device_class,
+    parse_resource_claim,
+    parse_resource_slice,
+)
+from .dra_store import DeviceKey, DraRecords, ObjectKey
 from .objects import NodeInfo, ObjectError, PodInfo
 from .sources import Usage, build_node_state
 
@@ -43,6 +53,21 @@ class Kind(enum.StrEnum):
     NODES = "nodes"
     PODS = "pods"
     CONFIG = "configmap"
+    RESOURCE_SLICES = "resourceslices"
+    RESOURCE_CLAIMS = "resourceclaims"
+    CLAIM_TEMPLATES = "resourceclaimtemplates"
+    DEVICE_CLASSES = "deviceclasses"
+
+
+DRA_KINDS = frozenset({Kind.RESOURCE_SLICES, Kind.RESOURCE_CLAIMS, Kind.CLAIM_TEMPLATES, Kind.DEVICE_CLASSES})
+"""The ``resource.k8s.io/v1`` kinds: a cluster without that API has none (see :meth:`ClusterView.mark_absent`)."""
+
+_DRA_PARSERS: dict[Kind, Callable[[Any], Any]] = {
+    Kind.RESOURCE_SLICES: parse_resource_slice,
+    Kind.RESOURCE_CLAIMS: parse_resource_claim,
+    Kind.CLAIM_TEMPLATES: parse_claim_template,
+    Kind.DEVICE_CLASSES: parse_device_class,
+}
 
 
 @dataclass
@@ -50,6 +75,8 @@ class SyncState:
     synced: bool = False
     last_ok: float | None = None
     relists: int = 0
+    absent: bool = False
+    """The API server does not serve the kind (its API group is off): the view holds none of it."""
 
 
 @dataclass
@@ -71,8 +98,11 @@ class ViewCounters:
         return counts
 
 
-class _AssumedPlacements(TTLCache[str, tuple[str, PodDemand]]):
-    """Assumed placements by pod uid: (node, demand).
+_V = TypeVar("_V")
+
+
+class _Assumptions(TTLCache[str, tuple[str, _V]], Generic[_V]):
+    """Assumptions by pod uid: (node, what is assumed there).
 
     cachetools also drops entries on its own, inside ``__setitem__`` (expired ones, discarded) and at its size
     limit (the least recently used one): each is reported to ``dropped``, so that the per-node index and the
@@ -80,20 +110,20 @@ class _AssumedPlacements(TTLCache[str, tuple[str, PodDemand]]):
     """
 
     def __init__(
-        self, maxsize: int, ttl: float, timer: Callable[[], float], dropped: Callable[[str, str], None]
+        self, maxsize: int, ttl: float, timer: Callable[[], float], dropped: Callable[[str, str, _V], None]
     ) -> None:
         super().__init__(maxsize, ttl, timer)
         self._dropped = dropped
 
-    def expire(self, time: float | None = None) -> list[tuple[str, tuple[str, PodDemand]]]:
+    def expire(self, time: float | None = None) -> list[tuple[str, tuple[str, _V]]]:
         expired = super().expire(time)
-        for uid, (node, _) in expired:
-            self._dropped(uid, node)
+        for uid, (node, what) in expired:
+            self._dropped(uid, node, what)
         return expired
 
-    def popitem(self) -> tuple[str, tuple[str, PodDemand]]:
+    def popitem(self) -> tuple[str, tuple[str, _V]]:
         uid, entry = super().popitem()
-        self._dropped(uid, entry[0])
+        self._dropped(uid, *entry)
         return uid, entry
 
 
@@ -113,9 +143,21 @@ class ClusterView:
         self._states: dict[str, NodeState] = {}
         self.mig_parted: MigPartedConfig = DEFAULT_CONFIG
         self.mig_parted_source = "built-in defaults"
-        self._assumed = _AssumedPlacements(_ASSUMED_LIMIT, assume_ttl_s, clock, self._assumption_dropped)
+        self._assumed: _Assumptions[PodDemand] = _Assumptions(
+            _ASSUMED_LIMIT, assume_ttl_s, clock, self._assumption_dropped
+        )
         # The same placements by node, so that rebuilding a node's state reads its own.
         self._assumed_on_node: dict[str, dict[str, PodDemand]] = {}
+        self.dra = DraRecords()
+        """ResourceSlices, ResourceClaims, ResourceClaimTemplates and DeviceClasses, indexed per node."""
+        # DRA devices assumed for a pod: by uid, (node, claim -> devices); by node and by claim for the drops.
+        self._assumed_devices: _Assumptions[dict[ObjectKey, frozenset[DeviceKey]]] = _Assumptions(
+            _ASSUMED_LIMIT, assume_ttl_s, clock, self._devices_dropped
+        )
+        self._assumed_devices_on_node: dict[str, set[str]] = {}
+        self._assumed_by_claim: dict[ObjectKey, set[str]] = {}
+        self._in_use: dict[str, frozenset[DeviceKey]] = {}
+        self._inventories: dict[str, Inventory] = {}
         self.sync = {kind: SyncState() for kind in Kind}
         self.counters = ViewCounters()
         self._products_logged: set[str] = set()
@@ -134,8 +176,15 @@ class ClusterView:
         self.generation += 1
         if node is None:
             self._states.clear()
+            self._in_use.clear()
+            self._inventories.clear()
         else:
             self._states.pop(node, None)
+            self._in_use.pop(node, None)
+            self._inventories.pop(node, None)
+        self._log_change(node)
+
+    def _log_change(self, node: str | None) -> None:
         if len(self._change_log) >= _CHANGE_LOG_LIMIT:
             self._change_log_floor = self._change_log.popleft()[0]
         self._change_log.append((self.generation, node))
@@ -161,12 +210,34 @@ class ClusterView:
         """A list, an event or a bookmark arrived: the stream of this kind is alive."""
         self.sync[kind].last_ok = self.clock()
 
+    def mark_absent(self, kind: Kind) -> None:
+        """The API server answered that it does not serve ``kind``: the view holds none, and is in sync."""
+        first = not self.sync[kind].absent
+        if first or self._has_any(kind):
+            self.replace_parsed(kind, ())
+        else:
+            self.mark_ok(kind)
+        self.sync[kind].absent = True
+
+    def _has_any(self, kind: Kind) -> bool:
+        if kind is Kind.RESOURCE_SLICES:
+            return bool(self.dra.slices)
+        if kind is Kind.RESOURCE_CLAIMS:
+            return bool(self.dra.claims)
+        if kind is Kind.CLAIM_TEMPLATES:
+            return bool(self.dra.templates)
+        if kind is Kind.DEVICE_CLASSES:
+            return bool(self.dra.classes)
+        return True
+
     def parse(self, kind: Kind, raw: Mapping[str, Any]) -> Any:
         """The view's record of one listed object (None when malformed; ConfigMaps stay raw)."""
         if kind is Kind.NODES:
             return self._read(NodeInfo.from_raw, raw)
         if kind is Kind.PODS:
             return self._read(PodInfo.from_raw, raw)
+        if kind in _DRA_PARSERS:
+            return self._read(_DRA_PARSERS[kind], raw)
         return raw if self._is_config_map(raw) else None
 
     def replace(self, kind: Kind, items: Iterable[Mapping[str, Any]]) -> None:
@@ -192,11 +263,25 @@ class ClusterView:
             self.pods, self._pods_on_node = pods, on_node
             for uid in [u for u in self._assumed if u in pods and pods[u].node_name]:
                 self._forget_assumed(uid)
+            for uid in [u for u in self._assumed_devices if u not in pods]:
+                self._forget_devices(uid)
+        elif kind is Kind.RESOURCE_SLICES:
+            self.dra.replace_slices(present)
+        elif kind is Kind.RESOURCE_CLAIMS:
+            self.dra.replace_claims(present)
+            for claim in present:
+                if claim.allocation is not None:
+                    self._claim_allocated((claim.namespace, claim.name))
+        elif kind is Kind.CLAIM_TEMPLATES:
+            self.dra.templates = {(t.namespace, t.name): t for t in present}
+        elif kind is Kind.DEVICE_CLASSES:
+            self.dra.classes = {c.name: c for c in present}
         else:
             self._set_config(present[0] if present else None)
         state = self.sync[kind]
         state.relists += 1
         state.synced = True
+        state.absent = False
         self.mark_ok(kind)
         self._changed()
 
@@ -218,6 +303,8 @@ class ClusterView:
             pod = self._read(PodInfo.from_raw, raw)
             if pod is not None:
                 self._apply_pod(pod, deleted=event_type == "DELETED")
+        elif kind in _DRA_PARSERS:
+            self._apply_dra(kind, event_type, raw)
         elif self._is_config_map(raw):
             self._set_config(None if event_type == "DELETED" else raw)
             self._changed()
@@ -236,7 +323,11 @@ class ClusterView:
             return
         self.pods[pod.uid] = pod
         if pod.node_name:
-            self.unassume(pod.uid)
+            # Bound: the pod's own demand now counts. Devices assumed for its claims stay until the claims
+            # show their allocation (written before the binding, but seen on another stream) or expire.
+            previous = self._forget_assumed(pod.uid)
+            if previous is not None and previous != pod.node_name:
+                self._changed(previous)
             if pod.is_active:
                 self._pods_on_node.setdefault(pod.node_name, {})[pod.uid] = pod
             self._changed(pod.node_name)
@@ -253,10 +344,55 @@ class ClusterView:
             annotations.pop(key, None)
         self.pods[pod_uid] = dataclasses.replace(pod, annotations=annotations)
 
+    def _apply_dra(self, kind: Kind, event_type: str, raw: Mapping[str, Any]) -> None:
+        record = self._read(_DRA_PARSERS[kind], raw)
+        deleted = event_type == "DELETED"
+        if record is None:
+            if not deleted:
+                return
+            # The last state of a deleted object that does not parse: drop what the view holds by its name.
+            metadata = raw.get("metadata")
+            if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
+                return
+            name, namespace = metadata["name"], str(metadata.get("namespace") or "default")
+        else:
+            name, namespace = record.name, getattr(record, "namespace", "")
+        if kind is Kind.RESOURCE_SLICES:
+            nodes = self.dra.remove_slice(name) if deleted else self.dra.put_slice(record)
+            self._changed_nodes(nodes)
+        elif kind is Kind.RESOURCE_CLAIMS:
+            key = (namespace, name)
+            nodes = self.dra.remove_claim(key) if deleted else self.dra.put_claim(record)
+            if deleted or record.allocation is not None:
+                nodes |= self._claim_allocated(key)
+            self._changed_nodes(nodes)
+        elif kind is Kind.CLAIM_TEMPLATES:
+            key = (namespace, name)
+            changed = self.dra.templates.pop(key, None) is not None if deleted else self.dra.put_template(record)
+            self._changed_answers(changed)
+        else:
+            changed = self.dra.classes.pop(name, None) is not None if deleted else self.dra.put_class(record)
+            self._changed_answers(changed)
+
+    def _changed_nodes(self, nodes: Iterable[str]) -> None:
+        """A DRA object changed the pools or the devices in use of ``nodes`` (only the generation, if none)."""
+        touched = False
+        for node in sorted(nodes):
+            self._changed(node)
+            touched = True
+        if not touched:
+            self.generation += 1
+
+    def _changed_answers(self, changed: bool) -> None:
+        """A DeviceClass or a ResourceClaimTemplate changed: no node's state, but any DRA answer may differ."""
+        if changed:
+            self.generation += 1
+            self._log_change(None)
+
     def _read(self, parse: Callable[[Mapping[str, Any]], Any], raw: Mapping[str, Any]) -> Any:
         try:
             return parse(raw)
-        except ObjectError as exc:
+        except (ObjectError, DraObjectError) as exc:
             self.counters.invalid_objects += 1
             log.warning("ignoring malformed object: %s", exc)
             return None
@@ -298,9 +434,11 @@ class ClusterView:
         self._changed(node)
 
     def unassume(self, pod_uid: str) -> None:
+        """Drop everything assumed for the pod: its placement and the DRA devices of its claims."""
         previous = self._forget_assumed(pod_uid)
         if previous is not None:
             self._changed(previous)
+        self.unassume_devices(pod_uid)
 
     def _forget_assumed(self, pod_uid: str) -> str | None:
         """Drop the pod's assumed placement; returns the node it was on."""
@@ -317,7 +455,7 @@ class ClusterView:
             if not on_node:
                 del self._assumed_on_node[node]
 
-    def _assumption_dropped(self, pod_uid: str, node: str) -> None:
+    def _assumption_dropped(self, pod_uid: str, node: str, _demand: PodDemand) -> None:
         """An assumed placement expired or was evicted at the cache's size limit."""
         self._unindex_assumed(pod_uid, node)
         self._changed(node)
@@ -325,6 +463,83 @@ class ClusterView:
     def expire_assumed(self) -> None:
         """Drop assumed placements past their time now (each one read also does): ``generation`` is then current."""
         self._assumed.expire()  # reports each expired placement to _assumption_dropped
+        self._assumed_devices.expire()  # and each expired device assumption to _devices_dropped
+
+    # --- assumed DRA devices ---------------------------------------------------------------------------
+
+    def assume_devices(self, pod_uid: str, node: str, devices: Mapping[tuple[str, str], Iterable[DeviceKey]]) -> None:
+        """Count the devices predicted for the pod's claims (``(namespace, name)`` -> ``(driver, pool, device)``)
+        as in use on ``node`` until each claim shows an allocation, the pod is deleted or the TTL passes.
+
+        Claims already allocated are left out (their allocation counts already). A later call for the same pod
+        replaces this one, as :meth:`unassume` drops it.
+        """
+        self.unassume_devices(pod_uid)
+        kept = {
+            key: frozenset(keys)
+            for key, keys in devices.items()
+            if (claim := self.dra.claims.get(key)) is None or claim.allocation is None
+        }
+        kept = {key: keys for key, keys in kept.items() if keys}
+        if not kept:
+            return
+        self._assumed_devices[pod_uid] = (node, kept)
+        self._assumed_devices_on_node.setdefault(node, set()).add(pod_uid)
+        for key in kept:
+            self._assumed_by_claim.setdefault(key, set()).add(pod_uid)
+        self._changed(node)
+
+    def unassume_devices(self, pod_uid: str) -> None:
+        previous = self._forget_devices(pod_uid)
+        if previous is not None:
+            self._changed(previous)
+
+    def assumed_devices(self, pod_uid: str) -> tuple[str, Mapping[ObjectKey, frozenset[DeviceKey]]] | None:
+        """The node and the devices per claim assumed for the pod, if any."""
+        self._assumed_devices.expire()
+        return self._assumed_devices.get(pod_uid)
+
+    def _forget_devices(self, pod_uid: str) -> str | None:
+        previous = self._assumed_devices.pop(pod_uid, None)
+        if previous is None:
+            return None
+        self._unindex_devices(pod_uid, *previous)
+        return previous[0]
+
+    def _unindex_devices(self, pod_uid: str, node: str, claims: Mapping[ObjectKey, frozenset[DeviceKey]]) -> None:
+        on_node = self._assumed_devices_on_node.get(node)
+        if on_node is not None:
+            on_node.discard(pod_uid)
+            if not on_node:
+                del self._assumed_devices_on_node[node]
+        for key in claims:
+            uids = self._assumed_by_claim.get(key)
+            if uids is not None:
+                uids.discard(pod_uid)
+                if not uids:
+                    del self._assumed_by_claim[key]
+
+    def _devices_dropped(self, pod_uid: str, node: str, claims: dict[ObjectKey, frozenset[DeviceKey]]) -> None:
+        """A device assumption expired or was evicted at the cache's size limit."""
+        self._unindex_devices(pod_uid, node, claims)
+        self._changed(node)
+
+    def _claim_allocated(self, key: ObjectKey) -> set[str]:
+        """The claim shows an allocation (or is gone): what was assumed for it no longer counts.
+
+        Returns the nodes whose assumed devices changed.
+        """
+        nodes: set[str] = set()
+        for uid in self._assumed_by_claim.pop(key, ()):
+            entry = self._assumed_devices.get(uid)
+            if entry is None:
+                continue
+            node, claims = entry
+            if claims.pop(key, None) is not None:
+                nodes.add(node)
+            if not claims:
+                self._forget_devices(uid)
+        return nodes
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -363,17 +578,14 @@ class ClusterView:
         Warnings are logged and kept per node only for the view's nodes: a request's Node objects are not
         the cluster's (a client may invent any number), so their warnings go to the answer's reasons only.
         """
-        usage = Usage()
-        for pod in self._pods_on_node.get(node.name, {}).values():
-            usage.add(pod.demand)
-        bound = self._pods_on_node.get(node.name, {})
-        for uid, demand in list(self._assumed_on_node.get(node.name, {}).items()):
-            entry = self._assumed.get(uid)
-            if entry is None or entry[0] != node.name:  # expired (not purged yet), or moved
-                self._unindex_assumed(uid, node.name)
-            elif uid not in bound:
-                usage.add(demand, assumed=True)
-        state = build_node_state(node, usage, self.mig_parted)
+        if self.dra.has_driver(node.name):
+            # NVIDIA's DRA driver publishes the node's GPUs: its devices and their allocations are the state
+            # (pods' extended-resource counts would count a claim's devices a second time).
+            found = self.dra_inventory(node.name)
+            assert found is not None
+            state = found.node
+        else:
+            state = build_node_state(node, self._usage(node), self.mig_parted)
         if not in_view:
             return state
         if state.unknown_product is not None:
@@ -391,6 +603,20 @@ class ClusterView:
             self.counters.node_warnings.pop(node.name, None)
         return state
 
+    def _usage(self, node: NodeInfo) -> Usage:
+        """What the pods bound to the node hold, and what the extender assumed there."""
+        usage = Usage()
+        for pod in self._pods_on_node.get(node.name, {}).values():
+            usage.add(pod.demand)
+        bound = self._pods_on_node.get(node.name, {})
+        for uid, demand in list(self._assumed_on_node.get(node.name, {}).items()):
+            entry = self._assumed.get(uid)
+            if entry is None or entry[0] != node.name:  # expired (not purged yet), or moved
+                self._unindex_assumed(uid, node.name)
+            elif uid not in bound:
+                usage.add(demand, assumed=True)
+        return usage
+
     def _note_unknown_product(self, node: str, product: str) -> None:
         """Count the node under its unknown product; log each product once (a fleet of them is one line)."""
         self.counters.unknown_products[node] = product
@@ -405,6 +631,67 @@ class ClusterView:
             product,
             node,
         )
+
+    # --- DRA ---------------------------------------------------------------------------------------------
+
+    def is_dra_node(self, name: str) -> bool:
+        """The node has slices of NVIDIA's DRA driver: its GPU state comes from its devices."""
+        return self.dra.has_driver(name)
+
+    def dra_pools(self, node: str) -> tuple[Pool, ...]:
+        """The node's pools (every driver's), as ``extender.model.dra.pools.pools_of`` gathers them."""
+        return self.dra.pools(node)
+
+    def dra_allocated(self, node: str) -> frozenset[DeviceKey]:
+        """Devices of the node's pools that allocated claims hold (adminAccess results excluded)."""
+        return self.dra.allocated(node)
+
+    def dra_assumed(self, node: str) -> frozenset[DeviceKey]:
+        """Devices the extender assumed for pods on the node whose claims show no allocation yet."""
+        uids = self._assumed_devices_on_node.get(node)
+        if not uids:
+            return frozenset()
+        found: set[DeviceKey] = set()
+        for uid in list(uids):
+            entry = self._assumed_devices.get(uid)
+            if entry is None or entry[0] != node:  # expired (not purged yet)
+                continue
+            for keys in entry[1].values():
+                found |= keys
+        return frozenset(found)
+
+    def dra_in_use(self, node: str) -> frozenset[DeviceKey]:
+        """Allocated or assumed devices of the node's pools: what the allocator must not pick again."""
+        self.expire_assumed()
+        found = self._in_use.get(node)
+        if found is None:
+            allocated, assumed = self.dra.allocated(node), self.dra_assumed(node)
+            found = self._in_use[node] = allocated | assumed if assumed else allocated
+        return found
+
+    def dra_inventory(self, node: str) -> Inventory | None:
+        """The node's ``gpu.nvidia.com`` devices in catalog terms with :meth:`dra_in_use` applied (None for a node
+        without that driver's slices); cached until the node's pools or devices in use change."""
+        found = self._inventories.get(node)
+        if found is None:
+            if not self.dra.has_driver(node):
+                return None
+            in_use = self.dra_in_use(node)
+            found = self._inventories[node] = inventory(node, self.dra.pools(node), in_use)
+        return found
+
+    def claim(self, namespace: str, name: str) -> ResourceClaim | None:
+        return self.dra.claims.get((namespace, name))
+
+    def claim_template(self, namespace: str, name: str) -> ClaimTemplate | None:
+        return self.dra.templates.get((namespace, name))
+
+    def device_class(self, name: str) -> DeviceClass | None:
+        return self.dra.classes.get(name)
+
+    def resource_slices(self) -> Mapping[str, ResourceSlice]:
+        """Every ResourceSlice by name (node-local or not)."""
+        return self.dra.slices
 
     def node_states(self) -> Iterator[NodeState]:
         for name in list(self.nodes):

@@ -1,4 +1,5 @@
-"""List+watch of Nodes, Pods and the mig-parted ConfigMap through ``extender.kube``, raw JSON throughout.
+"""List+watch of Nodes, Pods, the mig-parted ConfigMap and the ``resource.k8s.io/v1`` kinds (ResourceSlices,
+ResourceClaims, ResourceClaimTemplates, DeviceClasses) through ``extender.kube``, raw JSON throughout.
 
 Follows client-go's reflector (kubernetes/client-go ``tools/cache/reflector.go``) and kopf's watcher
 (nolar/kopf ``kopf/_cogs/clients/watching.py``):
@@ -12,7 +13,10 @@ Follows client-go's reflector (kubernetes/client-go ``tools/cache/reflector.go``
 - a server-side timeout, randomised, makes every watch end and restart now and then;
 - failures back off exponentially with jitter (``extender.kube.retry.Backoff``: 0.8 s doubling to 30 s,
   reset after 2 minutes of health), and a watch that ends at once without events counts as a failure;
-- the loop never gives up; readiness reports a stale view meanwhile.
+- the loop never gives up; readiness reports a stale view meanwhile;
+- a DRA kind the API server does not serve (404: a cluster before 1.34, or with the API group off) or that
+  the extender may not read (403: RBAC not updated) is held as none and in sync, logged once, and asked for
+  again with the same backoff, so that such a cluster keeps its answers for everything else.
 """
 
 from __future__ import annotations
@@ -27,10 +31,20 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from ..kube.client import ApiClient, Collection, config_map_collection, node_collection, pod_collection
-from ..kube.errors import ApiError, Gone, error_for
+from ..kube.client import (
+    ApiClient,
+    Collection,
+    claim_template_collection,
+    config_map_collection,
+    device_class_collection,
+    node_collection,
+    pod_collection,
+    resource_claim_collection,
+    resource_slice_collection,
+)
+from ..kube.errors import ApiError, Gone, NotFound, error_for
 from ..kube.retry import Backoff
-from .store import ClusterView, Kind
+from .store import DRA_KINDS, ClusterView, Kind
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +99,9 @@ class Reflector:
         self.page_size = page_size
         self._fresh_list = False
         """The resourceVersion came from a list and no watch has served from it yet (see :meth:`watch`)."""
+        self.optional = kind in DRA_KINDS
+        """A kind some clusters do not serve (or let the extender read): then it is held as none."""
+        self._absence_logged = False
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -111,11 +128,31 @@ class Reflector:
                     await backoff.wait()
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, TimeoutError, ApiError, ValueError, KeyError, TypeError) as exc:
+            except ApiError as exc:
+                if self.optional and (isinstance(exc, NotFound) or exc.status == 403):
+                    self._absent(exc)
+                else:
+                    log.warning("%s: watch failed (%s: %s); retrying", self.kind, type(exc).__name__, exc)
+                    self.observer.restarted(self.kind, type(exc).__name__)
+                await backoff.wait()
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
                 reason = type(exc).__name__
                 log.warning("%s: watch failed (%s: %s); retrying", self.kind, reason, exc)
                 self.observer.restarted(self.kind, reason)
                 await backoff.wait()
+
+    def _absent(self, exc: ApiError) -> None:
+        """The API server does not serve this kind, or does not let the extender read it: hold none of it."""
+        self.resource_version = None
+        self.view.mark_absent(self.kind)
+        if not self._absence_logged:
+            self._absence_logged = True
+            why = (
+                "the API server does not serve it (resource.k8s.io/v1 is off or older than 1.34)"
+                if isinstance(exc, NotFound)
+                else "the extender may not list it (RBAC: get, list, watch on resource.k8s.io " + str(self.kind) + ")"
+            )
+            log.warning("%s: %s; treating it as empty and asking again with backoff (%s)", self.kind, why, exc)
 
     async def list(self) -> None:
         """List in pages, keeping only the view's slim records of each page: a 100,000-pod cluster is
@@ -143,6 +180,9 @@ class Reflector:
         self.resource_version = version
         self._fresh_list = True
         self.observer.relisted(self.kind)
+        if self._absence_logged:
+            self._absence_logged = False
+            log.warning("%s: served and readable again", self.kind)
         log.info("%s: listed %d objects at resourceVersion %s", self.kind, len(records), self.resource_version)
 
     async def watch(self) -> int:
@@ -218,6 +258,10 @@ def reflectors(
         Kind.NODES: node_collection(api),
         Kind.PODS: pod_collection(api),
         Kind.CONFIG: config_map_collection(api, ref.namespace, ref.name),
+        Kind.RESOURCE_SLICES: resource_slice_collection(api),
+        Kind.RESOURCE_CLAIMS: resource_claim_collection(api),
+        Kind.CLAIM_TEMPLATES: claim_template_collection(api),
+        Kind.DEVICE_CLASSES: device_class_collection(api),
     }
     return [
         Reflector(view, kind, collection, timeout_s=timeout_s, read_timeout_s=read_timeout_s, observer=observer)

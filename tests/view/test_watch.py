@@ -33,6 +33,12 @@ TOKEN = "test-token"
 MIG_1G = "nvidia.com/mig-1g.5gb"
 TEST_TIMEOUT_S = 15
 CONFIG_OK = "version: v1\nmig-configs:\n  {name}:\n    - devices: all\n      mig-enabled: false\n"
+DRA_RESOURCES = {
+    "resourceslices": ("ResourceSlice", Kind.RESOURCE_SLICES),
+    "resourceclaims": ("ResourceClaim", Kind.RESOURCE_CLAIMS),
+    "resourceclaimtemplates": ("ResourceClaimTemplate", Kind.CLAIM_TEMPLATES),
+    "deviceclasses": ("DeviceClass", Kind.DEVICE_CLASSES),
+}
 
 # --- the fake API server ------------------------------------------------------------------------------
 
@@ -115,6 +121,8 @@ class FakeApiServer:
         self.app.router.add_get("/api/v1/nodes", self.nodes)
         self.app.router.add_get("/api/v1/pods", self.pods)
         self.app.router.add_get("/api/v1/namespaces/{namespace}/configmaps", self.configmaps)
+        for resource in DRA_RESOURCES:
+            self.app.router.add_get(f"/apis/resource.k8s.io/v1/{resource}", self.dra)
 
     def gate(self) -> Gate:
         gate = Gate()
@@ -132,6 +140,9 @@ class FakeApiServer:
 
     async def configmaps(self, request: web.Request) -> web.StreamResponse:
         return await self.serve(request, "configmaps", request.match_info["namespace"])
+
+    async def dra(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(request, request.path.rsplit("/", 1)[1], None)
 
     async def serve(self, request: web.Request, resource: str, namespace: str | None) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -760,13 +771,17 @@ async def test_readiness_follows_sync_and_goes_stale_without_events(harness: Har
     fake.lists["nodes"].append(Reply([gpu_node("a")], rv="10"))
     fake.lists["pods"].append(Reply([], rv="10"))
     fake.lists["configmaps"].append(Reply([], rv="10", gate=config_listed))
-    for resource, kind in (("nodes", "Node"), ("pods", "Pod"), ("configmaps", "ConfigMap")):
+    streams = [("nodes", "Node"), ("pods", "Pod"), ("configmaps", "ConfigMap")]
+    for resource, (kind, _) in DRA_RESOURCES.items():
+        fake.lists[resource].append(Reply([], rv="10"))
+        streams.append((resource, kind))
+    for resource, kind in streams:
         fake.watches[resource].append(Stream([heartbeat, bookmark("40", kind)], end="hang"))
     async with asyncio.timeout(TEST_TIMEOUT_S):
         assert view.readiness(60) == (False, "nodes not synced yet")
-        harness.start(Kind.NODES, Kind.PODS, Kind.CONFIG)
+        harness.start(*Kind)
         await config_listed.reached.wait()
-        await wait_until(lambda: view.sync[Kind.PODS].synced and view.sync[Kind.NODES].synced, "nodes and pods")
+        await wait_until(lambda: all(s.synced for k, s in view.sync.items() if k is not Kind.CONFIG), "the others")
         assert view.readiness(60) == (False, "configmap not synced yet")
         config_listed.open()
         await wait_until(lambda: view.sync[Kind.CONFIG].synced, "the config map list")
@@ -779,7 +794,7 @@ async def test_readiness_follows_sync_and_goes_stale_without_events(harness: Har
         assert not ready and "stale" in reason
 
         heartbeat.open()  # one bookmark on each stream, then silence again
-        await wait_until(lambda: all(s.last_ok == clock.now for s in view.sync.values()), "all three bookmarks")
+        await wait_until(lambda: all(s.last_ok == clock.now for s in view.sync.values()), "every kind's bookmark")
         assert view.readiness(60) == (True, "ok")
         clock.now += 61
         assert view.readiness(60)[0] is False
