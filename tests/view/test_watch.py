@@ -23,6 +23,8 @@ from aiohttp import web
 from kubernetes_asyncio import client
 
 from extender.kube.retry import Backoff
+from extender.model.catalog import model_named
+from extender.model.dra.driver import DRIVER, dynamic_mig_slices
 from extender.view import watch as watch_module
 from extender.view.store import ClusterView, ConfigMapRef, Kind
 from extender.view.watch import Reflector, reflectors
@@ -928,4 +930,84 @@ async def test_a_pending_pod_from_the_list_is_pending(harness: Harness) -> None:
         harness.start(Kind.PODS)
         await wait_until(lambda: view.sync[Kind.PODS].synced, "the pod list")
         assert [p.key for p in view.pending_mig_pods()] == ["default/wait"]
+        await harness.stop()
+
+
+# --- 10. DRA kinds ------------------------------------------------------------------------------------------
+
+
+def allocated_claim(name: str, node: str, device: str) -> dict[str, Any]:
+    selector = {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}"},
+        "spec": {"devices": {"requests": [{"name": "mig", "exactly": {"deviceClassName": "mig.nvidia.com"}}]}},
+        "status": {
+            "allocation": {
+                "devices": {"results": [{"request": "mig", "driver": DRIVER, "pool": node, "device": device}]},
+                "nodeSelector": selector,
+            }
+        },
+    }
+
+
+async def test_slices_and_claims_from_lists_and_events_fill_the_nodes_dra_state(harness: Harness) -> None:
+    fake, view = harness.fake, harness.view
+    slices = dynamic_mig_slices("dra-1", model_named("H100-80GB"), 1)
+    fake.lists["resourceslices"].append(Reply(slices[:1], rv="30"))
+    fake.lists["resourceclaims"].append(Reply([], rv="30"))
+    claim_seen = fake.gate()
+    fake.watches["resourceslices"].append(Stream([event("ADDED", slices[1], rv="31")], end="hang"))
+    fake.watches["resourceclaims"].append(
+        Stream(
+            [event("ADDED", allocated_claim("c1", "dra-1", "gpu-0-mig-1g10gb-19-0"), rv="32"), claim_seen], end="hang"
+        )
+    )
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        started = harness.start(Kind.RESOURCE_SLICES, Kind.RESOURCE_CLAIMS)
+        await caught_up(claim_seen, started[Kind.RESOURCE_CLAIMS], "32")
+        await wait_until(lambda: started[Kind.RESOURCE_SLICES].resource_version == "31", "the slice event")
+        [pool] = view.dra_pools("dra-1")
+        assert not pool.invalid and len(pool.devices) == 26
+        assert view.dra_in_use("dra-1") == {(DRIVER, "dra-1", "gpu-0-mig-1g10gb-19-0")}
+        [slice_list] = fake.requests("resourceslices", watch=False)
+        assert slice_list.query["limit"] == "500"
+        assert fake.requests("resourceclaims", watch=True)[0].query["resourceVersion"] == "30"
+        await harness.stop()
+
+
+@pytest.mark.parametrize(
+    ("status", "logged"),
+    [(404, "the API server does not serve it"), (403, "RBAC: get, list, watch on resource.k8s.io deviceclasses")],
+)
+async def test_a_dra_kind_not_served_or_not_readable_is_empty_logged_once_and_asked_again(
+    harness: Harness, caplog: pytest.LogCaptureFixture, status: int, logged: str
+) -> None:
+    fake, view = harness.fake, harness.view
+    fake.lists["deviceclasses"].extend([Reply(status=status)] * 3)
+    served = {"metadata": {"name": "mig.nvidia.com"}, "spec": {}}
+    fake.lists["deviceclasses"].append(Reply([served], rv="40"))
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        with caplog.at_level("WARNING"):
+            harness.start(Kind.DEVICE_CLASSES)
+            await wait_until(lambda: view.sync[Kind.DEVICE_CLASSES].absent, "the kind held as absent")
+            sync = view.sync[Kind.DEVICE_CLASSES]
+            assert sync.synced and sync.last_ok is not None and view.dra.classes == {}
+            await wait_until(lambda: view.device_class("mig.nvidia.com") is not None, "the kind served at last")
+        assert not sync.absent and harness.backoffs == [0.01, 0.02, 0.04]
+        assert harness.observer.restarts == [], "an absent kind is no failed stream"
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum(logged in m for m in messages) == 1, messages
+        assert sum("served and readable again" in m for m in messages) == 1
+        await harness.stop()
+
+
+async def test_a_core_kind_not_found_is_a_failure_not_an_absence(harness: Harness) -> None:
+    fake, view = harness.fake, harness.view
+    fake.lists["nodes"].extend([Reply(status=404), Reply([gpu_node("a")], rv="10")])
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        harness.start(Kind.NODES)
+        await wait_until(lambda: view.sync[Kind.NODES].synced, "the nodes list")
+        assert harness.observer.restarts == [(Kind.NODES, "NotFound")] and not view.sync[Kind.NODES].absent
         await harness.stop()
