@@ -280,8 +280,8 @@ def _setting_schema(spec: Any) -> dict[str, object]:
         schema = {"type": ["string", "null"]}
     else:
         schema = {"type": "string"}
-    default = spec.default
-    schema["description"] = f"{spec.doc} Default: {default if default is not None else 'unset'}."
+    # Its meaning and default are on docs/settings.md, not repeated here: a reworded doc does not stale the chart.
+    schema["description"] = f"The setting {spec.name} (docs/settings.md), passed as {spec.env}."
     return schema
 
 

@@ -6,12 +6,15 @@ Helm and kustomize are built from their Go modules by ``scripts/build-helm.sh`` 
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -94,10 +97,21 @@ def template(values: Mapping[str, Any] = {}, *, kube_version: str = KUBE_VERSION
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-def kustomize(overlay: str) -> list[Doc]:
-    """``kustomize build`` of a directory under manifests/."""
+def load_generator() -> ModuleType:
+    """scripts/gen_manifests.py as a module (its CHART_MANAGED table)."""
+    spec = importlib.util.spec_from_file_location("gen_manifests_for_chart", ROOT / "scripts" / "gen_manifests.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def kustomize(overlay: str | Path) -> list[Doc]:
+    """``kustomize build`` of a directory under manifests/ (or of a directory given by its path)."""
+    directory = overlay if isinstance(overlay, Path) else ROOT / "manifests" / overlay
     result = subprocess.run(
-        [str(tools().kustomize), "build", str(ROOT / "manifests" / overlay)],
+        [str(tools().kustomize), "build", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
