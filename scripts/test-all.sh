@@ -12,5 +12,7 @@ echo "== control plane binaries (kube-apiserver, kube-scheduler, etcd from Go mo
 bash scripts/build-control-plane.sh
 echo "== Karpenter (kwok provider) and KWOK from Go modules, for tests/e2e/test_karpenter.py; cached"
 bash scripts/build-karpenter.sh
+echo "== Helm and kustomize from Go modules, the monitoring CRDs, for tests/helm and tests/e2e/test_helm.py; cached"
+bash scripts/build-helm.sh
 echo "== Prometheus (Debian package, for tests/prometheus)"; bash scripts/install-prometheus.sh
 echo "== pytest"; python -m pytest -q "$@"
