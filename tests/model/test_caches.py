@@ -13,6 +13,8 @@ from extender.model.caches import CACHES
 from extender.model.catalog import model_named
 from extender.view import objects
 from extender.view.objects import NodeInfo, PodInfo
+from tests.model.dra.test_cel import CEL_BOUNDED
+from tests.model.dra.test_inventory import pools_bound, shared_bound
 from tests.model.test_cache_bounds import BOUND, BOUNDED, FED, mig_pod, scheduling_run
 
 FINITE_KEYS = {
@@ -65,10 +67,13 @@ def place_all(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
 
 
 MORE_BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
+    "inventory._POOLS": pools_bound,
+    "inventory._SHARED": shared_bound,
     "objects._DEMANDS": demands,
     "objects._PLACEMENTS": placements,
     "objects._TAINTS": taints,
     "placement.place_all": place_all,
+    **CEL_BOUNDED,  # DRA selectors
 }
 
 

@@ -621,11 +621,11 @@ class _Walker:
                 inner[name] = None  # shadows
         # cel.bind(a, init, body) is a comprehension over an empty list whose accumulator is init throughout
         binds = loop.iter_range.WhichOneof("expr_kind") == "list_expr" and not loop.iter_range.list_expr.elements
-        if binds:
+        if binds:  # the loop never runs: only the result reads anything
             inner[loop.accu_var] = initial
-        else:
-            self.escape(initial)
-            inner[loop.accu_var] = None
+            return self.visit(loop.result, inner)
+        self.escape(initial)
+        inner[loop.accu_var] = None
         self.escape(self.visit(loop.loop_condition, inner))
         self.escape(self.visit(loop.loop_step, inner))
         return self.visit(loop.result, inner)
@@ -642,7 +642,7 @@ def _reads_of(program: Any) -> Reads:
 
 # --- devices as CEL input -------------------------------------------------------------------------------------------
 
-_ABSENT = object()
+_ABSENT = ("absent",)  # a name the device lacks, in a fingerprint (no attribute or capacity value is a tuple)
 
 
 def _split(qualified: str, driver: str) -> tuple[str, str]:
@@ -663,19 +663,39 @@ def _domains(pairs: Iterable[tuple[str, Any]], driver: str) -> dict[str, dict[st
     return out
 
 
+_GOOD_VERSIONS: dict[str, None] = {}
+_GOOD_VERSIONS_LIMIT = 4096  # distinct version texts: driver, CUDA and compute capability versions of a fleet
+CACHES.register_table("cel._GOOD_VERSIONS", lambda: _GOOD_VERSIONS, lambda: _GOOD_VERSIONS_LIMIT)
+
+
 def _check_versions(device: Device) -> None:
     """Kubernetes turns every attribute into a CEL value before it evaluates: a bad version fails each selector."""
     for name, value in device.attributes:
-        if isinstance(value, Version):
+        if value.__class__ is Version and value.text not in _GOOD_VERSIONS:
             try:
                 parse_semver(value.text)
             except SemverError as e:
                 raise SelectorError(f"device {device.name!r}: attribute {name}: {e}") from None
+            if len(_GOOD_VERSIONS) >= _GOOD_VERSIONS_LIMIT:
+                _GOOD_VERSIONS.clear()
+            _GOOD_VERSIONS[value.text] = None
 
 
-def _tagged(value: object) -> tuple[type, object]:
-    """A value with its type: ``True == 1`` in Python, but a bool attribute is not an int attribute."""
-    return (type(value), value)
+def _tag(value: object) -> object:
+    """A value as a fingerprint holds it: with its type (``True == 1`` in Python, but a bool attribute is not an
+    int attribute), a version by its text, a quantity as its two integers (cheaper to hash than a Fraction)."""
+    kind = value.__class__
+    if kind is Fraction:
+        return (value.numerator, value.denominator)  # type: ignore[attr-defined]
+    if kind is Version:
+        return (kind, value.text)  # type: ignore[attr-defined]
+    return (kind, value)
+
+
+def _whole(pairs: Iterable[tuple[str, Any]], driver: str, domain: str | None) -> tuple[object, ...]:
+    """The (domain, name) -> value items of a map, or of one of its domains, in a fixed order."""
+    items = [(_split(n, driver), _tag(v)) for n, v in pairs]
+    return tuple(sorted((i for i in items if domain is None or i[0][0] == domain), key=lambda i: i[0]))
 
 
 # --- selectors ------------------------------------------------------------------------------------------------------
@@ -684,11 +704,11 @@ _SELECTORS_LIMIT = 2048  # distinct selector texts in DeviceClasses and claims
 _SELECTORS: LRUCache[str, Selector | SelectorError] = LRUCache(maxsize=_SELECTORS_LIMIT)
 CACHES.register_table("cel._SELECTORS", lambda: _SELECTORS, lambda: int(_SELECTORS.maxsize))
 
-# Answers per (expression, fingerprint): a few selectors x the distinct device kinds of a fleet (one per MIG profile
-# and GPU model, times driver versions); least recently used go first.
+# Answers per (expression, fingerprint): a few selectors x the distinct kinds of device in a fleet (one per GPU model
+# and MIG profile, times driver versions): a few hundred; emptied when full.
+_MATCHES: dict[tuple[str, tuple[object, ...]], bool | str] = {}
 _MATCHES_LIMIT = 65_536
-_MATCHES: LRUCache[tuple[str, tuple[object, ...]], bool | str] = LRUCache(maxsize=_MATCHES_LIMIT)
-CACHES.register_table("cel._MATCHES", lambda: _MATCHES, lambda: int(_MATCHES.maxsize))
+CACHES.register_table("cel._MATCHES", lambda: _MATCHES, lambda: _MATCHES_LIMIT)
 CACHES.register_function("cel._quantity_message", lambda: _quantity_message)
 CACHES.register_function("cel._quantity_value", lambda: _quantity_value)
 CACHES.register_function("cel._semver_message", lambda: _semver_message)
@@ -698,14 +718,24 @@ CACHES.register_function("cel.parse_semver", lambda: parse_semver)
 class Selector:
     """One compiled selector. ``matches`` is memoised; ``evaluate`` always runs the expression on the whole device."""
 
-    __slots__ = ("_domains", "_keys", "_prefill", "_program", "expression", "reads")
+    __slots__ = ("_keys", "_lookups", "_prefill", "_program", "expression", "reads")
 
     def __init__(self, expression: str, program: Any, reads: Reads) -> None:
         self.expression = expression
         self._program = program
         self.reads = reads
         self._keys = tuple(sorted(reads.keys))
-        self._domains = tuple(sorted(reads.domains))
+        # What a fingerprint is made of, per kind: the whole map, domains whole, then names one by one (those not
+        # already covered by a whole read), each as (qualified name, domain, name).
+        lookups: dict[str, tuple[bool, tuple[str, ...], tuple[tuple[str, str, str], ...]]] = {}
+        for kind in (_ATTRIBUTES, _CAPACITY):
+            whole = kind in reads.whole
+            domains = () if whole else tuple(sorted(d for k, d in reads.domains if k == kind))
+            names = (
+                () if whole else tuple((f"{d}/{n}", d, n) for k, d, n in self._keys if k == kind and d not in domains)
+            )
+            lookups[kind] = (whole, domains, names)
+        self._lookups = lookups
         # A domain the device lacks is an empty map (compile.go's newStringInterfaceMapWithDefault). cel-cpp has no
         # map with a default, so the domains the expression can index get an empty map when the device lacks them:
         # those indexed by a constant, or, when a domain name is computed, every string of the expression. An
@@ -736,18 +766,19 @@ class Selector:
         # The paths are found once per expression from its checked form rather than recorded while it runs:
         # cel-cpp converts its whole input before evaluating and offers no hook on a map lookup. They are the union
         # of what any evaluation may read; the fingerprint of a device is built from them only.
-        fingerprint = self._fingerprint(device, driver)
-        key = (self.expression, fingerprint)
+        key = (self.expression, self._fingerprint(device, driver))
         answer = _MATCHES.get(key)
         if answer is None:
             try:
                 answer = self._run(self._input(device, driver, restricted=True))
             except SelectorError as e:
                 answer = str(e)
+            if len(_MATCHES) >= _MATCHES_LIMIT:
+                _MATCHES.clear()
             _MATCHES[key] = answer
-        if isinstance(answer, str):
+        if answer.__class__ is str:
             raise SelectorError(answer)
-        return answer
+        return answer  # type: ignore[return-value]
 
     def evaluate(self, device: Device, driver: str) -> bool:
         """``matches`` without the memo and with the whole device as input (the reference the memo must equal)."""
@@ -761,24 +792,20 @@ class Selector:
             parts.append(driver)
         if reads.multi:
             parts.append(device.allow_multiple_allocations)
-        sources = {_ATTRIBUTES: device.attributes, _CAPACITY: device.capacity}
-        flat: dict[str, dict[str, Any]] = {}
-        for kind, pairs in sources.items():
-            if kind in reads.whole:
+        for kind, pairs in ((_ATTRIBUTES, device.attributes), (_CAPACITY, device.capacity)):
+            whole, domains, names = self._lookups[kind]
+            if whole:
                 parts.append(_whole(pairs, driver, None))
-            elif self._keys or reads.domains:
-                flat[kind] = dict(pairs)
-        for kind, domain in self._domains:
-            if kind not in reads.whole:
-                parts.append(_whole(sources[kind], driver, domain))
-        for kind, domain, name in self._keys:
-            if kind in reads.whole or (kind, domain) in reads.domains:
                 continue
-            pairs_by_name = flat[kind]
-            value = pairs_by_name.get(f"{domain}/{name}", _ABSENT)
-            if value is _ABSENT and domain == driver:
-                value = pairs_by_name.get(name, _ABSENT)
-            parts.append(_ABSENT if value is _ABSENT else _tagged(value))
+            for domain in domains:
+                parts.append(_whole(pairs, driver, domain))
+            if names:
+                found = dict(pairs)
+                for qualified, domain, name in names:
+                    value = found.get(qualified, _ABSENT)
+                    if value is _ABSENT and domain == driver:  # the driver's own domain may be left out
+                        value = found.get(name, _ABSENT)
+                    parts.append(value if value is _ABSENT else _tag(value))
         return tuple(parts)
 
     def _input(self, device: Device, driver: str, *, restricted: bool) -> dict[str, Any]:
@@ -786,7 +813,7 @@ class Selector:
         reads = self.reads
         data: dict[str, Any] = {
             _DRIVER: driver if reads.driver or not restricted else "",
-            _MULTI: device.allow_multiple_allocations,
+            _MULTI: device.allow_multiple_allocations if reads.multi or not restricted else False,
         }
         converted = {
             _ATTRIBUTES: [(n, _attribute_value(v)) for n, v in device.attributes],
@@ -794,16 +821,12 @@ class Selector:
         }
         for kind, pairs in converted.items():
             domains = _domains(pairs, driver)
-            if restricted and kind not in reads.whole:
-                wanted = {d for k, d in reads.domains if k == kind}
-                names: dict[str, set[str]] = {}
-                for k, d, n in self._keys:
-                    if k == kind and d not in wanted:
-                        names.setdefault(d, set()).add(n)
-                kept = {d: domains[d] for d in wanted if d in domains}
-                for d, wanted_names in names.items():
-                    if d in domains:
-                        kept[d] = {n: v for n, v in domains[d].items() if n in wanted_names}
+            whole, whole_domains, names = self._lookups[kind]
+            if restricted and not whole:
+                kept = {d: domains[d] for d in whole_domains if d in domains}
+                for _, d, n in names:
+                    if d in domains and n in domains[d]:
+                        kept.setdefault(d, {})[n] = domains[d][n]
                 domains = kept
             for d in self._prefill[kind]:
                 domains.setdefault(d, {})
@@ -828,12 +851,6 @@ class Selector:
         raise SelectorError(
             f"selector {_quote(self.expression)}: evaluated to {kind.name().lower()} {shown[:_SHOWN]}, not a bool"
         )
-
-
-def _whole(pairs: Iterable[tuple[str, Any]], driver: str, domain: str | None) -> tuple[object, ...]:
-    """The (domain, name) -> value items of a map, or of one of its domains, in a fixed order."""
-    items = [(_split(n, driver), _tagged(v)) for n, v in pairs]
-    return tuple(sorted((i for i in items if domain is None or i[0][0] == domain), key=lambda i: i[0]))
 
 
 def compile_selector(expression: str) -> Selector:
