@@ -417,6 +417,10 @@ def test_extender_rbac_is_minimal() -> None:
     assert cluster == {
         ("", "nodes"): {"get", "list", "watch", "patch"},  # the re-layout controller: label, taint
         ("", "pods"): {"get", "list", "watch", "patch"},
+        **{
+            ("resource.k8s.io", kind): {"get", "list", "watch"}  # the DRA objects: read only
+            for kind in ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")
+        },
         ("events.k8s.io", "events"): {"create", "patch"},
         ("", "events"): {"create", "patch"},
     }

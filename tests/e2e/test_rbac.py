@@ -60,6 +60,15 @@ ALLOWED = [
     Ask("list", "pods"),
     Ask("watch", "pods"),
     Ask("list", "pods", namespace="team-a"),
+    # the DRA objects of the cluster view
+    Ask("list", "resourceslices", group="resource.k8s.io"),
+    Ask("watch", "resourceslices", group="resource.k8s.io"),
+    Ask("list", "resourceclaims", group="resource.k8s.io"),
+    Ask("watch", "resourceclaims", namespace="team-a", group="resource.k8s.io"),
+    Ask("get", "resourceclaims", namespace="team-a", name="trainer-0-mig-x7k2p", group="resource.k8s.io"),
+    Ask("list", "resourceclaimtemplates", group="resource.k8s.io"),
+    Ask("watch", "deviceclasses", group="resource.k8s.io"),
+    Ask("get", "deviceclasses", name="mig.nvidia.com", group="resource.k8s.io"),
     # verdict annotations on pending pods, re-layout labels and taints on nodes
     Ask("patch", "pods", namespace="team-a", name="trainer-0"),
     Ask("patch", "nodes", name="gpu-a"),
@@ -111,6 +120,11 @@ DENIED = [
     Ask("update", "nodes", name="gpu-a"),
     Ask("get", "nodes", name="gpu-a", subresource="proxy"),
     Ask("patch", "nodes", name="gpu-a", subresource="status"),
+    # DRA objects: read only
+    Ask("create", "resourceslices", group="resource.k8s.io"),
+    Ask("delete", "resourceslices", name="00000-gpu.nvidia.com-gpu-a", group="resource.k8s.io"),
+    Ask("update", "resourceclaims", namespace="team-a", name="c", group="resource.k8s.io", subresource="status"),
+    Ask("create", "deviceclasses", group="resource.k8s.io"),
     # leases other than its own
     Ask("update", "leases", namespace="kube-system", name="kube-scheduler", group="coordination.k8s.io"),
     Ask("delete", "leases", namespace=NAMESPACE, name="mig-extender", group="coordination.k8s.io"),
