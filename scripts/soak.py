@@ -1001,7 +1001,7 @@ def positive(kind: type[float] | type[int], *, zero: bool = False) -> Any:
     return parse
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=positive(float), default=600.0, help="seconds of load (default 600)")
     parser.add_argument(
@@ -1053,9 +1053,14 @@ def main() -> None:
         default=[],
         help="a flag for mig-extender serve (repeat; e.g. =--scoring=pack)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not 0 < args.target_use < 1:
         parser.error(f"--target-use {args.target_use} must be between 0 and 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     with tempfile.TemporaryDirectory(prefix="mig-soak-") as tmp:
         workdir = Path(tmp)
         with ControlPlane(workdir / "plane", default_bin_dir()) as plane:
