@@ -26,9 +26,11 @@ environment (k8s.io/apiserver ``pkg/cel/environment/base.go``, libraries ``pkg/c
   ``charAt``, ``indexOf``, ``lastIndexOf``, ``replace``, ``split``, ``substring``, ``trim``, ``join``,
   ``strings.quote``, ``format``; also ``reverse``), ``cel.bind``, optional types (``.?name``, ``orValue``) and the
   sets extension (``sets.contains``, ``sets.equivalent``, ``sets.intersects``).
-- Limits: an expression longer than 10 KiB is refused (``CELSelectorExpressionMaxLength``). Kubernetes' runtime
-  cost limit (1e6) is not computed: the library exposes no cost tracking; its own step limit, 10,000
-  comprehension iterations per evaluation, stops a runaway expression instead.
+- Limits: an expression longer than 10 KiB is refused (``CELSelectorExpressionMaxLength``). Kubernetes' cost
+  limit (1e6) is not computed, as the library tracks no cost; instead its step limit, 10,000 comprehension
+  iterations per evaluation, stops a long loop (a runtime error), and an expression that could build a value of
+  more than 10 million characters or elements (``cel.bind`` doubling a string, nested ``replace``) is refused
+  when compiled, from an upper bound of every value's size.
 
 **Not supported** (a compile error here): the Kubernetes lists library (``isSorted``, ``sum``, ``min``, ``max``,
 ``indexOf`` on lists), the regex library (``find``, ``findAll``), URLs, IP and CIDR, the format library,
@@ -40,7 +42,8 @@ false; capacities read from the API are canonical and agree); cross-type numeric
 typed operands (``1 < 2.5``) is a compile error, while on attribute values it works as in Kubernetes; an expression
 that looks at ``device.attributes`` (or ``capacity``) as a whole (``'d' in device.attributes``, ``size()``,
 iteration) sees only the device's domains, so a missing domain it also indexes is an error instead of an empty
-map; ``has(device.driver)`` does not compile; quantity and semver values show a field ``_v`` (their text).
+map; ``has(device.driver)`` does not compile; nesting deeper than 32 levels does not compile (cel-go allows 250);
+quantity and semver values show a field ``_v`` (their text).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachetools import LRUCache
 from cel_expr_python import cel as _cel
@@ -461,17 +464,31 @@ def _ast_types() -> type[Any]:
         ],
     )
     message(file.message_type, "Reference", [("name", 1, S, "", False), ("overload_id", 3, S, "", True)])
+    # Type: only the kinds whose values have a fixed size (the enums as their numbers)
+    message(
+        file.message_type,
+        "Type",
+        [
+            ("null_value", 2, F.TYPE_INT32, "", False),
+            ("primitive_value", 3, F.TYPE_INT32, "", False),
+            ("wrapper_value", 4, F.TYPE_INT32, "", False),
+            ("well_known_value", 5, F.TYPE_INT32, "", False),
+            ("message_type_value", 9, S, "", False),
+        ],
+        oneof="type_kind",
+    )
     checked = message(
         file.message_type,
         "CheckedExpr",
-        [("reference_map", 2, M, ".cel.expr.CheckedExpr.ReferenceMapEntry", True), ("expr", 4, M, E, False)],
+        [
+            ("reference_map", 2, M, ".cel.expr.CheckedExpr.ReferenceMapEntry", True),
+            ("type_map", 3, M, ".cel.expr.CheckedExpr.TypeMapEntry", True),
+            ("expr", 4, M, E, False),
+        ],
     )
-    entry = message(
-        checked.nested_type,
-        "ReferenceMapEntry",
-        [("key", 1, I64, "", False), ("value", 2, M, ".cel.expr.Reference", False)],
-    )
-    entry.options.map_entry = True
+    for name, value_type in (("ReferenceMapEntry", ".cel.expr.Reference"), ("TypeMapEntry", ".cel.expr.Type")):
+        entry = message(checked.nested_type, name, [("key", 1, I64, "", False), ("value", 2, M, value_type, False)])
+        entry.options.map_entry = True
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("cel.expr.CheckedExpr"))
@@ -631,10 +648,154 @@ class _Walker:
         return self.visit(loop.result, inner)
 
 
+# --- how large a value an expression can build ----------------------------------------------------------------------
+# cel-cpp stops a loop after 10,000 iterations but tracks no cost, and cel.bind can double a string at each level:
+# 30 levels of `cel.bind(b, a + a, ...)` fit in 10 KiB and would take gigabytes. Kubernetes' cost estimate refuses
+# such a selector when the claim is written; here an upper bound of the size of every value (characters of a
+# string, elements of a list or map, counted through nesting) is found from the checked expression, and an
+# expression that could build a value beyond MAX_VALUE_SIZE is refused.
+
+MAX_VALUE_SIZE = 10_000_000
+_DEVICE_SIZE = 32 * (63 + 1 + 63 + 64)  # at most 32 attributes and capacities: domain, name, value of 64 characters
+_ITERATIONS = 10_000  # the library's comprehension budget per evaluation
+
+
+_STRING, _BYTES = 5, 6  # cel.expr.Type.PrimitiveType
+_ANY = 1  # cel.expr.Type.WellKnownType
+
+
+def _fixed_size(kind: Any) -> bool:
+    """A type whose values have a size of 1: bool, numbers, null, timestamps and durations, quantities, semvers."""
+    which = kind.WhichOneof("type_kind")
+    if which in ("primitive_value", "wrapper_value"):
+        return getattr(kind, which) not in (_STRING, _BYTES)
+    if which == "well_known_value":
+        return bool(kind.well_known_value != _ANY)
+    return which in ("null_value", "message_type_value")
+
+
+class _Bound(NamedTuple):
+    """Upper bounds of a value: its size, its number of entries (a list's or a map's) and the size of one entry
+    (what a loop variable holds: a list's element, a map's key); ``level`` tells device maps from other values."""
+
+    size: int
+    entries: int
+    entry: int
+    level: int = 0
+    """3: device.attributes or device.capacity, 2: one of their domains, 1: a device value, 0: anything else."""
+
+
+_ONE = _Bound(1, 1, 1)
+_DEVICE_MAP = _Bound(_DEVICE_SIZE, 32, 63, 3)  # at most 32 domains, each a DNS subdomain of up to 63 characters
+_DEVICE_DRIVER = _Bound(63, 1, 1, 1)
+
+
+class _Sizes:
+    def __init__(self, references: Mapping[int, str], fixed: set[int]) -> None:
+        self.references = references
+        self.fixed = fixed
+        """Ids of the expressions whose type has a fixed size."""
+
+    def bound(self, expr: Any, scope: Mapping[str, _Bound]) -> _Bound:
+        found = self._bound(expr, scope)  # its parts are bounded (and checked) first
+        if found.size > MAX_VALUE_SIZE or found.entries > MAX_VALUE_SIZE:
+            raise _TooLarge
+        return _ONE if expr.id in self.fixed else found
+
+    def _bound(self, expr: Any, scope: Mapping[str, _Bound]) -> _Bound:
+        kind = expr.WhichOneof("expr_kind")
+        if kind == "const_expr":
+            constant = expr.const_expr
+            which = constant.WhichOneof("constant_kind")
+            size = max(1, len(getattr(constant, which))) if which in ("string_value", "bytes_value") else 1
+            return _Bound(size, 1, 1)
+        if kind == "ident_expr":
+            if expr.ident_expr.name in scope:
+                return scope[expr.ident_expr.name]
+            declared = self.references.get(expr.id)
+            if declared in (_ATTRIBUTES, _CAPACITY):
+                return _DEVICE_MAP
+            return _DEVICE_DRIVER if declared == _DRIVER else _ONE
+        if kind == "select_expr":
+            return self.member(self.bound(expr.select_expr.operand, scope))
+        if kind == "list_expr":
+            elements = [self.bound(e, scope) for e in expr.list_expr.elements]
+            return _Bound(sum(e.size for e in elements) + 1, len(elements), max((e.size for e in elements), default=1))
+        if kind == "struct_expr":
+            entries = expr.struct_expr.entries
+            keys = [self.bound(e.map_key, scope) for e in entries if e.HasField("map_key")]
+            values = [self.bound(e.value, scope) for e in entries]
+            size = sum(k.size for k in keys) + sum(v.size for v in values) + 1
+            return _Bound(size, len(entries), max((k.size for k in keys), default=1))
+        if kind == "call_expr":
+            return self.call(expr.call_expr, scope)
+        if kind == "comprehension_expr":
+            return self.comprehension(expr.comprehension_expr, scope)
+        return _ONE
+
+    @staticmethod
+    def member(holder: _Bound) -> _Bound:
+        """A member of ``holder``: a domain of a device map, a value of a domain, or no more than the whole."""
+        if holder.level == 3:
+            return _Bound(holder.size, 32, 63, 2)  # at most 32 names of up to 63 characters
+        if holder.level == 2:
+            return _Bound(64, 64, 64, 1)  # a value: a string of up to 64 characters, or a scalar
+        return _Bound(holder.size, holder.size, holder.size)
+
+    def call(self, call: Any, scope: Mapping[str, _Bound]) -> _Bound:
+        parts = [self.bound(call.target, scope)] if call.HasField("target") else []
+        parts += [self.bound(a, scope) for a in call.args]
+        if call.function in ("_[_]", "_[?_]", "_?._") and len(parts) == 2:
+            return self.member(parts[0])
+        size = sum(p.size for p in parts) + 1  # concatenation, format, split and the rest: no more than their parts
+        if call.function == "replace" and len(parts) >= 3:  # each character may become the replacement
+            size = parts[0].size * (1 + parts[2].size)
+        elif call.function == "join" and len(parts) >= 2:
+            size = parts[0].size * (1 + parts[1].size)
+        if call.function == "_+_":
+            return _Bound(size, sum(p.entries for p in parts), max(p.entry for p in parts))
+        return _Bound(size, size, size)
+
+    def comprehension(self, loop: Any, scope: Mapping[str, _Bound]) -> _Bound:
+        iterated = self.bound(loop.iter_range, scope)
+        initial = self.bound(loop.accu_init, scope)
+        inner = dict(scope)
+        if not (loop.iter_range.WhichOneof("expr_kind") == "list_expr" and not loop.iter_range.list_expr.elements):
+            # The macros' steps add at most one element per iteration to the accumulator (map, filter) or keep a
+            # bool or a count (all, exists, exists_one); cel.bind's loop never runs.
+            variable = _Bound(iterated.entry, iterated.entry, iterated.entry)
+            for name in (loop.iter_var, loop.iter_var2):
+                if name:
+                    inner[name] = variable
+            inner[loop.accu_var] = _Bound(0, 0, 0)
+            step = self.bound(loop.loop_step, inner)
+            self.bound(loop.loop_condition, inner)
+            turns = min(iterated.entries, _ITERATIONS)
+            initial = _Bound(
+                initial.size + turns * step.size,
+                initial.entries + turns * max(step.entries, 1),
+                max(initial.entry, step.entry),
+            )
+        inner[loop.accu_var] = initial
+        return self.bound(loop.result, inner)
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _reads_of(program: Any) -> Reads:
     packed = any_pb2.Any.FromString(program.serialize())
     checked = _CheckedExpr.FromString(packed.value)
     references = {key: ref.name for key, ref in checked.reference_map.items() if ref.name}
+    fixed = {key for key, kind in checked.type_map.items() if _fixed_size(kind)}
+    try:
+        _Sizes(references, fixed).bound(checked.expr, {})
+    except _TooLarge:
+        raise SelectorError(
+            f"could build a value of more than {MAX_VALUE_SIZE:,} characters or elements (Kubernetes' cost limit "
+            "refuses such a selector)"
+        ) from None
     walker = _Walker(references)
     walker.escape(walker.visit(checked.expr, {}))
     return walker.reads
@@ -883,4 +1044,8 @@ def _compile(expression: str) -> Selector:
     returns = program.return_type()
     if returns not in (_cel.Type.BOOL, _cel.Type.DYN):
         raise SelectorError(f"selector {_quote(expression)}: must evaluate to bool, not {returns.name().lower()}")
-    return Selector(expression, program, _reads_of(program))
+    try:
+        reads = _reads_of(program)
+    except SelectorError as e:
+        raise SelectorError(f"selector {_quote(expression)}: {e}") from None
+    return Selector(expression, program, reads)

@@ -191,6 +191,7 @@ COMPILE_ERRORS = [
     ("[1, 2].sum() == 3", "undeclared reference to 'sum'"),
     ("'abc'.find('b') == 'b'", "undeclared reference to 'find'"),
     ("{'a': 1}.all(k, v, v > 0)", "compile error"),
+    ("(" * 33 + "true" + ")" * 33, "recursion limit exceeded. limit: 32"),  # cel-go allows 250
 ]
 
 
@@ -257,6 +258,33 @@ def test_an_expression_longer_than_ten_kibibytes_is_refused() -> None:
         compile_selector(too_long)
     with pytest.raises(SelectorError, match="bytes"):  # bytes, not characters
         compile_selector("'" + "é" * (MAX_EXPRESSION_BYTES // 2) + "' == ''")
+
+
+def doubling(levels: int) -> str:
+    """A string doubled ``levels`` times by nested cel.bind: 2 ** (levels + 1) characters from a few bytes each."""
+    binds = "".join(f"cel.bind(a{i + 1}, a{i} + a{i}, " for i in range(levels))
+    return f"cel.bind(a0, 'xy', {binds}size(a{levels}) > 0" + ")" * (levels + 1)
+
+
+@pytest.mark.parametrize(
+    ("expression", "refused"),
+    [
+        (doubling(10), False),
+        (doubling(28), True),  # 512 MiB from 1 KiB of text (29 levels exceed the parser's nesting limit)
+        ("'ab'" + ".replace('a', 'aaaa')" * 8 + ".size() > 0", False),
+        ("'ab'" + ".replace('a', 'aaaa')" * 14 + ".size() > 0", True),
+        ("[" + ",".join(["'x'"] * 100) + "].map(x, x + x).size() == 100", False),
+        (f"{A}.filter(k, {A}[k] == 'mig').size() == 1", False),
+        ("device.attributes.all(d, device.attributes[d].all(n, device.attributes[d][n] != ''))", False),
+    ],
+    ids=["double 10 times", "double 28 times", "replace 8 times", "replace 14 times", "map", "filter", "nested"],
+)
+def test_an_expression_that_could_build_a_huge_value_is_refused(expression: str, refused: bool) -> None:
+    if refused:
+        with pytest.raises(SelectorError, match="could build a value of more than 10,000,000 characters"):
+            compile_selector(expression)
+    else:
+        assert compile_selector(expression).matches(MIG, NV)
 
 
 def test_a_bad_version_attribute_fails_every_selector_on_the_device() -> None:
