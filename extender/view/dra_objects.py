@@ -21,10 +21,11 @@ An object that breaks the API's own rules raises :class:`DraObjectError`, whose 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, NoReturn, TypeVar
 
+from ..model.caches import CACHES
 from ..model.dra.quantity import QuantityError, quantity_of
 from ..model.dra.types import (
     AllocatedDevice,
@@ -66,6 +67,8 @@ class _Reader:
         self.namespace = "default"
         self.namespaced = False
         self._shared: dict[Any, Any] = {}
+        self._quantities: dict[Any, Fraction] = {}
+        self._memo: dict[tuple[str, Any], Any] = {}
         if not isinstance(raw, Mapping):
             self.fail("", f"must be an object, not {type(raw).__name__}")
         metadata = raw.get("metadata")
@@ -83,6 +86,17 @@ class _Reader:
     def share(self, value: _T) -> _T:
         """One object for equal values within this object (a GPU's MIG devices repeat most attributes)."""
         return self._shared.setdefault(value, value)  # type: ignore[no-any-return]
+
+    def memo(self, what: str, raw: Any, build: Callable[[], _T]) -> _T:
+        """``build()`` once per distinct JSON map ``raw`` of this object (devices repeat their attributes,
+        capacities and counters): keyed on the JSON itself, which hashes far faster than the parsed values."""
+        key = _frozen(raw)
+        if key is None:
+            return build()
+        found = self._memo.get((what, key))
+        if found is None:
+            found = self._memo[(what, key)] = build()
+        return found
 
     # --- typed fields -------------------------------------------------------------------------------
 
@@ -147,20 +161,83 @@ class _Reader:
         return value
 
     def quantity(self, value: Any, where: str) -> Fraction:
-        try:
-            return quantity_of(value)
-        except QuantityError as exc:
-            self.fail(where, str(exc))
+        """``quantity_of``, parsed once per distinct value within this object (a slice repeats a few dozen)."""
+        key = (type(value), value) if isinstance(value, (str, int, float)) else None
+        found = self._quantities.get(key) if key is not None else None
+        if found is None:
+            try:
+                found = quantity_of(value)
+            except QuantityError as exc:
+                self.fail(where, str(exc))
+            if key is not None:
+                found = self._quantities[key] = self.share(found)
+        return found
 
-    def amounts(self, raw: Mapping[str, Any], key: str, where: str) -> tuple[tuple[str, Fraction], ...]:
-        """``map[string]Counter`` (``{name: {value: quantity}}``), sorted by name."""
+    def amounts(
+        self, raw: Mapping[str, Any], key: str, where: str, driver: str = ""
+    ) -> tuple[tuple[str, Fraction], ...]:
+        """``map[string]Counter`` or ``map[QualifiedName]DeviceCapacity`` (``{name: {value: quantity}}``), sorted
+        by name; names qualified with ``driver`` when it is given (capacities)."""
+        source = self.mapping(raw, key, where)
+        frozen = _frozen(source)
+        if frozen is None:
+            return self._amounts(source, _join(where, key), driver)
+        memo_key = ("amounts", driver, frozen)
+        found = _SHARED.get(memo_key)
+        if found is None:
+            found = self._amounts(source, _join(where, key), driver)
+            _remember(memo_key, found)
+        return found
+
+    def _amounts(self, source: Mapping[str, Any], where: str, driver: str) -> tuple[tuple[str, Fraction], ...]:
         found = []
-        for name, counter in self.mapping(raw, key, where).items():
-            at = f"{_join(where, key)}.{name}"
+        for name, counter in source.items():
+            at = f"{where}.{name}"
             if not isinstance(counter, Mapping) or "value" not in counter:
                 self.fail(at, "must be an object with a value")
-            found.append((sys.intern(str(name)), self.quantity(counter["value"], f"{at}.value")))
-        return self.share(tuple(sorted(found)))
+            qualified = _qualified(driver, str(name)) if driver else sys.intern(str(name))
+            found.append(self.share((qualified, self.quantity(counter["value"], f"{at}.value"))))
+        return self.share(tuple(sorted(found, key=_first)))
+
+
+def _first(pair: tuple[str, Any]) -> str:
+    return pair[0]
+
+
+def _frozen(raw: Any) -> Any:
+    """A hashable copy of a JSON map of one-member maps of scalars (``{name: {string: "x"}}``, ``{name: {value:
+    "1Gi"}}``: attributes, capacities, counters); None for any other shape, which is then parsed unmemoised.
+
+    Values other than strings carry their type, so that ``1``, ``1.0`` and ``true`` stay apart.
+    """
+    if not isinstance(raw, Mapping):
+        return None
+    items: list[tuple[Any, ...]] = []
+    for name, value in raw.items():
+        if type(value) is not dict or len(value) != 1:
+            return None
+        ((member, scalar),) = value.items()
+        if type(scalar) is str:
+            items.append((name, member, scalar))
+        elif type(scalar) in (int, bool, float):
+            items.append((name, member, type(scalar), scalar))
+        else:
+            return None
+    return tuple(items)
+
+
+# Capacities, counters and counter consumptions repeat across every node of a GPU model (a profile at a placement
+# consumes the same on each): one parsed tuple each, process-wide, keyed on the JSON. Distinct values: models x
+# profiles x placements (x GPU minors for consumptions, which name the counter set), a few thousand.
+_SHARED: dict[tuple[Any, ...], Any] = {}
+_SHARED_LIMIT = 8_192
+CACHES.register_table("dra_objects._SHARED", lambda: _SHARED, lambda: _SHARED_LIMIT)
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    if len(_SHARED) >= _SHARED_LIMIT:  # a bound on a pathological stream; real clusters have few values
+        _SHARED.clear()
+    _SHARED[key] = value
 
 
 def _join(where: str, key: str) -> str:
@@ -224,34 +301,53 @@ def _resource_slice(r: _Reader, raw: Mapping[str, Any]) -> ResourceSlice:
 
 
 def _device(r: _Reader, driver: str, raw: Mapping[str, Any], where: str) -> Device:
-    attributes = []
-    for name, value in r.mapping(raw, "attributes", where).items():
-        parsed = _attribute(r, value, f"{where}.attributes.{name}")
-        if parsed is not None:
-            attributes.append(r.share((_qualified(driver, str(name)), parsed)))
-    capacity = []
-    for name, value in r.mapping(raw, "capacity", where).items():
-        at = f"{where}.capacity.{name}"
-        if not isinstance(value, Mapping) or "value" not in value:
-            r.fail(at, "must be an object with a value")
-        capacity.append(r.share((_qualified(driver, str(name)), r.quantity(value["value"], f"{at}.value"))))
-    consumes = tuple(
-        r.share(
-            CounterConsumption(
-                sys.intern(r.string(item, "counterSet", at, required=True)), r.amounts(item, "counters", at)
-            )
-        )
-        for at, item in r.objects(raw, "consumesCounters", where)
-    )
+    source = r.mapping(raw, "attributes", where)
+    attributes = r.memo("attributes", source, lambda: _attributes(r, driver, source, f"{where}.attributes"))
     return Device(
-        name=r.string(raw, "name", where, required=True),
-        attributes=r.share(tuple(sorted(attributes, key=lambda a: a[0]))),
-        capacity=r.share(tuple(sorted(capacity))),
-        consumes=consumes,
+        name=sys.intern(r.string(raw, "name", where, required=True)),
+        attributes=attributes,
+        capacity=r.amounts(raw, "capacity", where, driver),
+        consumes=_consumes(r, raw, where),
         taints=r.share(tuple(_taint(r, item, at) for at, item in r.objects(raw, "taints", where))),
         binding_conditions=r.share(r.strings(raw, "bindingConditions", where)),
         allow_multiple_allocations=r.flag(raw, "allowMultipleAllocations", where),
     )
+
+
+def _consumes(r: _Reader, raw: Mapping[str, Any], where: str) -> tuple[CounterConsumption, ...]:
+    """``consumesCounters``, one tuple per distinct list process-wide (equal on every node of a GPU model)."""
+    items = raw.get("consumesCounters")
+    if not items:
+        return ()
+    key: Any = None
+    if isinstance(items, list) and all(isinstance(i, Mapping) and isinstance(i.get("counterSet"), str) for i in items):
+        frozen = [(i["counterSet"], _frozen(i.get("counters"))) for i in items]
+        if all(f is not None and len(i) == 2 for (_, f), i in zip(frozen, items)):
+            key = ("consumes", tuple(frozen))
+    found = _SHARED.get(key) if key is not None else None
+    if found is None:
+        found = tuple(
+            r.share(
+                CounterConsumption(
+                    sys.intern(r.string(item, "counterSet", at, required=True)), r.amounts(item, "counters", at)
+                )
+            )
+            for at, item in r.objects(raw, "consumesCounters", where)
+        )
+        if key is not None:
+            _remember(key, found)
+    return found
+
+
+def _attributes(
+    r: _Reader, driver: str, source: Mapping[str, Any], where: str
+) -> tuple[tuple[str, AttributeValue], ...]:
+    found = []
+    for name, value in source.items():
+        parsed = _attribute(r, value, f"{where}.{name}")
+        if parsed is not None:
+            found.append(r.share((_qualified(driver, str(name)), parsed)))
+    return r.share(tuple(sorted(found, key=_first)))
 
 
 def _attribute(r: _Reader, raw: Any, where: str) -> AttributeValue | None:

@@ -11,7 +11,7 @@ import extender.server.run  # noqa: F401  (every module with a cache registers i
 from extender.model import placement
 from extender.model.caches import CACHES
 from extender.model.catalog import model_named
-from extender.view import objects
+from extender.view import dra_objects, objects
 from extender.view.objects import NodeInfo, PodInfo
 from tests.model.dra.test_cel import CEL_BOUNDED
 from tests.model.dra.test_inventory import pools_bound, shared_bound
@@ -56,6 +56,16 @@ def taints(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     return len(objects._TAINTS), BOUND
 
 
+def dra_shared(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    monkeypatch.setattr(dra_objects, "_SHARED", {})
+    monkeypatch.setattr(dra_objects, "_SHARED_LIMIT", BOUND)
+    for i in range(FED):  # a distinct capacity each
+        device = {"name": "d", "capacity": {"memory": {"value": f"{i + 1}Gi"}}}
+        spec = {"driver": "x.example.com", "pool": {"name": "p", "resourceSliceCount": 1}, "devices": [device]}
+        dra_objects.parse_resource_slice({"metadata": {"name": f"s{i}"}, "spec": spec})
+    return len(dra_objects._SHARED), BOUND
+
+
 def place_all(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     assert placement.place_all.cache_parameters()["maxsize"] == placement._PLACE_ALL_LIMIT
     small = lru_cache(maxsize=BOUND)(placement.place_all.__wrapped__)
@@ -72,6 +82,7 @@ MORE_BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
     "objects._DEMANDS": demands,
     "objects._PLACEMENTS": placements,
     "objects._TAINTS": taints,
+    "dra_objects._SHARED": dra_shared,
     "placement.place_all": place_all,
     **CEL_BOUNDED,  # DRA selectors
 }
