@@ -323,7 +323,8 @@ def _value_rows(schema: dict[str, object], values: object, path: str) -> list[tu
         nested = sub.get("properties")
         if isinstance(nested, dict) and here != "extender.settings":
             if sub.get("description"):
-                rows.append((here, "object", "", str(sub["description"])))
+                text = str(sub["description"]).replace("<", "&lt;").replace(">", "&gt;")
+                rows.append((here, "object", "", text))
             rows.extend(_value_rows(sub, default, here))
             continue
         kind = sub.get("type", "")
@@ -331,7 +332,8 @@ def _value_rows(schema: dict[str, object], values: object, path: str) -> list[tu
         if "enum" in sub:
             kind_text = " \\| ".join(f"`{choice}`" for choice in sub["enum"])
         shown = "" if default is None else f"`{json.dumps(default, separators=(', ', ': '))}`"
-        rows.append((here, kind_text, shown, str(sub.get("description", "")).replace("|", "\\|")))
+        text = str(sub.get("description", "")).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append((here, kind_text, shown, text))
     return rows
 
 
