@@ -30,7 +30,9 @@ end-to-end tests do, then for ``--duration`` seconds:
 - the extender's RSS sampled every 5 s (``rss.csv`` under ``--out`` as it goes);
 - with ``--tracemalloc``, the extender runs under tracemalloc (one frame per allocation, from its start) and
   dumps its live allocations per source line when the warm-up ends (``--warmup-s``, default 600) and at the
-  end (the load paused meanwhile); the summary names the sites that grew most between the two.
+  end, from a forked child (the load paused until the dump is written; the snapshot's memory stays out of
+  the extender's RSS); the summary names the sites that grew most between the two. Tracing slows the
+  extender and its records take memory of their own (``tracemalloc_overhead_mib_end``).
 
 Prints a text summary and writes JSON (``--json``, and ``summary.json`` under ``--out``): RSS start, end,
 max, the least-squares slope per minute after the warm-up, requests, errors, wrong answers, latency, p99 of
@@ -89,28 +91,37 @@ RSS_EVERY_S = 5.0
 CREATE_CONCURRENCY = 16  # API writes in flight while the nodes are created and filled before the clock starts
 TRACEMALLOC_DUMP_TIMEOUT_S = 600.0
 TRACEMALLOC_SIGNAL = signal.SIGUSR2
-# ``serve`` under tracemalloc (started by -X tracemalloc=1): SIGUSR2 writes the live allocations per source
-# line as JSON to $MIG_SOAK_TRACEMALLOC_DIR/tracemalloc-<n>.json (written aside, then renamed into place).
+# ``serve`` under tracemalloc (started by -X tracemalloc=1): SIGUSR2 forks, and the child writes the live
+# allocations per source line as JSON to $MIG_SOAK_TRACEMALLOC_DIR/tracemalloc-<n>.json (written aside, then
+# renamed into place), so that the snapshot's own memory and time stay out of the extender's RSS and loop.
 TRACED_SERVE = """
-import json, os, signal, sys, tracemalloc
+import json, os, signal, sys, threading, tracemalloc
 dumps = 0
 def dump(signum, frame):
     global dumps
     dumps += 1
-    snapshot = tracemalloc.take_snapshot().filter_traces([
-        tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
-        tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
-        tracemalloc.Filter(False, "<unknown>"),
-    ])
-    rows = [[s.traceback[0].filename, s.traceback[0].lineno, s.size, s.count] for s in snapshot.statistics("lineno")]
     traced, peak = tracemalloc.get_traced_memory()
-    body = {"traced_bytes": traced, "peak_bytes": peak, "overhead_bytes": tracemalloc.get_tracemalloc_memory(),
-            "sites": rows}
-    path = os.path.join(os.environ["MIG_SOAK_TRACEMALLOC_DIR"], f"tracemalloc-{dumps}.json")
-    with open(path + ".part", "w") as out:
-        json.dump(body, out)
-    os.replace(path + ".part", path)
+    overhead = tracemalloc.get_tracemalloc_memory()
+    child = os.fork()
+    if child:
+        threading.Thread(target=os.waitpid, args=(child, 0), daemon=True).start()
+        return
+    try:
+        snapshot = tracemalloc.take_snapshot().filter_traces([
+            tracemalloc.Filter(False, tracemalloc.__file__),
+            tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+            tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
+            tracemalloc.Filter(False, "<unknown>"),
+        ])
+        rows = [[s.traceback[0].filename, s.traceback[0].lineno, s.size, s.count]
+                for s in snapshot.statistics("lineno")]
+        body = {"traced_bytes": traced, "peak_bytes": peak, "overhead_bytes": overhead, "sites": rows}
+        path = os.path.join(os.environ["MIG_SOAK_TRACEMALLOC_DIR"], f"tracemalloc-{dumps}.json")
+        with open(path + ".part", "w") as out:
+            json.dump(body, out)
+        os.replace(path + ".part", path)
+    finally:
+        os._exit(0)
 signal.signal(signal.SIGUSR2, dump)
 from extender.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -941,6 +952,8 @@ def allocation_growth(start: Mapping[str, Any] | None, end: Mapping[str, Any], t
     return {
         "traced_mib_start": round(start["traced_bytes"] / mib, 2) if start else None,
         "traced_mib_end": round(end["traced_bytes"] / mib, 2),
+        "sites_mib_start": round(sum(r[2] for r in start["sites"]) / mib, 2) if start else None,
+        "sites_mib_end": round(sum(r[2] for r in end["sites"]) / mib, 2),
         "tracemalloc_overhead_mib_end": round(end["overhead_bytes"] / mib, 1),
         "dump_s": [start["took_s"] if start else None, end["took_s"]],
         "grew": [named(r) for r in rows[:top] if r[0] > 0],
