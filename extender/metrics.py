@@ -560,6 +560,9 @@ class ProvisioningStats:
     """Nodes the last plan wants asked for, by NodePool (in plan-only mode: what it would ask for)."""
     unmet_pods: dict[str, int] = field(default_factory=dict)
     """Pods counted as unmet demand, by outcome: hosted, no-pool, capped."""
+    pools_refused: dict[tuple[str, str], int] = field(default_factory=dict)
+    """NodePools left out of the last plan, by (NodePool, reason): mig-config (not in the mig-parted config),
+    no-whole-gpus (whole-GPU requests for nodes that register none)."""
     errors: int = 0
 
 
@@ -623,6 +626,14 @@ class _ProvisioningCollector(Collector):
             "outcome",
             s.unmet_pods,
         )
+        refused = GaugeMetricFamily(
+            "mig_extender_capacity_pools_refused",
+            "NodePools of the pools file left out of the last plan, by reason (mig-config, no-whole-gpus).",
+            labels=["nodepool", "reason"],
+        )
+        for (pool, reason), value in sorted(s.pools_refused.items()):
+            refused.add_metric([pool, reason], value)
+        yield refused
         yield CounterMetricFamily(
             "mig_extender_provisioning_errors", "Provisioning reconciles that failed.", value=s.errors
         )

@@ -16,8 +16,10 @@ annotation of ours. So every ``interval_s`` the leader (see :mod:`.leader`):
    pool whose layout hosts them (:func:`~extender.model.provisioning.plan_capacity`), within each pool's
    ``maxNodes`` and ``max_requests`` overall.
 3. **Converges** (mode ``requests``): one capacity-request pod per node to ask for, pinned to its pool
-   (``nodeSelector karpenter.sh/nodepool``, every taint tolerated), requesting the pool's whole
-   ``nvidia.com/gpu`` (what Karpenter knows of the instance type), with a ``schedulerName`` that no scheduler
+   (``nodeSelector karpenter.sh/nodepool``, every taint tolerated), requesting what its node will register:
+   the pool's MIG instances (Karpenter knows them from the NodeOverlays) or, with ``request_resources`` gpu,
+   the instance's whole ``nvidia.com/gpu``, for pools that keep a GPU whole only (Karpenter initializes a
+   node once every requested resource is registered), with a ``schedulerName`` that no scheduler
    serves so that none binds it, and ``PodScheduled=False/Unschedulable`` written by the loop so that
    Karpenter provisions for it. Requests that no demand needs any more are deleted. In ``overlay`` mode
    NodeOverlays let Karpenter provision for the pods themselves: no requests (stale ones are deleted), only
@@ -123,7 +125,8 @@ def request_pod(
     """A pod that only Karpenter acts on: a node of ``pool``, then it is deleted.
 
     It asks for a whole node as Karpenter knows it: ``resources`` (the pool's MIG instances, known through
-    NodeOverlays), else the instance's whole ``nvidia.com/gpu``.
+    NodeOverlays), else the instance's whole ``nvidia.com/gpu`` (only for pools that keep a GPU whole: the
+    node must register every resource asked for, see ``_no_whole_gpus``).
     """
     wanted = resources or {"nvidia.com/gpu": pool.gpus_per_node}
     gpus = {name: str(count) for name, count in sorted(wanted.items())}
@@ -210,6 +213,8 @@ class ProvisioningController:
         """Pod uid -> the last Event reason it got from the loop (so each is told once)."""
         self._stuck_told: set[str] = set()
         self._pool_errors: dict[str, str] = {}
+        self._refused: dict[str, tuple[NodeState | None, str, str]] = {}
+        """Pools the last plan left out: their empty node (None if unresolvable), reason and text."""
 
     async def run(self) -> None:
         await reconcile_forever(self.reconcile, self.config.interval_s, self._count_error, "provisioning")
@@ -231,7 +236,14 @@ class ProvisioningController:
         templates = self._templates()
         requested = _count(r.pool for r in requests)
         arriving = await self._arriving(requested)
-        plan = plan_capacity(templates, [p.demand for p in pending], _POLICY, arriving=arriving, requested=requested)
+        plan = plan_capacity(
+            templates,
+            [p.demand for p in pending],
+            _POLICY,
+            arriving=arriving,
+            requested=requested,
+            arrived=self._arrived(),
+        )
         self.plan = plan
         self.stats.planned_nodes = {pool: n for pool, n in plan.requests.items()}
         self.stats.unmet_pods = {
@@ -253,17 +265,34 @@ class ProvisioningController:
         return sorted(requests, key=lambda r: (r.created, r.name))
 
     def _templates(self) -> list[tuple[Pool, NodeState]]:
-        """Each pool's empty node under the cluster's mig-parted config; pools it cannot resolve are skipped."""
+        """Each pool's empty node under the cluster's mig-parted config, but for the pools left out (kept in
+        ``_refused`` with the reason, said once in the log): those it cannot resolve, and with whole-GPU
+        requests those whose nodes register no whole GPU."""
         templates = []
+        self._refused = {}
         for pool in self.pools.values():
             try:
-                templates.append((pool, pool.empty_node(self.view.mig_parted)))
-                self._pool_errors.pop(pool.name, None)
+                template = pool.empty_node(self.view.mig_parted)
             except MigPartedError as exc:
-                if self._pool_errors.get(pool.name) != str(exc):
-                    log.error("NodePool %s is not provisioned for: %s", pool.name, exc)
-                self._pool_errors[pool.name] = str(exc)
+                self._refuse(pool, None, "mig-config", str(exc))
+                continue
+            if self._asks_whole_gpus() and all(gpu.mig_enabled for gpu in template.gpus):
+                self._refuse(pool, template, "no-whole-gpus", _no_whole_gpus(pool))
+                continue
+            templates.append((pool, template))
+            self._pool_errors.pop(pool.name, None)
+        self.stats.pools_refused = {(name, reason): 1 for name, (_, reason, _) in self._refused.items()}
         return templates
+
+    def _asks_whole_gpus(self) -> bool:
+        """Capacity requests (made, or in plan-only planned) ask for the instances' whole ``nvidia.com/gpu``."""
+        return self.config.mode in ("requests", "plan-only") and self.config.request_resources == "gpu"
+
+    def _refuse(self, pool: Pool, template: NodeState | None, reason: str, text: str) -> None:
+        if self._pool_errors.get(pool.name) != text:
+            log.error("NodePool %s is not provisioned for: %s", pool.name, text)
+        self._pool_errors[pool.name] = text
+        self._refused[pool.name] = (template, reason, text)
 
     def _pool_nodes(self) -> Iterable[NodeInfo]:
         return (info for info in self.view.nodes.values() if info.pool in self.pools)
@@ -283,6 +312,17 @@ class ProvisioningController:
         for pool, launching in (await self._launching()).items():
             arriving[pool] = arriving.get(pool, 0) + max(0, launching - requested.get(pool, 0))
         return arriving
+
+    def _arrived(self) -> list[tuple[str, NodeState]]:
+        """Guarded nodes whose layout is applied, in their real state: still arriving capacity while a taint
+        (a startup taint some agent removes) keeps the pods off them, until their guard is lifted."""
+        arrived = []
+        for info in self._pool_nodes():
+            guarded = info.annotations.get(CAPACITY_ANNOTATION) == ARRIVING or info.name in self._claimed
+            state = self.view.node_state(info.name) if guarded and _layout_applied(info) else None
+            if state is not None:
+                arrived.append((str(info.pool), state))
+        return arrived
 
     async def _launching(self) -> dict[str, int]:
         """NodeClaims of the pools that have no Node yet, by pool."""
@@ -494,7 +534,14 @@ class ProvisioningController:
     async def _tell_unhosted(self, pending: Sequence[PodInfo], plan: CapacityPlan) -> None:
         for index, reason in plan.unhosted.items():
             pod = pending[index]
-            if str(reason) == "no-pool":
+            refused = [
+                f"NodePool {name} would host it but is not asked for: {text}"
+                for name, (template, _, text) in self._refused.items()
+                if template is not None and evaluate(template, pod.demand, _POLICY).fits_now
+            ]
+            if str(reason) == "no-pool" and refused:
+                text = f"{pod.demand.text()}: " + "; ".join(refused)
+            elif str(reason) == "no-pool":
                 text = f"no configured NodePool's MIG layout can host {pod.demand.text()}"
             else:
                 text = f"the NodePools that could host {pod.demand.text()} are at their maxNodes"
@@ -536,6 +583,15 @@ def _debounced(
             ready.append(pod)
         previous = since
     return ready
+
+
+def _no_whole_gpus(pool: Pool) -> str:
+    return (
+        f"every GPU of its nodes is in MIG mode ({pool.mig_config}), so they register nvidia.com/gpu: 0, and "
+        "Karpenter initializes a node only once each resource its NodeClaim requested is registered: a node "
+        f"asked for with whole GPUs would stay uninitialized (never consolidated, its {pool.gpus_per_node} "
+        "GPUs counted as free); use --provision-request-resources mig with the pool's NodeOverlay"
+    )
 
 
 def _layout_applied(info: NodeInfo) -> bool:

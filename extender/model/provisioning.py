@@ -110,17 +110,19 @@ def plan_capacity(
     *,
     arriving: Mapping[str, int] | None = None,
     requested: Mapping[str, int] | None = None,
+    arrived: Sequence[tuple[str, NodeState]] = (),
 ) -> CapacityPlan:
     """Pack ``demands`` into arriving, then requested, then new nodes; new ones from the cheapest pool.
 
     ``pools`` pairs each pool with its empty node (:meth:`Pool.empty_node`); pools are tried by cost, then
-    in the order given.
+    in the order given. ``arriving`` counts nodes on their way as empty nodes of their pool; ``arrived`` are
+    arriving nodes already in their real state (layout applied, not yet usable by the pods), filled first.
     """
     arriving = arriving or {}
     requested = requested or {}
     templates = {pool.name: template for pool, template in pools}
     by_cost = sorted((pool for pool, _ in pools), key=lambda p: p.cost)  # stable: equal costs keep their order
-    nodes: list[_PlannedNode] = []
+    nodes: list[_PlannedNode] = [_PlannedNode(pool, NodeSource.ARRIVING, state) for pool, state in arrived]
     for source, counts in ((NodeSource.ARRIVING, arriving), (NodeSource.REQUESTED, requested)):
         for pool, _ in pools:
             nodes.extend(_PlannedNode(pool.name, source, templates[pool.name]) for _ in range(counts.get(pool.name, 0)))

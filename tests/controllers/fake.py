@@ -91,10 +91,16 @@ class FakeApi:
         self.nodes[name] = node
         self._sync_node(name)
 
-    def add_config_map(self, namespace: str = "gpu-operator", name: str = "default-mig-parted-config") -> None:
+    def add_config_map(
+        self,
+        namespace: str = "gpu-operator",
+        name: str = "default-mig-parted-config",
+        document: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The mig-parted ConfigMap: ``document``, by default the GPU Operator's default configs."""
         body = {
             "metadata": {"name": name, "namespace": namespace},
-            "data": {"config.yaml": yaml.safe_dump(default_config_document(), sort_keys=False)},
+            "data": {"config.yaml": yaml.safe_dump(dict(document or default_config_document()), sort_keys=False)},
         }
         self._bump(body)
         self.config_maps[(namespace, name)] = body

@@ -18,11 +18,12 @@ from extender.kube.names import (
     DO_NOT_DISRUPT_ANNOTATION,
 )
 from extender.model.catalog import model_named
+from extender.model.migparted import DEFAULT_CONFIG, MigPartedConfig, default_config_document, parse_config
 from extender.model.provisioning import Pool, PoolsError
-from extender.settings import ProvisionMode, ProvisionSettings
+from extender.settings import ProvisionMode, ProvisionSettings, RequestResources
 from extender.view.store import ClusterView, Kind
 from tests.builders import pod
-from tests.controllers.fake import FakeApi, counts_for
+from tests.controllers.fake import FakeApi
 from tests.support import Clock
 
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -79,10 +80,14 @@ def karpenter_node(api: FakeApi, name: str, pool: Pool) -> None:
     api.set_node(name, {})
 
 
-def mig_manager(api: FakeApi, name: str) -> None:
-    config = api.nodes[name]["metadata"]["labels"]["nvidia.com/mig.config"]
-    allocatable: dict[str, str | None] = {k: str(v) for k, v in counts_for(A100, config, 8).items()}
-    allocatable["nvidia.com/gpu"] = None
+def mig_manager(api: FakeApi, name: str, config: MigPartedConfig = DEFAULT_CONFIG) -> None:
+    """MIG Manager applies the node's mig.config, and the device plugin (mixed strategy) registers what is
+    left: each MIG instance, and ``nvidia.com/gpu`` for the GPUs left whole, "0" when every GPU is in MIG
+    mode (the kubelet keeps a registered resource, at zero)."""
+    mig_config = api.nodes[name]["metadata"]["labels"]["nvidia.com/mig.config"]
+    advertised = Pool("mig-manager", model_named(A100), 8, mig_config).advertised(config)
+    allocatable = {k: str(v) for k, v in advertised.items()}
+    allocatable["nvidia.com/gpu"] = str(advertised.get("nvidia.com/gpu", 0))
     labels = {"nvidia.com/gpu.product": A100, "nvidia.com/gpu.count": "8", "nvidia.com/mig.config.state": "success"}
     api.set_node(name, {"metadata": {"labels": labels}, "status": {"allocatable": allocatable}})
 
@@ -107,7 +112,11 @@ async def test_from_unmet_pod_to_request_to_node_to_lifted_guard() -> None:
     assert spec["schedulerName"] == CAPACITY_REQUEST_SCHEDULER
     assert spec["nodeSelector"] == {"karpenter.sh/nodepool": "a100-balanced"}
     assert spec["tolerations"] == [{"operator": "Exists"}]
-    assert spec["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": "8"}
+    assert spec["containers"][0]["resources"]["requests"] == {  # the pool's instances: what its node registers
+        MIG_1G: "16",
+        "nvidia.com/mig-2g.20gb": "8",
+        MIG_3G: "8",
+    }
     (condition,) = request["status"]["conditions"]
     assert (condition["type"], condition["status"], condition["reason"]) == ("PodScheduled", "False", "Unschedulable")
     assert "MigCapacityRequested" in event_reasons(api)
@@ -351,3 +360,78 @@ async def test_a_pod_outside_the_debounce_window_waits_for_its_own_debounce() ->
     view.apply(Kind.PODS, "ADDED", unmet_pod("late", {MIG_3G: 1}, since="2026-01-01T00:00:15Z"))
     await tick(api, clock, controller, 30.5)
     assert controller.plan is not None and len(controller.plan.hosts) == 1, "15 s after the burst: not part of it"
+
+
+HALF = Pool("a100-half", model_named(A100), 8, "half-3g.40gb")
+HALF_DOCUMENT = default_config_document()
+HALF_DOCUMENT["mig-configs"]["half-3g.40gb"] = [  # four GPUs in MIG mode (two 3g.40gb each), four whole
+    {"devices": [0, 1, 2, 3], "mig-enabled": True, "mig-devices": {"3g.40gb": 2}},
+    {"devices": [4, 5, 6, 7], "mig-enabled": False},
+]
+
+
+def unregistered(node: dict[str, Any], requests: dict[str, str]) -> list[str]:
+    """The requested resources that keep Karpenter from marking the NodeClaim ``Initialized``.
+
+    As sigs.k8s.io/karpenter v1.14.1 ``pkg/controllers/nodeclaim/lifecycle/initialization.go``
+    (``RequestedResourcesRegistered``) reads them: every non-zero quantity of the NodeClaim's
+    ``spec.resources.requests`` (the pods it was launched for, here the capacity request) must be non-zero
+    in the node's ``status.allocatable``. Until then the NodeClaim stays ``Initialized=Unknown``
+    (``ResourceNotRegistered``): no consolidation, and its launch-time allocatable is counted as free
+    (``pkg/controllers/state/statenode.go``, ``Allocatable``).
+    """
+    allocatable = node["status"]["allocatable"]
+    return sorted(name for name, count in requests.items() if int(count) and not int(allocatable.get(name, "0")))
+
+
+@pytest.mark.parametrize(
+    ("request_resources", "pool"),
+    [
+        pytest.param("gpu", BALANCED, id="whole-gpus-of-a-fully-mig-pool-refused"),
+        pytest.param("mig", BALANCED, id="mig-instances-of-a-fully-mig-pool"),
+        pytest.param("gpu", HALF, id="whole-gpus-of-a-pool-that-keeps-some"),
+    ],
+)
+async def test_a_capacity_request_asks_only_for_what_its_node_will_register(
+    request_resources: RequestResources, pool: Pool
+) -> None:
+    """A node of a fully-MIG pool registers ``nvidia.com/gpu: 0``: a whole-GPU request for it would never
+    let Karpenter initialize the node, so that pool is not asked for with whole GPUs; every request made is
+    one whose node, once MIG Manager is done, registers every resource asked for."""
+    view, api, clock, controller = setup(pools=(pool,), request_resources=request_resources)
+    api.add_config_map(document=HALF_DOCUMENT)
+    config = parse_config(HALF_DOCUMENT)
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+
+    karpenter_node(api, "n1", pool)
+    mig_manager(api, "n1", config)
+    assert int(api.nodes["n1"]["status"]["allocatable"]["nvidia.com/gpu"]) == (4 if pool is HALF else 0)
+    made = [r["spec"]["containers"][0]["resources"]["requests"] for r in requests_of(api)]
+    assert all(unregistered(api.nodes["n1"], requests) == [] for requests in made), made
+    if request_resources == "gpu" and pool is BALANCED:
+        assert made == [], "no request Karpenter would never see through"
+        ((kind, name, reason, level, note),) = api.events
+        assert (kind, name, reason, level) == ("Pod", "big", "MigNoNodePoolFits", "Warning")
+        assert "nvidia.com/gpu: 0" in note and "--provision-request-resources mig" in note, note
+        assert controller.stats.pools_refused == {(pool.name, "no-whole-gpus"): 1}
+    else:
+        assert len(made) == 1
+        assert controller.stats.pools_refused == {}
+
+
+async def test_a_new_node_with_its_layout_but_a_startup_taint_left_is_still_the_capacity_on_its_way() -> None:
+    """MIG Manager is done but a startup taint (Karpenter's NodePool startupTaints, removed by some agent) is
+    still on the node: the pods cannot use it yet, and it is not a reason to ask for another node."""
+    view, api, clock, controller = setup()
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+    karpenter_node(api, "n1", BALANCED)
+    await tick(api, clock, controller)
+    assert requests_of(api) == [] and api.nodes["n1"]["metadata"]["annotations"][CAPACITY_ANNOTATION] == "arriving"
+
+    mig_manager(api, "n1")
+    api.set_node("n1", {"spec": {"taints": [{"key": "example.com/agent-not-ready", "effect": "NoSchedule"}]}})
+    await tick(api, clock, controller)
+    assert requests_of(api) == [], "n1 is the pod's node, whatever taint it still has"
+    assert controller.plan is not None and controller.plan.hosts == {0: "a100-balanced"}

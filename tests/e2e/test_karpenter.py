@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,13 @@ NODE_CLASS = {
 }
 
 
+DEVICE_PLUGIN_PENDING = {"key": "e2e.mig-extender.io/device-plugin-pending", "effect": "NoSchedule"}
+"""A startup taint the MIG Manager stand-in removes once it has applied the layout: on a real node the device
+plugin registers its resources after MIG Manager, while the kwok provider's node carries the instance type's
+whole GPUs from its start; Karpenter initializes a node only after its startup taints are gone, so it reads
+the node's resources as the device plugin leaves them."""
+
+
 def node_pool(name: str, instance_type: str, mig_config: str) -> dict[str, Any]:
     """A MIG NodePool as manifests/karpenter ships them, for the kwok provider's node class."""
     return {
@@ -81,6 +89,7 @@ def node_pool(name: str, instance_type: str, mig_config: str) -> dict[str, Any]:
                     ],
                     "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"},
                     "expireAfter": "Never",
+                    "startupTaints": [DEVICE_PLUGIN_PENDING],
                 },
             },
             "limits": {"nvidia.com/gpu": "64"},
@@ -90,7 +99,8 @@ def node_pool(name: str, instance_type: str, mig_config: str) -> dict[str, Any]:
 
 
 class MigManagerStandIn(threading.Thread):
-    """Gives every node that has ``nvidia.com/mig.config`` but no MIG resources the layout of that config."""
+    """Gives every new node that has ``nvidia.com/mig.config`` the layout of that config (labels and the
+    resources the device plugin registers), then removes its startup taint :data:`DEVICE_PLUGIN_PENDING`."""
 
     def __init__(self, kube: Kube) -> None:
         super().__init__(daemon=True, name="mig-manager")
@@ -111,12 +121,11 @@ class MigManagerStandIn(threading.Thread):
     def apply(self, node: dict[str, Any]) -> None:
         config = node["metadata"].get("labels", {}).get("nvidia.com/mig.config")
         allocatable = node.get("status", {}).get("allocatable") or {}
-        if not config or node["metadata"]["labels"].get("nvidia.com/mig.config.state") == "success":
-            return
+        taints = node.get("spec", {}).get("taints") or []
+        if not config or not any(t["key"] == DEVICE_PLUGIN_PENDING["key"] for t in taints):
+            return  # not registered by Karpenter yet (it adds the startup taint then), or done
         name = node["metadata"]["name"]
-        gpus = int(allocatable.get("nvidia.com/gpu", "0"))
-        if not gpus:
-            return
+        gpus = 8  # every GPU instance type of instance-types.json
         product = PRODUCTS[node["metadata"]["labels"]["node.kubernetes.io/instance-type"]]
         pool = Pool("stand-in", model_named(product), gpus, config)
         advertised = pool.advertised(CONFIG)
@@ -138,6 +147,8 @@ class MigManagerStandIn(threading.Thread):
             {"status": {"allocatable": counts, "capacity": counts}},
             content_type=MERGE,
         )
+        left = [t for t in taints if t["key"] != DEVICE_PLUGIN_PENDING["key"]]
+        self.kube.call("PATCH", f"/api/v1/nodes/{name}", {"spec": {"taints": left}}, content_type=MERGE)
         self.applied.append(name)
 
     def stop(self) -> None:
@@ -236,8 +247,9 @@ class RequestCase:
 
 
 REQUEST_CASES = [
-    # Whole GPUs, what every Karpenter knows of a p4de.24xlarge.
-    RequestCase("gpu", POOL, "p4de.24xlarge", A100, "all-balanced", MIG_3G),
+    # Whole GPUs, what every Karpenter knows of a p4de.24xlarge, for a layout that leaves four of them whole:
+    # the node registers nvidia.com/gpu: 4, so Karpenter marks the NodeClaim (which asked for 8) Initialized.
+    RequestCase("gpu", HALF_POOL, "p4de.24xlarge", A100, HALF_CONFIG, MIG_3G),
     # The pool's MIG instances, known to Karpenter through the NodeOverlay: the NodeClaim asks for what the
     # node registers once MIG Manager is done, so Karpenter marks it Initialized; and no second node.
     RequestCase("mig", MIG_REQUEST_POOL, "p4d.24xlarge", A100_40, "all-1g.5gb", "nvidia.com/mig-1g.5gb"),
@@ -311,8 +323,9 @@ def test_a_pod_no_layout_fits_gets_a_node_of_the_right_pool_through_karpenter(
         assert "MigNoLayoutFits" in reasons
         if case.request_resources == "gpu":
             assert "MigCapacityRequested" in reasons
-        else:
-            wait_for("Karpenter's NodeClaim Initialized", lambda: initialized(kube, claim), timeout=30)
+        # What the device plugin registered is what the NodeClaim asked for (with whole GPUs of a pool whose
+        # GPUs are all in MIG mode it would stay Initialized=Unknown, ResourceNotRegistered).
+        wait_for("Karpenter's NodeClaim Initialized", lambda: initialized(kube, claim), timeout=30)
     finally:
         mig_manager.stop()
         if scheduler is not None:
@@ -378,12 +391,14 @@ def test_overlay_mode_karpenter_provisions_for_the_mig_pod_itself(
 
 
 def clean_slate(kube: Kube) -> None:
-    """No MIG pods and no Karpenter nodes left by the tests before (a node with free 3g.40gb would host)."""
+    """No MIG pods, Karpenter nodes or capacity-request Events left by the tests before (a node with free
+    3g.40gb would host the next test's pods)."""
     kube.call("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", ok=(200, 404))
     # Right after the CRDs are made the API server may answer 429 "storage is (re)initializing".
     wait_for("NodeClaims listed", lambda: karpenter_plane_ok(kube, NODECLAIMS), timeout=30)
     for claim in kube.call("GET", NODECLAIMS)["items"]:
         kube.call("DELETE", f"{NODECLAIMS}/{claim['metadata']['name']}", ok=(200, 404))
+    kube.call("DELETE", f"/apis/events.k8s.io/v1/namespaces/{SYSTEM}/events", ok=(200, 404))
     wait_for(
         "the earlier tests' pods, NodeClaims and nodes gone",
         lambda: (
@@ -459,6 +474,43 @@ def test_a_burst_of_pods_is_planned_as_the_fewest_nodes_in_one_plan(
         extender.stop()
         for pod in pods:
             kube.delete_pod(pod)
+
+
+def test_no_whole_gpu_request_for_a_pool_whose_gpus_are_all_in_mig_mode(
+    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path
+) -> None:
+    """Its nodes register ``nvidia.com/gpu: 0``: a NodeClaim asked for with whole GPUs would never be
+    Initialized. The loop asks for none and says why on the pod and in its metrics."""
+    plane = karpenter_plane
+    kube = Kube(plane)
+    clean_slate(kube)
+    pools = pools_file(tmp_path, POOL, A100, "all-balanced")
+    extender = Extender(
+        plane,
+        tmp_path,
+        [
+            *("--provision", "requests", "--provision-request-resources", "gpu"),
+            *("--provision-pools-file", str(pools), "--provision-interval-s", "1", "--provision-debounce-s", "1"),
+        ],
+    )
+    extender.start()
+    try:
+        kube.create_pod("whole-gpus-refused", {MIG_3G: 1})
+        (warning,) = wait_for(
+            "the Warning that says why",
+            lambda: [e for e in kube.events_for("whole-gpus-refused") if e["reason"] == "MigNoNodePoolFits"],
+            timeout=60,
+        )
+        assert f"NodePool {POOL} would host it" in warning["note"], warning["note"]
+        assert "nvidia.com/gpu: 0" in warning["note"] and "--provision-request-resources mig" in warning["note"]
+        with urllib.request.urlopen(extender.url + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert f'mig_extender_capacity_pools_refused{{nodepool="{POOL}",reason="no-whole-gpus"}} 1.0' in metrics
+        time.sleep(3)  # three more reconciles
+        assert not capacity_requests(kube) and not claims_of(kube, POOL)
+    finally:
+        extender.stop()
+        kube.delete_pod("whole-gpus-refused")
 
 
 KARPENTER_OBJECTS = manifest_objects(karpenter=True)
