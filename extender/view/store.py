@@ -596,7 +596,7 @@ class ClusterView:
             if self.counters.node_warnings.get(node.name) != state.warnings:
                 for warning in state.warnings:
                     log.warning("%s", warning)
-                if node.gpus_annotation is not None and state.fidelity is not Fidelity.EXACT:
+                if node.gpus_annotation is not None and state.fidelity not in (Fidelity.EXACT, Fidelity.DRA):
                     self.counters.invalid_annotations += 1
             self.counters.node_warnings[node.name] = state.warnings
         else:

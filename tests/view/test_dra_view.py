@@ -354,3 +354,16 @@ def test_a_snapshot_with_dra_objects() -> None:
     }
     assert view.readiness(60) == (True, "ok")
     assert used(view, "dra-a") == ["0:1g.10gb@0"]
+
+
+def test_inventory_warnings_are_kept_per_node_and_are_no_annotation_error() -> None:
+    view = ClusterView()
+    annotated = node("dra-a")
+    annotated["metadata"]["annotations"] = {"mig-extender.io/gpus": '{"version": "v1", "gpus": []}'}
+    view.replace(Kind.NODES, [annotated])
+    slices = dynamic_mig_slices("dra-a", H100, 1)
+    del slices[1]["spec"]["devices"][1]["attributes"]["profile"]
+    view.replace(Kind.RESOURCE_SLICES, slices)
+    state = view.node_state("dra-a")
+    assert state is not None and state.fidelity is Fidelity.DRA and state.warnings
+    assert view.counters.node_warnings["dra-a"] == state.warnings and view.counters.invalid_annotations == 0
