@@ -380,10 +380,31 @@ def test_an_allocation_change_reuses_the_parse_and_new_slices_do_not(monkeypatch
     assert parses == ["n1", "n1"]
 
 
-def test_the_pool_cache_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+def pools_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Feeds the pool cache more nodes than its bound: (size after, bound)."""
     monkeypatch.setattr(inventory_module, "_POOLS", {})
     monkeypatch.setattr(inventory_module, "_POOLS_LIMIT", 4)
     for i in range(13):
         node = f"n{i}"
         inventory(node, pools_of([parse_resource_slice(s) for s in dynamic_mig_slices(node, H100, 1)], node))
         assert 0 < len(inventory_module._POOLS) <= 4
+    return len(inventory_module._POOLS), 4
+
+
+def shared_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Feeds the shared objects more than their bound (one pool alone has 26 placements): (size after, bound)."""
+    monkeypatch.setattr(inventory_module, "_POOLS", {})
+    monkeypatch.setattr(inventory_module, "_SHARED", {})
+    monkeypatch.setattr(inventory_module, "_SHARED_LIMIT", 4)
+    inv = node_inventory(dynamic_mig_slices("n1", H100, 2), ("gpu-0-mig-1g10gb-19-0",))
+    assert inv.warnings == () and layout(inv, 0) == (("1g.10gb@0", True),)  # the same answer with little shared
+    assert inv.ref(key("gpu-1-mig-7g80gb-0-0")) == DeviceRef(1, at("7g.80gb@0"))
+    return len(inventory_module._SHARED), 4
+
+
+@pytest.mark.parametrize("feed", [pools_bound, shared_bound])
+def test_the_caches_stay_within_their_bounds(
+    feed: Callable[[pytest.MonkeyPatch], tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size, bound = feed(monkeypatch)
+    assert 0 < size <= bound
