@@ -20,6 +20,7 @@ recomputes which devices are used.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from typing import Any, TypeVar
 from ..caches import CACHES
 from ..catalog import CatalogError, GpuModel, Profile, parse_product_label
 from ..placement import Placement, PlacementError, occupancy_of
-from ..state import Fidelity, GpuState, Instance, NodeState, UnknownProduct
+from ..state import Fidelity, GpuState, Instance, NodeState, UnknownProduct, intern_key
+from .allocator import PreparedPools, prepare
 from .driver import DRIVER
 from .types import Device, Pool, ResourceSlice
 
@@ -106,6 +108,15 @@ class _ParsedPool:
     """One device per (model, profile) and per full-GPU model: what selectors can be tried on."""
 
 
+@dataclass(slots=True, eq=False)
+class _PoolSet:
+    """A node's pools as given, a serial number standing for them, and their allocator layout once built."""
+
+    pools: tuple[Pool, ...]
+    serial: int
+    prepared: PreparedPools | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Inventory:
     """A node's ``gpu.nvidia.com`` devices: the :class:`NodeState` they make and where each device is."""
@@ -115,8 +126,25 @@ class Inventory:
     warnings: tuple[str, ...]
     samples: tuple[Device, ...]
     in_use: frozenset[DeviceKey]
+    version: int
+    """Equal for inventories of one node from the same pools (the same slice objects) and devices in use."""
     _pools: tuple[_ParsedPool, ...] = field(repr=False)
     _pool_names: tuple[str, ...] = field(repr=False)
+    _pool_set: _PoolSet = field(repr=False)
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        """Every pool given (any driver, other nodes' counter pools too), in the allocator's order."""
+        return self._pool_set.pools
+
+    @property
+    def prepared(self) -> PreparedPools:
+        """``pools`` laid out for :func:`~extender.model.dra.allocator.allocate`, built once per node while its
+        pools stay the same objects: devices in use change, the layout (and its CEL results) is kept."""
+        found = self._pool_set.prepared
+        if found is None:
+            found = self._pool_set.prepared = prepare(self._pool_set.pools)
+        return found
 
     def ref(self, key: DeviceKey) -> DeviceRef | None:
         """Where the device ``(driver, pool, device)`` is, or None if it is not a modelled device of this node."""
@@ -143,7 +171,7 @@ class Inventory:
 
     def with_used(self, keys: Iterable[DeviceKey]) -> Inventory:
         """The inventory once the devices ``keys`` are allocated too (a predicted allocation applied)."""
-        return _build(self.node.name, self._pool_names, self._pools, self.in_use | frozenset(keys))
+        return _build(self.node.name, self._pool_names, self._pools, self._pool_set, self.in_use | frozenset(keys))
 
 
 def model_for_product(product: str) -> GpuModel:
@@ -488,6 +516,11 @@ _POOLS: dict[tuple[str, str], _ParsedPool] = {}
 # across nodes is shared): worst ~25 MB.
 _POOLS_LIMIT = 20_000
 CACHES.register_table("inventory._POOLS", lambda: _POOLS, lambda: _POOLS_LIMIT)
+_POOL_SETS: dict[str, _PoolSet] = {}
+# One per node, holding the allocator's layout of its pools (PreparedPools) once a claim was evaluated there.
+_POOL_SETS_LIMIT = 20_000
+_SERIALS = itertools.count()
+CACHES.register_table("inventory._POOL_SETS", lambda: _POOL_SETS, lambda: _POOL_SETS_LIMIT)
 CACHES.register_table("inventory._SHARED", lambda: _SHARED, lambda: _SHARED_LIMIT)
 
 
@@ -516,9 +549,34 @@ def inventory(node: str, pools: Iterable[Pool], in_use: Iterable[DeviceKey] = ()
     every allocated device of any claim (the allocator counts them all, whoever they are reserved for;
     adminAccess results excluded).
     """
-    mine = tuple(sorted((p for p in pools if p.driver == DRIVER and _on(p, node)), key=lambda p: p.name))
+    given = tuple(pools)
+    mine = tuple(sorted((p for p in given if p.driver == DRIVER and _on(p, node)), key=lambda p: p.name))
     parsed = tuple(_parsed(p) for p in mine)
-    return _build(node, tuple(p.name for p in mine), parsed, frozenset(in_use))
+    return _build(node, tuple(p.name for p in mine), parsed, _pool_set(node, given), frozenset(in_use))
+
+
+def _pool_set(node: str, pools: tuple[Pool, ...]) -> _PoolSet:
+    found = _POOL_SETS.get(node)
+    if found is None or len(found.pools) != len(pools) or not all(map(_same_pool, found.pools, pools)):
+        if len(_POOL_SETS) >= _POOL_SETS_LIMIT:
+            _POOL_SETS.clear()
+        found = _POOL_SETS[node] = _PoolSet(pools, next(_SERIALS))
+    return found
+
+
+def _same_pool(a: Pool, b: Pool) -> bool:
+    """Two gatherings of one pool from the same slice objects (``pools_of`` builds new Pool records each time)."""
+    return a is b or (
+        (a.driver, a.name, a.generation, a.invalid, a.incomplete, a.unsupported)
+        == (b.driver, b.name, b.generation, b.invalid, b.incomplete, b.unsupported)
+        and _same(a.slices, b.slices)
+        and _same(a.counter_sets, b.counter_sets)
+        and _same(a.other_slices, b.other_slices)
+    )
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 def _on(pool: Pool, node: str) -> bool:
@@ -527,8 +585,13 @@ def _on(pool: Pool, node: str) -> bool:
 
 
 def _build(
-    node: str, names: tuple[str, ...], pools: tuple[_ParsedPool, ...], in_use: frozenset[DeviceKey]
+    node: str,
+    names: tuple[str, ...],
+    pools: tuple[_ParsedPool, ...],
+    pool_set: _PoolSet,
+    in_use: frozenset[DeviceKey],
 ) -> Inventory:
+    version = intern_key(("dra-inventory", node, pool_set.serial, in_use))
     warnings = [w for p in pools for w in p.warnings]
     unknown = sorted({u for p in pools for u in p.unknown_products})
     samples = tuple(s for p in pools for s in p.samples)
@@ -548,14 +611,14 @@ def _build(
             warnings=tuple(warnings),
             unknown_product=UnknownProduct(", ".join(unknown), ()),
         )
-        return Inventory(state, (), tuple(warnings), samples, in_use, pools, names)
+        return Inventory(state, (), tuple(warnings), samples, in_use, version, pools, names, pool_set)
     states = []
     for gpu in gpus:
         state_of, more = _gpu_state(gpu, in_use)
         states.append(state_of)
         warnings.extend(more)
     node_state = NodeState(node, tuple(states), Fidelity.DRA, warnings=tuple(warnings))
-    return Inventory(node_state, tuple(gpus), tuple(warnings), samples, in_use, pools, names)
+    return Inventory(node_state, tuple(gpus), tuple(warnings), samples, in_use, version, pools, names, pool_set)
 
 
 def _gpu_state(gpu: DraGpu, in_use: frozenset[DeviceKey]) -> tuple[GpuState, list[str]]:

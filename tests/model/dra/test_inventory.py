@@ -380,15 +380,36 @@ def test_an_allocation_change_reuses_the_parse_and_new_slices_do_not(monkeypatch
     assert parses == ["n1", "n1"]
 
 
-def pools_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
-    """Feeds the pool cache more nodes than its bound: (size after, bound)."""
-    monkeypatch.setattr(inventory_module, "_POOLS", {})
-    monkeypatch.setattr(inventory_module, "_POOLS_LIMIT", 4)
+def test_the_allocator_layout_and_the_version_follow_the_slices_and_the_use() -> None:
+    slices = [parse_resource_slice(s) for s in dynamic_mig_slices("n1", H100, 2)]
+    idle = inventory("n1", pools_of(slices, "n1"))
+    again = inventory("n1", pools_of(slices, "n1"))
+    busy = inventory("n1", pools_of(slices, "n1"), {key("gpu-0")})
+    assert again.version == idle.version != busy.version
+    assert idle.with_used([key("gpu-0")]).version == busy.version
+    assert idle.prepared is busy.prepared  # laid out once while the slices are the same objects
+    assert idle.pools == pools_of(slices, "n1") and len(idle.prepared.candidates) == 52
+    relisted = inventory("n1", pools_of([parse_resource_slice(s) for s in dynamic_mig_slices("n1", H100, 2)], "n1"))
+    assert relisted.version != idle.version and relisted.prepared is not idle.prepared
+
+
+def _feed_nodes(monkeypatch: pytest.MonkeyPatch, table: str) -> tuple[int, int]:
+    """Feeds a per-node table more nodes than its bound: (size after, bound)."""
+    monkeypatch.setattr(inventory_module, table, {})
+    monkeypatch.setattr(inventory_module, f"{table}_LIMIT", 4)
     for i in range(13):
         node = f"n{i}"
         inventory(node, pools_of([parse_resource_slice(s) for s in dynamic_mig_slices(node, H100, 1)], node))
-        assert 0 < len(inventory_module._POOLS) <= 4
-    return len(inventory_module._POOLS), 4
+        assert 0 < len(getattr(inventory_module, table)) <= 4
+    return len(getattr(inventory_module, table)), 4
+
+
+def pools_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    return _feed_nodes(monkeypatch, "_POOLS")
+
+
+def pool_sets_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    return _feed_nodes(monkeypatch, "_POOL_SETS")
 
 
 def shared_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
@@ -402,7 +423,7 @@ def shared_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     return len(inventory_module._SHARED), 4
 
 
-@pytest.mark.parametrize("feed", [pools_bound, shared_bound])
+@pytest.mark.parametrize("feed", [pools_bound, pool_sets_bound, shared_bound])
 def test_the_caches_stay_within_their_bounds(
     feed: Callable[[pytest.MonkeyPatch], tuple[int, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
