@@ -28,6 +28,8 @@ GENERATOR = ROOT / "scripts" / "gen_manifests.py"
 SCHEMA = ROOT / "extender" / "schemas" / "node-gpus-v1.json"
 NODE_EXAMPLES = sorted((ROOT / "examples" / "node-gpus").glob("*.json"))
 EXTENDER_MODE_CONFIG = MANIFESTS / "extender-mode" / "kube-scheduler-config.yaml"
+EXTENDER_MODE_DRA_CONFIG = EXTENDER_MODE_CONFIG.with_name("kube-scheduler-config-dra.yaml")
+SCHEDULER_CONFIG_FILES = (EXTENDER_MODE_CONFIG, EXTENDER_MODE_DRA_CONFIG)
 SECONDARY_CONFIG = MANIFESTS / "secondary-scheduler" / "scheduler-config.yaml"
 
 # An extended resource name as kube-scheduler's config validation wants it: domain-prefixed, and the name part
@@ -67,7 +69,7 @@ def objects(kind: str) -> Iterator[tuple[Path, Doc]]:
 def scheduler_configs() -> dict[str, Doc]:
     """The two KubeSchedulerConfigurations: the file for the control plane and the one in the ConfigMap."""
     (extender_mode,) = load_docs(EXTENDER_MODE_CONFIG)
-    (extender_mode_dra,) = load_docs(EXTENDER_MODE_CONFIG.with_name("kube-scheduler-config-dra.yaml"))
+    (extender_mode_dra,) = load_docs(EXTENDER_MODE_DRA_CONFIG)
     (configmap,) = load_docs(SECONDARY_CONFIG)
     secondary = yaml.safe_load(configmap["data"]["config.yaml"])
     assert isinstance(secondary, dict)
@@ -214,7 +216,7 @@ def test_kustomizations_reference_existing_files_and_not_the_control_plane_confi
         for resource in doc["resources"]:
             target = (path.parent / resource).resolve()
             assert target.exists(), f"{path}: {resource} does not exist"
-            assert target != EXTENDER_MODE_CONFIG.resolve(), "kube-scheduler-config.yaml is not a resource"
+            assert target not in {p.resolve() for p in SCHEDULER_CONFIG_FILES}, "scheduler configs are no resource"
             if target.is_dir():
                 assert (target / "kustomization.yaml").exists(), f"{path}: {resource} is not a kustomization"
 
@@ -223,7 +225,7 @@ def test_namespaced_objects_name_their_namespace() -> None:
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
     namespaced = {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service", "PodDisruptionBudget", "ConfigMap"}
     for path in yaml_files():
-        if path.name == "kustomization.yaml" or path == EXTENDER_MODE_CONFIG or path.parent.name == "examples":
+        if path.name == "kustomization.yaml" or path in SCHEDULER_CONFIG_FILES or path.parent.name == "examples":
             continue
         for doc in load_docs(path):
             namespace = doc["metadata"].get("namespace")
@@ -379,7 +381,15 @@ def test_secondary_scheduler_deployment_mounts_its_config() -> None:
     assert "config.yaml" in configmap["data"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert scheduler[probe]["httpGet"] == {"path": "/healthz", "port": 10259, "scheme": "HTTPS"}
-    assert containers["mig-extender"]["args"] == ["serve", "--host", "127.0.0.1", "--port", "8888"]
+    assert containers["mig-extender"]["args"] == [
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8888",
+        "--metrics-port",
+        "8889",
+    ]
     assert pod["serviceAccountName"] == "mig-scheduler"
 
 
