@@ -236,22 +236,19 @@ class DraDemand:
 
 
 def _requests_for(containers: Sequence[_Container], resource: str, device_class: str) -> list[DeviceRequest]:
-    """``createRequestsAndMappings`` for one resource: the requests of long-lived containers, then the largest
-    of the short-lived (init) containers' after reusing what later containers request."""
-    long_lived: list[tuple[int, DeviceRequest] | None] = [None] * len(containers)
-    for position, container in enumerate(containers):
-        if not container.short_lived:
-            made = _request_for(container, resource, device_class, ())
-            long_lived[position] = (made[1], made[0]) if made is not None else None
+    """``createRequestsAndMappings`` for one resource: the largest of the short-lived (init) containers' requests,
+    each after reusing what the long-lived containers after it request, then the long-lived containers'."""
+    long_lived: list[tuple[DeviceRequest, int] | None] = [
+        None if c.short_lived else _request_for(c, resource, device_class, ()) for c in containers
+    ]
     largest: tuple[DeviceRequest, int] | None = None
     for position, container in enumerate(containers):
         if container.short_lived:
-            later = tuple(r[0] for r in long_lived[position:] if r is not None)
+            later = tuple(made[1] for made in long_lived[position:] if made is not None)
             made = _request_for(container, resource, device_class, later)
             if made is not None and (largest is None or largest[1] < made[1]):
                 largest = made
-    found = [largest[0]] if largest is not None else []
-    return found + [r[1] for r in long_lived if r is not None]
+    return [made[0] for made in (largest, *long_lived) if made is not None]
 
 
 def _request_for(

@@ -357,6 +357,59 @@ def test_backed_extended_resources_become_one_claim_as_the_scheduler_names_it(
     assert found.specs == (extended.spec,)
 
 
+GO_CLASSES = {
+    c.name: c
+    for c in (
+        device_class("class", MIG_CLASS, extended="example.com/gpu"),
+        device_class("classInit", MIG_CLASS, extended="example.com/gpuinit"),
+    )
+}
+
+
+def _init(limits: Json, sidecar: bool = False) -> Json:
+    return _container("init", limits, restart="Always" if sidecar else None)
+
+
+# The cases of Test_createRequestsAndMappings_requests (extendeddynamicresources_test.go, k8s.io/kubernetes v1.36.3).
+GO_CASES: dict[str, tuple[Json, list[tuple[str, str, int]]]] = {
+    "one-init-container-one-regular-container": (
+        dra_pod(limits={"example.com/gpu": 1}, init=[_init({"example.com/gpuinit": 2})]),
+        [("container-0-request-0", "classInit", 2), ("container-1-request-0", "class", 1)],
+    ),
+    "two-init-containers-one-regular-container": (
+        dra_pod(
+            limits={"example.com/gpu": 1}, init=[_init({"example.com/gpuinit": 1}), _init({"example.com/gpuinit": 2})]
+        ),
+        [("container-1-request-0", "classInit", 2), ("container-2-request-0", "class", 1)],
+    ),
+    "three-init-containers-one-sidecar-one-regular-container": (
+        dra_pod(
+            limits={"example.com/gpu": 1},
+            init=[
+                _init({"example.com/gpuinit": 1}),
+                _init({"example.com/gpuinit": 1}, sidecar=True),
+                _init({"example.com/gpuinit": 2}),
+            ],
+        ),
+        [
+            ("container-1-request-0", "classInit", 1),
+            ("container-2-request-0", "classInit", 2),
+            ("container-3-request-0", "class", 1),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "requests"), GO_CASES.values(), ids=GO_CASES.keys())
+def test_extended_resource_requests_as_in_the_schedulers_own_tests(
+    raw: Json, requests: list[tuple[str, str, int]]
+) -> None:
+    extended = demand_of(raw, classes=GO_CLASSES).extended_claim_on({})
+    assert extended is not None
+    got = [(r.name, r.alternatives[0].device_class, r.alternatives[0].count) for r in extended.spec.requests]
+    assert got == requests
+
+
 def test_request_names_sort_as_text() -> None:
     containers = [{"name": f"c{i}", "resources": {"limits": {"nvidia.com/mig-1g.10gb": 1}}} for i in range(11)]
     raw = dra_pod()
