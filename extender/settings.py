@@ -82,6 +82,10 @@ def _port(value: int) -> str | None:
     return None if 0 < value < 65536 else f"{value} is outside 1..65535"
 
 
+def _port_or_off(value: int) -> str | None:
+    return None if 0 <= value < 65536 else f"{value} is outside 1..65535 (or 0 for none)"
+
+
 def _strategy(value: str) -> str | None:
     return None if value in SCORERS else f"unknown strategy {value!r}; known: {', '.join(sorted(SCORERS))}"
 
@@ -200,6 +204,25 @@ class ServerSettings(Group):
         "503 when all are mid-request; this bounds the memory that many clients can pin.",
         check=positive,
     )
+    metrics_host: str = setting(
+        "metrics_host",
+        "0.0.0.0",
+        "Address of the metrics listener (metrics_port). All interfaces, so that Prometheus reaches it through a "
+        "Service while host stays on loopback.",
+    )
+    metrics_port: int = setting(
+        "metrics_port",
+        0,
+        "A second, plain-HTTP listener serving only GET /metrics, /healthz and /readyz: for the secondary "
+        "scheduler's sidecar, whose verbs listen on loopback, so that Prometheus can scrape it through a Service. "
+        "0: none (/metrics is on port).",
+        check=_port_or_off,
+    )
+
+    def _problems(self) -> list[Problem]:
+        if self.metrics_port and self.metrics_port == self.port:
+            return [Problem(("metrics_port", "port"), "metrics_port: must differ from port (or be 0 for none)")]
+        return []
 
 
 @dataclass(frozen=True)

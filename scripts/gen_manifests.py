@@ -204,6 +204,8 @@ CHART = "manifests/helm/mig-extender"
 CHART_MANAGED: dict[str, str] = {
     "host": "the mode (all interfaces in extender mode, loopback beside the secondary scheduler)",
     "port": "extender.port",
+    "metrics_host": "all interfaces (its default), where the metrics listener runs",
+    "metrics_port": "extender.metricsPort (secondary-scheduler mode; none in extender mode)",
     "kubeconfig": "in-cluster: the ServiceAccount",
     "snapshot": "a live cluster",
     "mig_parted_namespace": "migParted.namespace",

@@ -119,7 +119,7 @@ relayout_max_per_hour provision provision_pools_file provision_request_resources
 provision_owner_configmap provision_interval_s provision_debounce_s provision_debounce_window_s provision_max_requests
 provision_protect_s
 provision_request_timeout_s leader_election leader_election_namespace leader_election_name leader_lease_duration_s
-leader_renew_deadline_s leader_retry_period_s
+leader_renew_deadline_s leader_retry_period_s metrics_host metrics_port
 """
 PUBLIC_NAMES = _PUBLIC_NAMES_TEXT.split()
 

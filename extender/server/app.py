@@ -246,3 +246,26 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
+
+
+METRICS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+"""What the metrics listener (setting metrics_port) serves: no verbs, no client certificates."""
+
+
+def build_metrics_app(
+    settings: Settings, view: ClusterView, metrics: Metrics, *, guard: ConnectionGuard | None = None
+) -> web.Application:
+    """The metrics listener's application: ``/metrics`` and the probes over the same view and registry."""
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[_json_errors, _guard_requests])
+    app[SETTINGS] = settings
+    app[VIEW] = view
+    app[METRICS] = metrics
+    app[OPEN_PATHS] = METRICS_PATHS  # plain HTTP: no peer could present a certificate
+    app[REFUSALS] = RateLimitedLog(log, REFUSAL_LOG_INTERVAL_S)
+    app[GUARD_STATS] = guard.stats if guard is not None else GuardStats()
+    if guard is not None:
+        app[GUARD] = guard
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -32,7 +33,7 @@ from ..settings import LoggingSettings, ServerSettings, Settings, TlsSettings
 from ..view.snapshot import load_snapshot
 from ..view.store import ClusterView
 from ..view.watch import reflectors
-from .app import build_app
+from .app import build_app, build_metrics_app
 from .guard import ConnectionGuard, GuardCollector, GuardedSite
 from .scheduling import SchedulingService
 from .tls import CertificateReloader, TlsCollector, TlsError, TlsFiles
@@ -189,6 +190,18 @@ async def _listen(
         raise ListenError(f"{settings.host}:{settings.port}", exc) from exc
 
 
+async def _listen_metrics(
+    settings: Settings, view: ClusterView, metrics: Metrics
+) -> tuple[web.AppRunner, GuardedSite] | None:
+    """The metrics listener on metrics_host:metrics_port (plain HTTP, its own connection limit), if one is set."""
+    server = settings.server
+    if not server.metrics_port:
+        return None
+    listener = dataclasses.replace(server, host=server.metrics_host, port=server.metrics_port, metrics_port=0)
+    guard = ConnectionGuard.from_settings(listener)
+    return await _listen(build_metrics_app(settings, view, metrics, guard=guard), listener, guard, None)
+
+
 async def _assemble(
     settings: Settings,
     view: ClusterView,
@@ -197,9 +210,9 @@ async def _assemble(
     writer: KubeWriter | LogWriter,
     tls: CertificateReloader | None,
     roots: dict[str, Coroutine[Any, Any, None]],
-) -> tuple[web.AppRunner, GuardedSite]:
+) -> list[tuple[web.AppRunner, GuardedSite]]:
     """The annotator, the controllers and the HTTP app over the view, with their root tasks added to ``roots``;
-    the listener bound."""
+    the listener bound, and the metrics listener if metrics_port is set."""
     annotator = None
     if settings.annotator.enabled:
         policy = PolicyConfig(dynamic_allocator=settings.scoring.dynamic_allocator)
@@ -217,7 +230,13 @@ async def _assemble(
         roots["tls reload"] = tls.run()
         metrics.registry.register(TlsCollector(tls.stats))
     app = build_app(settings, view, metrics, service, guard=guard)
-    return await _listen(app, settings.server, guard, tls)
+    listeners = [await _listen(app, settings.server, guard, tls)]
+    try:
+        extra = await _listen_metrics(settings, view, metrics)
+    except BaseException:
+        await listeners[0][0].cleanup()
+        raise
+    return listeners + ([extra] if extra else [])
 
 
 async def serve(settings: Settings) -> int:
@@ -233,14 +252,15 @@ async def serve(settings: Settings) -> int:
     roots: dict[str, Coroutine[Any, Any, None]] = {}
     api, writer = await _source(settings, view, metrics, roots)
     try:
-        runner, site = await _assemble(settings, view, metrics, api, writer, tls, roots)
+        listeners = await _assemble(settings, view, metrics, api, writer, tls, roots)
     except BaseException:  # the root tasks never ran: close them quietly, and the API client with them
         for coro in roots.values():
             coro.close()
         if api is not None:
             await api.close()
         raise
-    log.info("mig-extender listening on %s", site.name)
+    for _, site in listeners:
+        log.info("mig-extender listening on %s", site.name)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -264,7 +284,8 @@ async def serve(settings: Settings) -> int:
         for task in [stopper, *tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await asyncio.shield(runner.cleanup())
+        for runner, _ in listeners:
+            await asyncio.shield(runner.cleanup())
         if api is not None:
             await api.close()
         for sig in (signal.SIGTERM, signal.SIGINT):

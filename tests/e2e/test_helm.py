@@ -147,11 +147,14 @@ class PodProcess:
 
 
 def run_extender_container(container: dict[str, Any], kubeconfig: Path, workdir: Path) -> PodProcess:
-    """``mig-extender <args>`` of the container, with --host and --port moved to a free loopback port."""
+    """``mig-extender <args>`` of the container, its listeners moved to free loopback ports."""
     args = list(container["args"])
     port = free_port()
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
+    if "--metrics-port" in args:  # the sidecar's metrics listener, on all interfaces in the pod: here on loopback
+        args[args.index("--metrics-port") + 1] = str(free_port())
+        args += ["--metrics-host", "127.0.0.1"]
     env = dict(os.environ)
     for entry in container["env"]:
         if "value" in entry:

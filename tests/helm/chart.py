@@ -218,13 +218,7 @@ AXES: dict[str, dict[str, dict[str, Any]]] = {
         "networkpolicy": {"networkPolicy.enabled": True, **{f"networkPolicy.{k}": v for k, v in NETWORK.items()}},
     },
 }
-"""Each documented value, on and off. The combinations are their product (128), less what the chart refuses."""
-
-
-def refused(values: Mapping[str, Any]) -> bool:
-    """Combinations the chart refuses by design (its own message says why; tests/helm checks the messages)."""
-    secondary = values.get("mode") == "secondary-scheduler"
-    return secondary and bool(values.get("serviceMonitor.enabled") or values.get("prometheusRule.enabled"))
+"""Each documented value, on and off. The combinations are their product (128)."""
 
 
 def combinations() -> Iterator[Combination]:
@@ -232,7 +226,4 @@ def combinations() -> Iterator[Combination]:
         values: dict[str, Any] = {}
         for _, part in choice:
             values.update(part)
-        if refused(values):
-            values.pop("serviceMonitor.enabled")
-            values.pop("prometheusRule.enabled")
         yield Combination("-".join(name for name, _ in choice), values)

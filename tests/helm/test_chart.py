@@ -147,7 +147,15 @@ def test_every_combination_renders_consistent_objects(combination: Combination) 
     assert env["MIG_EXTENDER_RELAYOUT"] == values.get("relayout.mode", "off")
     assert env.get("MIG_EXTENDER_PROVISION", "off") == values.get("provisioning.mode", "off")
     assert ("MIG_EXTENDER_TLS_CERT_FILE" in env) == bool(values.get("tls.enabled"))
-    assert ("Service" in kinds) == (not secondary)
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert set(services) == ({"mig-scheduler-metrics"} if secondary else {"mig-extender"})
+    (service,) = services.values()
+    assert service["metadata"]["labels"]["app.kubernetes.io/name"] == "mig-extender"  # the job label, both modes
+    if secondary:  # the verbs stay on loopback; the Service reaches only the metrics listener
+        assert extender["args"][:5] == ["serve", "--host", "127.0.0.1", "--port", "8888"]
+        assert extender["args"][5:] == ["--metrics-port", "8889"]
+        assert [p["containerPort"] for p in extender["ports"]] == [8889]
+        assert extender["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert ("ServiceMonitor" in kinds) == bool(values.get("serviceMonitor.enabled"))
     assert ("PrometheusRule" in kinds) == bool(values.get("prometheusRule.enabled"))
     assert ("NetworkPolicy" in kinds) == bool(values.get("networkPolicy.enabled"))
@@ -291,7 +299,7 @@ REFUSED = [
         {"networkPolicy.enabled": True, "networkPolicy.apiServerCIDRs": ["10.0.0.1/32"]},
         "networkPolicy.controlPlaneCIDRs",
     ),
-    ({"mode": "secondary-scheduler", "serviceMonitor.enabled": True}, "loopback"),
+    ({"mode": "secondary-scheduler", "extender.metricsPort": 8888}, "extender.metricsPort must differ"),
 ]
 
 

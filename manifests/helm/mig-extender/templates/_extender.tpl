@@ -13,8 +13,9 @@ sidecar of the secondary scheduler (listening on 127.0.0.1, probed from inside t
   image: {{ include "mig-extender.image" $root }}
   imagePullPolicy: {{ $values.image.pullPolicy }}
   {{- if .loopback }}
-  # Loopback only: only the kube-scheduler container of this pod calls /filter and /prioritize.
-  args: [serve, --host, 127.0.0.1, --port, {{ $port | quote }}]
+  # The verbs on loopback only: only the kube-scheduler container of this pod calls /filter and /prioritize.
+  # The metrics listener (all interfaces) serves /metrics, /healthz and /readyz only: Prometheus, the probes.
+  args: [serve, --host, 127.0.0.1, --port, {{ $port | quote }}, --metrics-port, {{ $values.extender.metricsPort | quote }}]
   {{- else }}
   args: [serve, --host, 0.0.0.0, --port, {{ $port | quote }}]
   {{- end }}
@@ -75,23 +76,23 @@ sidecar of the secondary scheduler (listening on 127.0.0.1, probed from inside t
     {{- end }}
     {{- end }}
   {{- if .loopback }}
-  # The kubelet probes the pod IP, where a loopback listener is not reachable: probe from inside the
-  # container with the image's Python instead. A non-2xx answer raises, so the probe fails.
+  ports:
+    - name: metrics
+      containerPort: {{ int $values.extender.metricsPort }}
+      protocol: TCP
+  # The kubelet probes the pod IP: the metrics listener's /healthz and /readyz answer for the same process and
+  # view as the loopback verbs (plain HTTP, also with TLS on the verbs).
   livenessProbe:
-    exec:
-      command:
-        - python
-        - -c
-        - {{ include "mig-extender.loopbackProbe" (dict "root" $root "path" "/healthz") | quote }}
+    httpGet:
+      path: /healthz
+      port: metrics
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 3
   readinessProbe:
-    exec:
-      command:
-        - python
-        - -c
-        - {{ include "mig-extender.loopbackProbe" (dict "root" $root "path" "/readyz") | quote }}
+    httpGet:
+      path: /readyz
+      port: metrics
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 2
@@ -158,17 +159,6 @@ sidecar of the secondary scheduler (listening on 127.0.0.1, probed from inside t
 - name: tls
   secret:
     secretName: {{ .Values.tls.secretName }}
-{{- end }}
-{{- end }}
-
-{{/* A probe of the loopback listener, run by the image's Python (TLS: the certificate is not checked, as the kubelet's HTTPS probes do not). */}}
-{{- define "mig-extender.loopbackProbe" -}}
-{{- $root := .root }}
-{{- $url := printf "%s://127.0.0.1:%d%s" (include "mig-extender.scheme" $root) (int $root.Values.extender.port) .path }}
-{{- if $root.Values.tls.enabled }}
-{{- printf "import ssl, urllib.request as u; u.urlopen('%s', timeout=4, context=ssl._create_unverified_context())" $url }}
-{{- else }}
-{{- printf "import urllib.request as u; u.urlopen('%s', timeout=4)" $url }}
 {{- end }}
 {{- end }}
 

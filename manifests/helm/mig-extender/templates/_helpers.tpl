@@ -118,8 +118,8 @@ vendor's suffix such as -eks-... or +k3s1 dropped: registry.k8s.io publishes the
 {{- if and .Values.tls.enabled .Values.tls.clientAuth (eq .Values.mode "secondary-scheduler") (not .Values.tls.clientSecretName) }}
 {{- fail "tls.clientAuth in secondary-scheduler mode: set tls.clientSecretName to kube-scheduler's client certificate Secret" }}
 {{- end }}
-{{- if and (eq .Values.mode "secondary-scheduler") (or .Values.serviceMonitor.enabled .Values.prometheusRule.enabled) }}
-{{- fail "serviceMonitor and prometheusRule are for extender mode: the secondary scheduler's extender serves /metrics on the pod's loopback only" }}
+{{- if and (eq .Values.mode "secondary-scheduler") (eq (int .Values.extender.metricsPort) (int .Values.extender.port)) }}
+{{- fail "extender.metricsPort must differ from extender.port: the verbs stay on loopback, the metrics listener does not" }}
 {{- end }}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.apiServerCIDRs) }}
 {{- fail "networkPolicy.enabled: set networkPolicy.apiServerCIDRs to the API server's endpoint addresses" }}
