@@ -16,6 +16,7 @@ from tests.e2e.harness import ROOT, Kube
 
 NOT_API_OBJECTS = {
     ROOT / "manifests/extender-mode/kube-scheduler-config.yaml",
+    ROOT / "manifests/extender-mode/kube-scheduler-config-dra.yaml",
     # monitoring.coreos.com CRDs (Prometheus Operator) are not in a bare apiserver; tests/prometheus
     # loads the rules into a real Prometheus and checks them with promtool instead.
     ROOT / "manifests/prometheus/servicemonitor.yaml",
