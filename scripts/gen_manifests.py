@@ -32,7 +32,9 @@ The Helm chart (``manifests/helm/mig-extender``) takes what it shares with the k
 so that the two never drift (``tests/helm/`` also renders both and compares the objects):
 
 - ``files/prometheus-rules.yaml``: ``spec`` of ``manifests/prometheus/prometheusrule.yaml``;
-- ``files/extender-rules.yaml``: the rules of the ClusterRole ``mig-extender`` of ``manifests/common/rbac.yaml``;
+- ``files/extender-rules.yaml``, ``files/provisioning-rules.yaml``: the rules of the ClusterRoles
+  ``mig-extender`` (``manifests/common/rbac.yaml``) and ``mig-extender-provisioning``
+  (``manifests/karpenter/rbac.yaml``);
 - ``files/mig-extender-dashboard.json``: ``manifests/grafana/mig-extender-dashboard.json``;
 - ``templates/_generated.tpl``: the defaults of the settings the chart sets itself (it passes them only when
   they differ);
@@ -242,16 +244,16 @@ def chart_prometheus_rules(rule_file: Path) -> str:
     return _chart_file_header(source) + yaml.safe_dump(document["spec"], sort_keys=False, width=120)
 
 
-def chart_extender_rules(rbac_file: Path) -> str:
-    """The rules of the extender's ClusterRole, which the chart's ClusterRole includes."""
+def chart_cluster_role_rules(rbac_file: Path, name: str) -> str:
+    """The rules of one ClusterRole of the kustomize manifests, which the chart's ClusterRole of that role includes."""
     import yaml
 
     (role,) = [
         d
         for d in yaml.safe_load_all(rbac_file.read_text())
-        if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == "mig-extender"
+        if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == name
     ]
-    source = "manifests/common/rbac.yaml (ClusterRole mig-extender; its comments say why)"
+    source = f"{rbac_file.relative_to(ROOT)} (ClusterRole {name}; its comments say why)"
     return _chart_file_header(source) + yaml.safe_dump(role["rules"], sort_keys=False, width=120)
 
 
@@ -392,7 +394,14 @@ def chart_files(resources: Sequence[str]) -> list[Generated]:
             chart_prometheus_rules(ROOT / "manifests/prometheus/prometheusrule.yaml"),
         ),
         Generated(f"{CHART}/files/mig-extender-dashboard.json", dashboard.read_text()),
-        Generated(f"{CHART}/files/extender-rules.yaml", chart_extender_rules(ROOT / "manifests/common/rbac.yaml")),
+        Generated(
+            f"{CHART}/files/extender-rules.yaml",
+            chart_cluster_role_rules(ROOT / "manifests/common/rbac.yaml", "mig-extender"),
+        ),
+        Generated(
+            f"{CHART}/files/provisioning-rules.yaml",
+            chart_cluster_role_rules(ROOT / "manifests/karpenter/rbac.yaml", "mig-extender-provisioning"),
+        ),
         Generated(f"{CHART}/templates/_generated.tpl", chart_setting_defaults()),
         Generated(f"{CHART}/values.schema.json", schema),
         Generated(f"{CHART}/README.md", chart_readme(chart / "README.md", schema, chart / "values.yaml")),
