@@ -820,7 +820,9 @@ def _domains(pairs: Iterable[tuple[str, Any]], driver: str) -> dict[str, dict[st
     out: dict[str, dict[str, Any]] = {}
     for qualified, value in pairs:
         domain, name = _split(qualified, driver)
-        out.setdefault(domain, {})[name] = value
+        names = out.setdefault(domain, {})
+        if name not in names or "/" in qualified:  # a qualified name wins over the same name left bare
+            names[name] = value
     return out
 
 

@@ -300,6 +300,9 @@ def test_a_name_without_a_domain_is_in_the_drivers_domain() -> None:
     assert compile_selector(f"{A}.type == 'mig'").matches(bare, NV)
     assert compile_selector("device.attributes['dra.example.com'].type == 'other'").matches(bare, NV)
     assert not compile_selector(f"has({A}.type)").matches(bare, "dra.example.com")
+    both = device({"type": "bare", f"{NV}/type": "qualified"})  # the API refuses this; the qualified one wins
+    for s in (compile_selector(f"{A}.type == 'qualified'"), compile_selector(f"{A}.size() == 1")):
+        assert s.matches(both, NV) and s.evaluate(both, NV)
 
 
 def test_an_attribute_keeps_its_type() -> None:
