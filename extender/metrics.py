@@ -560,6 +560,8 @@ class ProvisioningStats:
     """Nodes the last plan wants asked for, by NodePool (in plan-only mode: what it would ask for)."""
     unmet_pods: dict[str, int] = field(default_factory=dict)
     """Pods counted as unmet demand, by outcome: hosted, no-pool, capped."""
+    unlaunched_pods: int = 0
+    """Overlay mode: unmet pods Karpenter launched no node for, asked for by capacity requests instead."""
     pools_refused: dict[tuple[str, str], int] = field(default_factory=dict)
     """NodePools left out of the last plan, by (NodePool, reason): mig-config (not in the mig-parted config),
     no-whole-gpus (whole-GPU requests for nodes that register none)."""
@@ -625,6 +627,11 @@ class _ProvisioningCollector(Collector):
             "Pods counted as unmet demand by the last plan, by outcome (hosted, no-pool, capped).",
             "outcome",
             s.unmet_pods,
+        )
+        yield GaugeMetricFamily(
+            "mig_extender_capacity_unlaunched_pods",
+            "Overlay mode: unmet pods Karpenter launched no node for, given capacity requests instead.",
+            value=s.unlaunched_pods,
         )
         refused = GaugeMetricFamily(
             "mig_extender_capacity_pools_refused",

@@ -531,7 +531,8 @@ class ProvisionSettings(Group):
         "off",
         "Provisioning loop for pods no layout anywhere fits: off; plan-only (export what it would ask for); "
         "requests (capacity-request pods that Karpenter provisions nodes of the MIG NodePools for); overlay "
-        "(Karpenter provisions for the pods itself through NodeOverlays; the loop only guards new nodes). "
+        "(Karpenter provisions for the pods itself through NodeOverlays; the loop guards new nodes, and asks for "
+        "a node for a pod Karpenter launches nothing for). "
         "Off by default: it makes Karpenter buy nodes. See docs/karpenter.md.",
     )
     pools_file: str | None = setting(
@@ -591,6 +592,15 @@ class ProvisionSettings(Group):
         1800.0,
         "A new node of a MIG pool carries karpenter.sh/do-not-disrupt until a MIG pod runs on it or this "
         "long: MIG Manager may reboot it to apply its layout, and an empty node would be consolidated.",
+        check=positive,
+    )
+    overlay_wait_s: float = setting(
+        "provision_overlay_wait_s",
+        60.0,
+        "In overlay mode, a pod counted as unmet demand with no node on its way this long is one Karpenter "
+        "launches nothing for (its counts found room on an existing node): it gets a capacity request. At "
+        "once when Karpenter's own Events for the pod say so (Nominated to an existing node, "
+        "FailedScheduling).",
         check=positive,
     )
     request_timeout_s: float = setting(

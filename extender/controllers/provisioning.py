@@ -22,8 +22,10 @@ annotation of ours. So every ``interval_s`` the leader (see :mod:`.leader`):
    node once every requested resource is registered), with a ``schedulerName`` that no scheduler
    serves so that none binds it, and ``PodScheduled=False/Unschedulable`` written by the loop so that
    Karpenter provisions for it. Requests that no demand needs any more are deleted. In ``overlay`` mode
-   NodeOverlays let Karpenter provision for the pods themselves: no requests (stale ones are deleted), only
-   the guard. ``plan-only`` exports the plan.
+   NodeOverlays let Karpenter provision for the pods themselves, and the loop makes requests only for the
+   pods Karpenter launches nothing for (its counts found room on an existing node: its ``Nominated`` Event
+   names one, or no node is on its way after ``overlay_wait_s``), with a Warning and an annotation on the
+   pod. ``plan-only`` exports the plan.
 
 Requests are labelled ``mig-extender.io/capacity-request=<pool>`` and owned by the pools ConfigMap, so that
 uninstalling removes them; all state lives in the API server (requests, node annotations), so a restarted
@@ -35,6 +37,7 @@ from __future__ import annotations
 import datetime
 import logging
 import pathlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,13 +52,16 @@ from ..kube.names import (
     APP_NAME_LABEL,
     CAPACITY_ANNOTATION,
     CAPACITY_GUARDED_ANNOTATION,
+    CAPACITY_MODE_ANNOTATION,
     CAPACITY_REQUEST_LABEL,
     CAPACITY_REQUEST_SCHEDULER,
     CAPACITY_SINCE_ANNOTATION,
     DO_NOT_DISRUPT_ANNOTATION,
+    KARPENTER_EVENT_SOURCE,
     MANAGED_BY_LABEL,
     MIG_CONFIG_STATE_LABEL,
     NODEPOOL_LABEL,
+    PROVISIONING_ANNOTATION,
     SINCE_ANNOTATION,
     VERDICT_ANNOTATION,
 )
@@ -63,7 +69,7 @@ from ..kube.times import parse_time
 from ..metrics import ProvisioningStats
 from ..model.migparted import MigPartedConfig, MigPartedError
 from ..model.policy import PodVerdict, PolicyConfig, evaluate
-from ..model.provisioning import CapacityPlan, Pool, PoolsError, parse_pools, plan_capacity
+from ..model.provisioning import CapacityPlan, NodeSource, Pool, PoolsError, parse_pools, plan_capacity
 from ..model.state import NodeState
 from ..settings import ProvisionSettings
 from ..view.objects import NodeInfo, PodInfo
@@ -93,6 +99,8 @@ class CapacityRequest:
     pool: str
     created: datetime.datetime
     marked_unschedulable: bool
+    mode: str = "requests"
+    """The mode that made it: overlay for pods Karpenter launched no node for."""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> CapacityRequest:
@@ -105,6 +113,7 @@ class CapacityRequest:
             marked_unschedulable=any(
                 c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
             ),
+            mode=str((metadata.get("annotations") or {}).get(CAPACITY_MODE_ANNOTATION, "requests")),
         )
 
 
@@ -120,7 +129,11 @@ def unschedulable_condition(note: str, now: datetime.datetime) -> dict[str, Any]
 
 
 def request_pod(
-    pool: Pool, namespace: str, owner: Mapping[str, Any] | None, resources: Mapping[str, int] | None = None
+    pool: Pool,
+    namespace: str,
+    owner: Mapping[str, Any] | None,
+    resources: Mapping[str, int] | None = None,
+    mode: str = "requests",
 ) -> dict[str, Any]:
     """A pod that only Karpenter acts on: a node of ``pool``, then it is deleted.
 
@@ -134,7 +147,10 @@ def request_pod(
         "generateName": f"mig-capacity-{pool.name}-"[:58],
         "namespace": namespace,
         "labels": {MANAGED_BY_LABEL: "mig-extender", CAPACITY_REQUEST_LABEL: pool.name},
-        "annotations": {CAPACITY_ANNOTATION: f"a node of NodePool {pool.name} ({pool.mig_config})"},
+        "annotations": {
+            CAPACITY_ANNOTATION: f"a node of NodePool {pool.name} ({pool.mig_config})",
+            CAPACITY_MODE_ANNOTATION: mode,
+        },
     }
     if owner is not None:
         metadata["ownerReferences"] = [
@@ -215,6 +231,11 @@ class ProvisioningController:
         self._pool_errors: dict[str, str] = {}
         self._refused: dict[str, tuple[NodeState | None, str, str]] = {}
         """Pools the last plan left out: their empty node (None if unresolvable), reason and text."""
+        self._stalled: dict[str, datetime.datetime] = {}
+        """Overlay mode: pod uid -> since when the plan has had no node on its way for it."""
+        self._noted: dict[str, tuple[str, str]] = {}
+        """Pod uid -> (namespace, name) of the pods this leader wrote the provisioning annotation on."""
+        self._events_denied = False
 
     async def run(self) -> None:
         await reconcile_forever(self.reconcile, self.config.interval_s, self._count_error, "provisioning")
@@ -226,11 +247,13 @@ class ProvisioningController:
         if not self.is_leader():
             self._claimed.clear()
             return
-        requests = await self._requests()
-        if self.config.mode != "requests":
-            for request in requests:
+        requests = []
+        for request in await self._requests():
+            # overlay keeps only its own requests (for pods Karpenter launched nothing for); plan-only none
+            if self.config.mode == "requests" or (self.config.mode == "overlay" and request.mode == "overlay"):
+                requests.append(request)
+            else:
                 await self._delete(request, "mode")
-            requests = []
         requests = await self._guard_nodes(requests)
         pending = self._unmet()
         templates = self._templates()
@@ -252,8 +275,11 @@ class ProvisioningController:
         }
         await self._tell_unhosted(pending, plan)
         if self.config.mode == "requests":
-            requests = await self._converge(requests, plan, pending)
+            requests = await self._converge(requests, plan.requests, pending)
             await self._tell_hosted(pending, plan)
+        elif self.config.mode == "overlay":
+            requests = await self._converge(requests, await self._unlaunched(pending, plan), pending)
+        await self._clear_notes()
         self.stats.requests = _count(r.pool for r in requests)
         await self._flag_stuck(requests)
 
@@ -442,12 +468,13 @@ class ProvisioningController:
     # --- capacity requests --------------------------------------------------------------------------------
 
     async def _converge(
-        self, requests: list[CapacityRequest], plan: CapacityPlan, pending: Sequence[PodInfo]
+        self, requests: list[CapacityRequest], wanted: Mapping[str, int], pending: Sequence[PodInfo]
     ) -> list[CapacityRequest]:
+        """Requests to ``wanted`` per pool: the newest of a pool deleted first, missing ones made cheapest first."""
         kept: list[CapacityRequest] = []
-        for pool_name in sorted({r.pool for r in requests} | set(plan.requests)):
+        for pool_name in sorted({r.pool for r in requests} | set(wanted)):
             mine = [r for r in requests if r.pool == pool_name]
-            want = plan.requests.get(pool_name, 0) if pool_name in self.pools else 0
+            want = wanted.get(pool_name, 0) if pool_name in self.pools else 0
             for request in mine[want:][::-1]:  # the newest go first: the oldest are closest to a node
                 await self._delete(request, "demand-gone")
             kept.extend(mine[:want])
@@ -457,7 +484,7 @@ class ProvisioningController:
         room = self.config.max_requests - len(kept)
         by_cost = sorted(self.pools.values(), key=lambda p: p.cost)
         for pool in by_cost:
-            missing = plan.requests.get(pool.name, 0) - sum(1 for r in kept if r.pool == pool.name)
+            missing = wanted.get(pool.name, 0) - sum(1 for r in kept if r.pool == pool.name)
             for _ in range(max(0, min(missing, room))):
                 kept.append(await self._create(pool, len(pending)))
                 room -= 1
@@ -475,8 +502,10 @@ class ProvisioningController:
         return self._owner
 
     async def _create(self, pool: Pool, waiting: int) -> CapacityRequest:
-        resources = pool.advertised(self.view.mig_parted) if self.config.request_resources == "mig" else None
-        body = request_pod(pool, self.config.namespace, await self._owner_ref(), resources)
+        # overlay mode has the NodeOverlays by definition: its requests ask for the MIG instances they declare
+        mig = self.config.request_resources == "mig" or self.config.mode == "overlay"
+        resources = pool.advertised(self.view.mig_parted) if mig else None
+        body = request_pod(pool, self.config.namespace, await self._owner_ref(), resources, self.config.mode)
         created = await self.api.create_pod(self.config.namespace, body)
         name = str(created["metadata"]["name"])
         self.stats.requests_created[pool.name] += 1
@@ -489,7 +518,7 @@ class ProvisioningController:
             f"a node of NodePool {pool.name} ({pool.gpus_per_node}x {pool.model.name}, {pool.mig_config}) for "
             f"{waiting} pending MIG pod(s) that no layout fits",
         )
-        return CapacityRequest(name, pool.name, self.now(), True)
+        return CapacityRequest(name, pool.name, self.now(), True, self.config.mode)
 
     async def _mark(self, name: str, pool: Pool, waiting: int) -> None:
         """PodScheduled=False/Unschedulable: what makes Karpenter provision for the pod."""
@@ -522,6 +551,114 @@ class ProvisioningController:
                 "NodePool's limits and Karpenter's events for this pod (an existing node it thinks fits, "
                 "no offering)",
             )
+
+    # --- overlay mode: pods Karpenter launches nothing for ------------------------------------------------
+
+    async def _unlaunched(self, pending: Sequence[PodInfo], plan: CapacityPlan) -> dict[str, int]:
+        """Requests wanted per pool in overlay mode: a node for the pods Karpenter launched nothing for.
+
+        A pod that the plan puts on a new node has no node on its way (none arriving, no NodeClaim). Karpenter
+        provisions only for what its own simulation cannot place, and it counts ``nvidia.com/mig-*`` without
+        placements: a node whose counts have room "fits" a pod the extender rejects there, and Karpenter
+        nominates it and launches nothing. Such a pod is taken as stalled once Karpenter's Events for it say
+        so (Nominated to an existing node, FailedScheduling), or after ``overlay_wait_s``; its new node, and
+        every requested node that hosts a pod, are asked for.
+        """
+        now = self.now()
+        on_new = {i for i, n in plan.placed.items() if plan.nodes[n][1] is NodeSource.NEW}
+        live = {pending[i].uid for i in on_new}
+        for uid in [u for u in self._stalled if u not in live]:
+            del self._stalled[uid]
+        stalled: set[int] = set()
+        looked = 0
+        for index in sorted(on_new, key=lambda i: (self._stalled.get(pending[i].uid, now), pending[i].key)):
+            pod = pending[index]
+            since = self._stalled.setdefault(pod.uid, now)
+            said = None
+            if looked < self.config.max_requests:  # a few Event lists per reconcile
+                looked += 1
+                said = await self._karpenter_says(pod)
+            waited = (now - since).total_seconds()
+            if said is None and waited >= self.config.overlay_wait_s:
+                said = f"no node on its way for it {waited:.0f}s after it counted as unmet demand"
+            if said is not None:
+                stalled.add(index)
+                await self._note(pod, said, plan.hosts[index])
+        wanted: dict[str, int] = {}
+        for number, (pool, source) in enumerate(plan.nodes):
+            hosted = [i for i, n in plan.placed.items() if n == number]
+            if source is NodeSource.REQUESTED or (source is NodeSource.NEW and stalled.intersection(hosted)):
+                wanted[pool] = wanted.get(pool, 0) + 1
+        self.stats.unlaunched_pods = len(stalled) + sum(
+            1 for i, n in plan.placed.items() if plan.nodes[n][1] is NodeSource.REQUESTED
+        )
+        return wanted
+
+    async def _karpenter_says(self, pod: PodInfo) -> str | None:
+        """What Karpenter's latest Event on the pod says, if it means that Karpenter launches nothing for it."""
+        if self._events_denied:
+            return None
+        try:
+            events = await self.api.list_events(
+                pod.namespace, f"involvedObject.uid={pod.uid},source={KARPENTER_EVENT_SOURCE}"
+            )
+        except ApiError as exc:  # e.g. no RBAC for it: the wait alone decides
+            log.warning("cannot list Karpenter's Events (the overlay wait alone decides): %s", exc)
+            self._events_denied = True
+            return None
+        relevant = [e for e in events if e.get("reason") in ("Nominated", "FailedScheduling")]
+        if not relevant:
+            return None
+        latest = max(relevant, key=_event_time)
+        message = str(latest.get("message") or "")
+        if latest.get("reason") == "FailedScheduling":
+            return f"Karpenter: {message}"
+        # "Pod should schedule on: nodeclaim/<claim>, node/<node>": an existing node is Karpenter's answer
+        for name in _NOMINATED_NODE.findall(message):
+            info = self.view.nodes.get(name)
+            arriving = info is not None and (
+                info.annotations.get(CAPACITY_ANNOTATION) == ARRIVING or name in self._claimed
+            )
+            if info is not None and not arriving:
+                return (
+                    f"Karpenter nominated node/{name} for it (it counts nvidia.com/mig-* there, and no placement "
+                    "on that node fits)"
+                )
+        return None
+
+    async def _note(self, pod: PodInfo, said: str, pool: str) -> None:
+        """Say on the pod (an Event once, the provisioning annotation) that Karpenter launched nothing."""
+        await self._tell(
+            pod,
+            "MigNoNodeLaunched",
+            "Warning",
+            f"{pod.demand.text()}: {said}; asking for a node of NodePool {pool} (a capacity request)",
+        )
+        value = f"no node launched: {said}; capacity request for NodePool {pool}"
+        if pod.uid in self._noted or pod.annotations.get(PROVISIONING_ANNOTATION):
+            return
+        self._noted[pod.uid] = (pod.namespace, pod.name)
+        await self._patch_note(pod.namespace, pod.name, value)
+
+    async def _clear_notes(self) -> None:
+        """The provisioning annotation goes once the pod is bound (or no longer a pending MIG pod)."""
+        noted = dict(self._noted)
+        for pod in self.view.pods.values():
+            if PROVISIONING_ANNOTATION in pod.annotations:
+                noted.setdefault(pod.uid, (pod.namespace, pod.name))
+        for uid, (namespace, name) in noted.items():
+            current = self.view.pods.get(uid)
+            if current is not None and current.is_pending_mig:
+                continue
+            self._noted.pop(uid, None)
+            if current is not None:
+                await self._patch_note(namespace, name, None)
+
+    async def _patch_note(self, namespace: str, name: str, value: str | None) -> None:
+        try:
+            await self.api.patch_pod(namespace, name, {"metadata": {"annotations": {PROVISIONING_ANNOTATION: value}}})
+        except (ApiError, OSError, TimeoutError) as exc:  # a note is worth a log line, not a failed reconcile
+            log.warning("annotating pod %s/%s: %s", namespace, name, exc)
 
     # --- telling the pods ----------------------------------------------------------------------------------
 
@@ -592,6 +729,18 @@ def _no_whole_gpus(pool: Pool) -> str:
         f"asked for with whole GPUs would stay uninitialized (never consolidated, its {pool.gpus_per_node} "
         "GPUs counted as free); use --provision-request-resources mig with the pool's NodeOverlay"
     )
+
+
+_NOMINATED_NODE = re.compile(r"\bnode/([^\s,]+)")
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime.datetime:
+    metadata = event.get("metadata") or {}
+    for value in (event.get("lastTimestamp"), event.get("eventTime"), metadata.get("creationTimestamp")):
+        moment = parse_time(value)
+        if moment is not None:
+            return moment
+    return datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
 def _layout_applied(info: NodeInfo) -> bool:

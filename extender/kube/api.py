@@ -82,6 +82,12 @@ class CapacityApi(EventApi, Protocol):
         """Karpenter's NodeClaims (karpenter.sh/v1); none when the CRD is not installed."""
         ...
 
+    async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        """core/v1 Events of a namespace (Karpenter's recorder writes those), by field selector."""
+        ...
+
+    async def patch_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -177,6 +183,13 @@ class KubeApi:
         )
         body = await _read_unless_missing(response, "list nodeclaims")
         return list((body or {}).get("items") or [])
+
+    async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        response = await self.core.list_namespaced_event(
+            namespace, field_selector=field_selector, _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        body = await read_json(response, f"list events {field_selector} in {namespace}")
+        return list(body.get("items") or [])
 
     async def post_event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str) -> None:
         now = datetime.datetime.now(datetime.UTC)

@@ -60,3 +60,8 @@ CAPACITY_ANNOTATION = "mig-extender.io/capacity"  # on a pool's new node: arrivi
 CAPACITY_SINCE_ANNOTATION = "mig-extender.io/capacity-since"
 # Present when the loop set karpenter.sh/do-not-disrupt, so it never lifts a guard someone else set.
 CAPACITY_GUARDED_ANNOTATION = "mig-extender.io/capacity-guarded"
+# On capacity-request pods: the mode that made it (overlay: for pods Karpenter launched no node for).
+CAPACITY_MODE_ANNOTATION = "mig-extender.io/capacity-mode"
+# On a pending MIG pod (overlay mode): Karpenter launched no node for it, and what the loop does instead.
+PROVISIONING_ANNOTATION = "mig-extender.io/provisioning"
+KARPENTER_EVENT_SOURCE = "karpenter"  # source.component of the core/v1 Events Karpenter's recorder writes

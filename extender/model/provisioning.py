@@ -92,6 +92,10 @@ class CapacityPlan:
     unhosted: Mapping[int, Unhosted]
     new: Mapping[str, int] = field(default_factory=dict)
     """Per pool: nodes beyond those already requested."""
+    nodes: tuple[tuple[str, NodeSource], ...] = ()
+    """Every node of the plan that hosts demand: its pool and where it comes from."""
+    placed: Mapping[int, int] = field(default_factory=dict)
+    """Demand index -> its node in :attr:`nodes`."""
 
 
 def demand_slices(demand: PodDemand) -> int:
@@ -130,11 +134,13 @@ def plan_capacity(
     hosts: dict[int, str] = {}
     unhosted: dict[int, Unhosted] = {}
     order = sorted(range(len(demands)), key=lambda i: -demand_slices(demands[i]))
+    placed: dict[int, _PlannedNode] = {}
     for index in order:
         demand = demands[index]
         host = _place(nodes, demand, policy)
         if host is not None:
             hosts[index] = host.pool
+            placed[index] = host
             continue
         hosting = [pool for pool in by_cost if evaluate(templates[pool.name], demand, policy).fits_now]
         if not hosting:
@@ -149,6 +155,7 @@ def plan_capacity(
         nodes.append(_PlannedNode(pool.name, NodeSource.NEW, templates[pool.name]))
         _place(nodes[-1:], demand, policy)
         hosts[index] = pool.name
+        placed[index] = nodes[-1]
     requests = {pool.name: 0 for pool, _ in pools}
     new = dict(requests)
     for node in nodes:
@@ -156,7 +163,16 @@ def plan_capacity(
             new[node.pool] += 1
         if node.source is not NodeSource.ARRIVING and node.used:
             requests[node.pool] += 1
-    return CapacityPlan(requests, hosts, unhosted, new)
+    used = [node for node in nodes if node.used]
+    number = {id(node): n for n, node in enumerate(used)}
+    return CapacityPlan(
+        requests,
+        hosts,
+        unhosted,
+        new,
+        tuple((node.pool, node.source) for node in used),
+        {index: number[id(node)] for index, node in placed.items()},
+    )
 
 
 def _place(nodes: Sequence[_PlannedNode], demand: PodDemand, policy: PolicyConfig) -> _PlannedNode | None:

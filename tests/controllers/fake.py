@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -56,6 +56,10 @@ class FakeApi:
         self.namespaced_pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.node_claims: list[dict[str, Any]] = []
         """Pods the controllers create (capacity requests)."""
+        self.core_events: list[dict[str, Any]] = []
+        """core/v1 Events written by others (Karpenter), for list_events."""
+        self.pod_patches: list[tuple[str, str, dict[str, Any]]] = []
+        """Merge patches of pods that are not capacity requests (namespace, name, patch)."""
         self.now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
         """creationTimestamp of created objects; tests move it with their clock."""
 
@@ -214,6 +218,27 @@ class FakeApi:
 
     async def list_node_claims(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.node_claims)
+
+    async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        """core/v1 Events of ``namespace`` matching a field selector of ``key=value`` terms."""
+        terms = dict(term.split("=", 1) for term in field_selector.split(","))
+        fields: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "involvedObject.uid": lambda e: e["involvedObject"].get("uid"),
+            "involvedObject.name": lambda e: e["involvedObject"].get("name"),
+            "source": lambda e: (e.get("source") or {}).get("component"),
+            "reason": lambda e: e.get("reason"),
+        }
+        return [
+            copy.deepcopy(e)
+            for e in self.core_events
+            if e["metadata"]["namespace"] == namespace and all(fields[k](e) == v for k, v in terms.items())
+        ]
+
+    async def patch_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        if (namespace, name) in self.namespaced_pods:
+            merge(self.namespaced_pods[(namespace, name)], patch)
+            return
+        self.pod_patches.append((namespace, name, copy.deepcopy(dict(patch))))
 
     def _sync_pod(self, pod: dict[str, Any], event: str) -> None:
         if self.view is not None:

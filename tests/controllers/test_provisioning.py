@@ -16,6 +16,7 @@ from extender.kube.names import (
     CAPACITY_REQUEST_LABEL,
     CAPACITY_REQUEST_SCHEDULER,
     DO_NOT_DISRUPT_ANNOTATION,
+    PROVISIONING_ANNOTATION,
 )
 from extender.model.catalog import model_named
 from extender.model.migparted import DEFAULT_CONFIG, MigPartedConfig, default_config_document, parse_config
@@ -435,3 +436,87 @@ async def test_a_new_node_with_its_layout_but_a_startup_taint_left_is_still_the_
     await tick(api, clock, controller)
     assert requests_of(api) == [], "n1 is the pod's node, whatever taint it still has"
     assert controller.plan is not None and controller.plan.hosts == {0: "a100-balanced"}
+
+
+def karpenter_event(pod_uid: str, reason: str, message: str) -> dict[str, Any]:
+    """A core/v1 Event as Karpenter's recorder writes it (source.component karpenter), after
+    sigs.k8s.io/karpenter v1.14.1 pkg/controllers/provisioning/scheduling/events.go."""
+    return {
+        "metadata": {"name": f"{pod_uid}.{reason}", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "namespace": "default", "uid": pod_uid},
+        "reason": reason,
+        "message": message,
+        "source": {"component": "karpenter"},
+        "lastTimestamp": "2026-01-01T00:00:40Z",
+    }
+
+
+OVERLAY_STALLS = [
+    # Karpenter's simulation counted a free nvidia.com/mig-3g.40gb on n0 (placements it cannot see).
+    pytest.param(
+        [karpenter_event("uid-big", "Nominated", "Pod should schedule on: nodeclaim/n0-abcde, node/n0")],
+        [],
+        60,
+        "node/n0",
+        id="nominated-an-existing-node",
+    ),
+    pytest.param(
+        [karpenter_event("uid-big", "FailedScheduling", "Failed to schedule pod, no instance type has enough")],
+        [],
+        60,
+        "no instance type has enough",
+        id="karpenter-failed-to-schedule",
+    ),
+    pytest.param([], [], 60 + 60, "no node on its way", id="nothing-within-the-wait"),
+    pytest.param(
+        [],
+        [{"metadata": {"name": "c", "labels": {"karpenter.sh/nodepool": "a100-balanced"}}}],
+        None,
+        "",
+        id="launching",
+    ),
+]
+
+
+@pytest.mark.parametrize(("events", "claims", "after_s", "said"), OVERLAY_STALLS)
+async def test_overlay_mode_asks_for_a_node_when_karpenter_launches_none(
+    events: list[dict[str, Any]], claims: list[dict[str, Any]], after_s: int | None, said: str
+) -> None:
+    """In overlay mode Karpenter provisions for the pods itself, but where its counts say an existing node has
+    room it launches nothing and the pod waits: the loop notices (Karpenter's own Events, or no node on its
+    way within provision_overlay_wait_s), says so on the pod, and falls back to a capacity request."""
+    view, api, clock, controller = setup(mode="overlay", overlay_wait_s=60.0)
+    api.add_node("n0", "all-1g.10gb")  # an existing node, which no 3g.40gb fits
+    api.core_events = events
+    api.node_claims = claims
+    view.apply(Kind.PODS, "ADDED", unmet_pod("big", {MIG_3G: 1}))
+    waited = 0
+    for _ in range(14):  # two minutes of reconciles
+        await tick(api, clock, controller)
+        waited += 10
+        if requests_of(api):
+            break
+    if after_s is None:
+        assert requests_of(api) == [] and controller.stats.unlaunched_pods == 0, "Karpenter's node is on its way"
+        assert "MigNoNodeLaunched" not in event_reasons(api)
+        return
+    assert waited <= after_s, f"asked only after {waited}s"
+    (request,) = requests_of(api)
+    assert request["metadata"]["labels"][CAPACITY_REQUEST_LABEL] == "a100-balanced"
+    assert request["spec"]["containers"][0]["resources"]["requests"][MIG_3G] == "8", "the pool's MIG instances"
+    ((_, name, _, level, note),) = [e for e in api.events if e[2] == "MigNoNodeLaunched"]
+    assert (name, level) == ("big", "Warning") and said in note and "NodePool a100-balanced" in note, note
+    ((namespace, pod_name, patch),) = api.pod_patches
+    assert (namespace, pod_name) == ("default", "big")
+    assert said in patch["metadata"]["annotations"][PROVISIONING_ANNOTATION]
+    assert controller.stats.unlaunched_pods == 1
+
+    await tick(api, clock, controller)
+    assert len(requests_of(api)) == 1 and len(api.pod_patches) == 1, "asked and said once"
+    karpenter_node(api, "n1", BALANCED)
+    await tick(api, clock, controller)
+    assert requests_of(api) == [], "its node arrived"
+    assert controller.stats.requests_deleted == {"arrived": 1}
+    api.bind(unmet_pod("big", {MIG_3G: 1}), "n1")
+    await tick(api, clock, controller)
+    assert api.pod_patches[-1][2] == {"metadata": {"annotations": {PROVISIONING_ANNOTATION: None}}}, "cleared"

@@ -513,6 +513,91 @@ def test_no_whole_gpu_request_for_a_pool_whose_gpus_are_all_in_mig_mode(
         kube.delete_pod("whole-gpus-refused")
 
 
+def core_events(kube: Kube, pod: str) -> list[dict[str, Any]]:
+    """core/v1 Events of a test pod: what Karpenter's recorder writes (source.component karpenter)."""
+    return list(
+        kube.call("GET", f"/api/v1/namespaces/{NAMESPACE}/events?fieldSelector=involvedObject.name={pod}")["items"]
+    )
+
+
+def test_overlay_mode_asks_for_a_node_when_karpenter_nominates_an_existing_one(
+    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path
+) -> None:
+    """``gpu-full`` counts two free ``nvidia.com/mig-3g.40gb``, but used ``1g.10gb`` instances at slices 3 and
+    4 of its dynamic GPU leave no 3g placement (its exact annotation). Karpenter, counting, nominates it for a
+    3g.40gb pod and launches nothing; the loop reads that, says so on the pod and asks for a node."""
+    plane = karpenter_plane
+    kube = Kube(plane)
+    clean_slate(kube)
+    full = {
+        "version": "v1",
+        "gpus": [
+            {
+                "index": 0,
+                "product": H100,
+                "mode": "dynamic",
+                "instances": [{"profile": "1g.10gb", "start": 3}, {"profile": "1g.10gb", "start": 4}],
+            }
+        ],
+    }
+    kube.create_node("gpu-full", H100, allocatable={MIG_3G: 2, "nvidia.com/mig-1g.10gb": 7}, annotation=full)
+    pools = pools_file(tmp_path, POOL, A100, "all-balanced")
+    (overlay,) = node_overlays(pools)
+    kube.call("POST", "/apis/karpenter.sh/v1alpha1/nodeoverlays", overlay)
+    extender = Extender(
+        plane,
+        tmp_path,
+        [
+            *("--provision", "overlay", "--provision-pools-file", str(pools), "--provision-interval-s", "1"),
+            *("--provision-debounce-s", "2", "--provision-overlay-wait-s", "60"),
+        ],
+    )
+    mig_manager = MigManagerStandIn(kube)
+    scheduler = None
+    pod = "nominated"
+    extender.start()
+    try:
+        scheduler = start_scheduler(plane, tmp_path, "extender", extender.url)
+        mig_manager.start()
+        kube.create_pod(pod, {MIG_3G: 1})
+        wait_for(
+            "Karpenter's Nominated Event naming gpu-full",
+            lambda: [
+                e
+                for e in core_events(kube, pod)
+                if e["reason"] == "Nominated"
+                and "node/gpu-full" in e["message"]
+                and e["source"].get("component") == "karpenter"
+            ],
+            timeout=60,
+        )
+        (said,) = wait_for(
+            "the loop's Warning on the pod",
+            lambda: [e for e in kube.events_for(pod) if e["reason"] == "MigNoNodeLaunched"],
+            timeout=30,
+        )
+        assert "node/gpu-full" in said["note"] and f"NodePool {POOL}" in said["note"], said["note"]
+        assert "node/gpu-full" in kube.pod(pod)["metadata"]["annotations"]["mig-extender.io/provisioning"]
+        bound = kube.wait_bound(pod, timeout=120)
+        assert bound in {n["metadata"]["name"] for n in pool_nodes(kube, POOL)}, "a new node of the pool"
+        assert len(claims_of(kube, POOL)) == 1
+        wait_for(
+            "the provisioning annotation cleared once the pod is bound",
+            lambda: "mig-extender.io/provisioning" not in (kube.pod(pod)["metadata"].get("annotations") or {}),
+            timeout=30,
+        )
+        log = extender.log()
+        assert "cannot list Karpenter's Events" not in log
+    finally:
+        mig_manager.stop()
+        if scheduler is not None:
+            plane.stop_scheduler(scheduler)
+        extender.stop()
+        kube.delete_pod(pod)
+        kube.call("DELETE", f"/apis/karpenter.sh/v1alpha1/nodeoverlays/{overlay['metadata']['name']}", ok=(200, 404))
+        kube.call("DELETE", "/api/v1/nodes/gpu-full", ok=(200, 404))
+
+
 KARPENTER_OBJECTS = manifest_objects(karpenter=True)
 
 
