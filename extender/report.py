@@ -451,11 +451,11 @@ def _view_for(settings: Settings) -> ClusterView:
 
 
 async def list_cluster(view: ClusterView, kubeconfig: str | None) -> None:
-    """One list of Nodes, Pods and the mig-parted ConfigMap into ``view`` (no watch)."""
+    """One list of every kind the view holds into ``view`` (no watch); DRA kinds the cluster lacks are none."""
     api = await make_api_client(kubeconfig)
     try:
         for reflector in reflectors(view, api, timeout_s=60, read_timeout_s=60.0):
-            await reflector.list()
+            await reflector.list_once()
     finally:
         await api.close()
 

@@ -309,8 +309,9 @@ def test_report_command_lists_a_live_cluster_once(fake_api: Path, capsys: pytest
     out = capsys.readouterr().out
     assert out.startswith(f"mig-extender report: 8 GPU nodes, 60 GPUs (cluster via kubeconfig {fake_api})")
     assert "h100-idle-3g  8x H100-80GB" in out
-    # One list per kind, no watch.
-    assert len(_FakeApi.seen) == 3 and not any("watch=" in p for p in _FakeApi.seen)
+    # One list per kind, no watch; this API server serves no resource.k8s.io/v1 (404): its four kinds are none.
+    assert len(_FakeApi.seen) == 7 and not any("watch=" in p for p in _FakeApi.seen)
+    assert sum("/apis/resource.k8s.io/v1/" in p for p in _FakeApi.seen) == 4
     # The demo's mig-parted ConfigMap was read: a100-balanced resolves its layout from it.
     assert "a100-balanced  8x A100-40GB  mig-parted-config" in out
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .dra.fit import ClaimsDemand
 
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 MAX_RESOURCE_NAME = len("nvidia.com/") + 63  # a qualified name: prefix, then at most 63 characters
@@ -26,13 +29,17 @@ class PodDemand:
 
     mig: tuple[tuple[str, int], ...] = ()
     gpus: int = 0
+    claims: ClaimsDemand | None = None
+    """MIG asked for through DRA ResourceClaims (and extended resources a DeviceClass backs), if any."""
 
     @property
     def is_empty(self) -> bool:
-        return not self.mig and not self.gpus
+        return not self.mig and not self.gpus and self.claims is None
 
     def text(self) -> str:
         """``1x 3g.40gb + 2x 1g.10gb``: stable, so that kube-scheduler can aggregate messages by it."""
+        if self.claims is not None:
+            return self.claims.text
         return " + ".join(f"{count}x {name}" for name, count in self.mig) or f"{self.gpus}x nvidia.com/gpu"
 
 

@@ -37,6 +37,8 @@ class Verdict(enum.StrEnum):
     """No layout of this node's GPUs can hold it."""
     UNKNOWN_PRODUCT = "unknown-gpu-product"
     """The node's GPU product is not in the catalog: not evaluated, left to kube-scheduler's counts."""
+    NOT_EVALUATED = "not-evaluated"
+    """The pod's claims use what the DRA model does not evaluate: left to kube-scheduler's own allocator."""
 
     @property
     def preemption_may_help(self) -> bool:
@@ -66,6 +68,8 @@ class FitResult:
     verdict: Verdict
     reason: str = ""
     plan: tuple[PlannedInstance, ...] = ()
+    devices: tuple[tuple[tuple[str, str, str], ...], ...] = ()
+    """A DRA fit: per claim, the devices (driver, pool, device) kube-scheduler's allocator would take."""
 
     @property
     def fits_now(self) -> bool:

@@ -14,7 +14,8 @@ from cachetools import LRUCache
 
 from .caches import CACHES
 from .catalog import GpuModel
-from .demand import PodDemand
+from .demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
+from .dra.fit import NO_DRA_DEVICES, fit_claims
 from .fit import Allocator, FitResult, Verdict, fit
 from .layouts import layout_text
 from .migparted import MigPartedConfig, MigPartedError
@@ -33,7 +34,7 @@ class Outcome(enum.StrEnum):
 
 def outcome_of_verdict(verdict: Verdict) -> Outcome:
     # A node the extender cannot evaluate passes: kube-scheduler's own filters (its counts) decide.
-    if verdict in (Verdict.FITS_NOW, Verdict.UNKNOWN_PRODUCT):
+    if verdict in (Verdict.FITS_NOW, Verdict.UNKNOWN_PRODUCT, Verdict.NOT_EVALUATED):
         return Outcome.SUCCESS
     return Outcome.UNSCHEDULABLE if verdict.preemption_may_help else Outcome.UNRESOLVABLE
 
@@ -65,8 +66,36 @@ def evaluate(node: NodeState, demand: PodDemand, config: PolicyConfig) -> FitRes
     key = (node.state_id, demand, allocator)
     result = _FITS.get(key)
     if result is None:
-        result = _FITS[key] = fit(node, demand, allocator)
+        result = _FITS[key] = _fit_pod(node, demand, allocator)
     return result
+
+
+DRA_ONLY = "MIG: node offers MIG only through DRA (ResourceClaims), not as nvidia.com/mig-* resources"
+
+
+def _fit_pod(node: NodeState, demand: PodDemand, allocator: Allocator) -> FitResult:
+    """The device plugin's fit on device-plugin nodes, the DRA allocator's on nodes that publish DRA devices.
+
+    A DRA node serves the extended resources a DeviceClass backs as a claim; on a device-plugin node the same
+    resources are the device plugin's, and a pod's own MIG claims find no device there.
+    """
+    claims = demand.claims
+    if claims is None:
+        if node.devices is not None and not demand.is_empty:
+            return FitResult(Verdict.NEVER, DRA_ONLY)
+        return fit(node, demand, allocator)
+    plugin = PodDemand(demand.mig, demand.gpus)
+    if node.devices is None:
+        if claims.own_claims or claims.pinned_node:
+            return FitResult(Verdict.NEVER, NO_DRA_DEVICES)
+        return fit(node, plugin, allocator)
+    unbacked = PodDemand(
+        tuple((n, c) for n, c in demand.mig if MIG_RESOURCE_PREFIX + n not in claims.backed),
+        0 if GPU_RESOURCE in claims.backed else demand.gpus,
+    )
+    if not unbacked.is_empty:
+        return FitResult(Verdict.NEVER, DRA_ONLY)
+    return fit_claims(node, claims)
 
 
 def scores(

@@ -8,11 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from .caches import CACHES
 from .catalog import GpuModel, Profile
 from .demand import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PodDemand
 from .placement import Placement, occupancy_of
+
+if TYPE_CHECKING:
+    from .dra.inventory import Inventory
 
 _INTERNED: dict[tuple[object, ...], int] = {}
 _NEXT_ID = itertools.count()
@@ -195,6 +199,8 @@ class NodeState:
     warnings: tuple[str, ...] = ()
     unknown_product: UnknownProduct | None = None
     """Set when the GPU product is not in the catalog (``gpus`` is then empty)."""
+    devices: Inventory | None = field(default=None, repr=False, compare=False)
+    """A DRA node's devices (NVIDIA's DRA driver), which claims are allocated from."""
     state_id: int = field(init=False, repr=False, compare=False)
     """Equal for nodes whose GPUs (in index order) and strategy are equal: their fits are equal too."""
     dynamic: bool = field(init=False, repr=False, compare=False)
@@ -204,7 +210,11 @@ class NodeState:
         object.__setattr__(self, "dynamic", any(g.dynamic for g in self.gpus))
         # One flat tuple (indices, then ids): a third of the memory of (index, id) pairs, and built by C-level maps.
         single = self.single_profile.name if self.single_profile else None
-        key = (self.strategy, single, self.unknown_product, *map(_INDEX, self.gpus), *map(_STATE_ID, self.gpus))
+        # A DRA node's answers depend on its devices (names, attributes, taints), not only on its GPUs' state:
+        # each inventory is a state of its own.
+        devices = None if self.devices is None else self.devices.version
+        gpus = (*map(_INDEX, self.gpus), *map(_STATE_ID, self.gpus))
+        key = (self.strategy, single, self.unknown_product, devices, *gpus)
         object.__setattr__(self, "state_id", intern_key(key))
 
     @property

@@ -225,10 +225,12 @@ class SchedulingService:
         return found
 
     def _demand_of(self, args: ExtenderArgs) -> PodDemand:
+        """The pod's device-plugin resources, and its MIG claims read against the view's DRA objects."""
         try:
-            return self._canonical(pod_demand(args.pod))
+            plugin = pod_demand(args.pod)
         except DemandError as exc:
             raise BadRequest(f"ExtenderArgs.Pod: {exc}") from None
+        return self._canonical(self.view.claim_reader.demand_of(args.pod, plugin))
 
     def _prioritize_request(self, args: ExtenderArgs) -> tuple[_Request, list[str]]:
         """The request, and its candidate names: the filter's own list when it is the filter's request (the
@@ -274,16 +276,18 @@ class SchedulingService:
         else:
             ids = [UNKNOWN if state is None else state.state_id for state in candidates]
             states = {sid: state for sid, state in zip(ids, candidates) if state is not None}
-        fits = self._fit_states(demand, states) if demand.mig or demand.gpus else {}
+        fits = self._fit_states(demand, states) if not demand.is_empty else {}
         return _Request(uid, demand, ids, states, fits)
 
     def _observe(self, request: _Request) -> None:
         """Learn the demand mix from each pod once (kube-scheduler retries pods many times)."""
-        if request.uid in self._observed or not request.demand.mig:
+        demand = request.demand
+        mig = demand.mig or (demand.claims.profiles.mig if demand.claims and demand.claims.profiles else ())
+        if request.uid in self._observed or not mig:
             return
         self._observed[request.uid] = True
         now = self.clock()
-        for name, count in request.demand.mig:
+        for name, count in mig:
             shape = shape_of_profile_name(name)
             if shape:
                 self.distribution.observe(shape, count, now)
@@ -323,7 +327,7 @@ class SchedulingService:
         # A new scheduling attempt: whatever this pod's last answer made the view assume is void.
         self.view.unassume(uid)
         demand = self._demand_of(args)
-        if not demand.mig and not demand.gpus:
+        if demand.is_empty:
             if args.nodes is not None:
                 self._build_request(uid, demand, args)  # the Node objects are read, and refused if malformed
             self.metrics.nodes_per_request.labels("filter").observe(len(args.candidate_names()))
@@ -344,7 +348,7 @@ class SchedulingService:
             self.on_unschedulable(uid)
         elif feasible == 1:
             # kube-scheduler binds a single feasible node without calling prioritize.
-            self._assume(request, names[answer.passes.index(True)])
+            self._assume(request, names[answer.passes.index(True)], args.pod)
         if answer.result["NodeNames"] is not None:
             self._remember_passed(request, answer.result["NodeNames"], answer.passes)
         return answer.result, answer
@@ -423,7 +427,7 @@ class SchedulingService:
     def prioritize(self, args: ExtenderArgs) -> list[dict[str, Any]]:
         request, names = self._prioritize_request(args)
         self.metrics.nodes_per_request.labels("prioritize").observe(len(names))
-        if not request.demand.mig and not request.demand.gpus:
+        if request.demand.is_empty:
             return host_priorities(names, [0] * len(names))
         weights, memo = self._scoring_state(request.demand)
         order = list(request.states)
@@ -434,7 +438,7 @@ class SchedulingService:
         self._score_memos.trim(request.demand, fitting)
         if fitting:
             best = max(fitting, key=by_state.__getitem__)
-            self._assume(request, names[request.ids.index(best)])
+            self._assume(request, names[request.ids.index(best)], args.pod)
         return self._host_priorities(request.demand, names, list(map(by_state.__getitem__, request.ids)))
 
     def _host_priorities(self, demand: PodDemand, names: list[str], scores: list[int]) -> list[dict[str, Any]]:
@@ -461,9 +465,17 @@ class SchedulingService:
             self._score_memos.clear()
         return self._weights, self._score_memos.get(demand)
 
-    def _assume(self, request: _Request, node: str) -> None:
-        if request.demand.mig or request.demand.gpus:
-            self.view.assume(request.uid, node, request.demand)
+    def _assume(self, request: _Request, node: str, pod: Mapping[str, Any]) -> None:
+        demand = request.demand
+        if demand.claims is not None and self.view.is_dra_node(node):
+            # The devices kube-scheduler's allocator takes there, until the claims show their allocation.
+            state = self.view.node_state(node)
+            fit = request.fits.get(state.state_id) if state is not None else None
+            if fit is not None and fit.devices:
+                keys = self.view.claim_reader.claim_keys(pod, request.uid)
+                self.view.assume_devices(request.uid, node, dict(zip(keys, fit.devices)))
+        elif demand.mig or demand.gpus:
+            self.view.assume(request.uid, node, demand)
 
     def weights(self) -> Mapping[str, float]:
         return self.distribution.weights(self.clock())

@@ -244,6 +244,10 @@ class PodInfo:
     scheduler_name: str
     placement: PodPlacement = ANYWHERE
     """Tolerations, nodeSelector and required node affinity (shared by pods that have equal ones)."""
+    claims_source: Mapping[str, Any] | None = None
+    """For a pending pod that may ask for MIG through DRA (it has ``spec.resourceClaims`` or asks for GPU
+    resources a DeviceClass may back): the parts of the Pod its claims are read from, so that the view can read
+    them again when claims, templates or classes change (``ClusterView`` sets ``demand`` from them)."""
 
     @property
     def key(self) -> str:
@@ -258,7 +262,7 @@ class PodInfo:
         return (
             self.is_active
             and self.node_name is None
-            and bool(self.demand.mig or self.demand.gpus)
+            and not self.demand.is_empty
             and self.scheduler_name != CAPACITY_REQUEST_SCHEDULER
         )
 
@@ -306,4 +310,21 @@ class PodInfo:
             unschedulable=unschedulable,
             scheduler_name=_shared(spec.get("schedulerName") or "default-scheduler"),
             placement=_placement(spec),
+            claims_source=_claims_source(raw, spec, status, demand),
         )
+
+
+def _claims_source(
+    raw: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any], demand: PodDemand
+) -> Mapping[str, Any] | None:
+    """What ``extender.model.dra.demand.dra_demand`` reads of a pending pod, or None (bound, or no DRA)."""
+    if spec.get("nodeName") or not (spec.get("resourceClaims") or demand.mig or demand.gpus):
+        return None
+    kept_spec = {k: spec[k] for k in ("resourceClaims", "containers", "initContainers") if spec.get(k)}
+    kept_status = {k: status[k] for k in ("resourceClaimStatuses", "extendedResourceClaimStatus") if status.get(k)}
+    metadata = raw.get("metadata") or {}
+    return {
+        "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
+        "spec": kept_spec,
+        "status": kept_status,
+    }

@@ -27,6 +27,7 @@ from ..model.dra.types import ClaimTemplate, DeviceClass, Pool, ResourceClaim, R
 from ..model.migparted import DEFAULT_CONFIG, MigPartedConfig, MigPartedError, parse_config
 from ..model.state import Fidelity, NodeState
 from ..settings import ConfigMapRef, ViewSettings
+from .dra_demand import ClaimReader
 from .dra_objects import (
     DraObjectError,
     parse_claim_template,
@@ -47,6 +48,10 @@ _ASSUMED_LIMIT = 20_000  # worst ~8 MB (~390 B per entry with a 36-character uid
 _CHANGE_LOG_LIMIT = 4_096
 # Unknown GPU products already logged: a cluster has a few (non-MIG GPUs, new parts); a bound on hostile labels.
 _PRODUCTS_LOGGED_LIMIT = 256
+
+
+def _plugin_part(demand: PodDemand) -> PodDemand:
+    return demand if demand.claims is None else PodDemand(demand.mig, demand.gpus)
 
 
 class Kind(enum.StrEnum):
@@ -150,6 +155,10 @@ class ClusterView:
         self._assumed_on_node: dict[str, dict[str, PodDemand]] = {}
         self.dra = DraRecords()
         """ResourceSlices, ResourceClaims, ResourceClaimTemplates and DeviceClasses, indexed per node."""
+        self.claim_reader = ClaimReader(self.dra)
+        """Pods' MIG claims read against those records."""
+        self._claim_pods: set[str] = set()
+        """Uids of the pods whose claims are read (pending, with a ``claims_source``)."""
         # DRA devices assumed for a pod: by uid, (node, claim -> devices); by node and by claim for the drops.
         self._assumed_devices: _Assumptions[dict[ObjectKey, frozenset[DeviceKey]]] = _Assumptions(
             _ASSUMED_LIMIT, assume_ttl_s, clock, self._devices_dropped
@@ -256,8 +265,9 @@ class ClusterView:
         elif kind is Kind.PODS:
             pods: dict[str, PodInfo] = {}
             on_node: dict[str, dict[str, PodInfo]] = {}
-            for pod in present:
-                pods[pod.uid] = pod
+            self._claim_pods = set()
+            for listed in present:
+                pod = pods[listed.uid] = self._with_claims(listed)
                 if pod.node_name and pod.is_active:
                     on_node.setdefault(pod.node_name, {})[pod.uid] = pod
             self.pods, self._pods_on_node = pods, on_node
@@ -276,8 +286,11 @@ class ClusterView:
             self.dra.templates = {(t.namespace, t.name): t for t in present}
         elif kind is Kind.DEVICE_CLASSES:
             self.dra.classes = {c.name: c for c in present}
+            self.claim_reader.classes_version += 1
         else:
             self._set_config(present[0] if present else None)
+        if kind in (Kind.RESOURCE_CLAIMS, Kind.CLAIM_TEMPLATES, Kind.DEVICE_CLASSES):
+            self._reread_claims()
         state = self.sync[kind]
         state.relists += 1
         state.synced = True
@@ -318,10 +331,11 @@ class ClusterView:
                 if not on_node:  # no empty entry left behind for a node that is gone
                     del self._pods_on_node[old.node_name]
             self._changed(old.node_name)
+        self._claim_pods.discard(pod.uid)
         if deleted:
             self.unassume(pod.uid)
             return
-        self.pods[pod.uid] = pod
+        pod = self.pods[pod.uid] = self._with_claims(pod)
         if pod.node_name:
             # Bound: the pod's own demand now counts. Devices assumed for its claims stay until the claims
             # show their allocation (written before the binding, but seen on another stream) or expire.
@@ -333,6 +347,20 @@ class ClusterView:
             self._changed(pod.node_name)
         else:
             self.generation += 1
+
+    def _with_claims(self, pod: PodInfo) -> PodInfo:
+        """The pod with its MIG claims read into its demand (a pending pod that may use DRA)."""
+        if pod.claims_source is None or pod.demand_error:
+            return pod
+        self._claim_pods.add(pod.uid)
+        demand = self.claim_reader.demand_of(pod.claims_source, pod.demand)
+        return pod if demand == pod.demand else dataclasses.replace(pod, demand=demand)
+
+    def _reread_claims(self) -> None:
+        """Claims, templates or classes changed: pending pods' claims are read again."""
+        for uid in list(self._claim_pods):
+            pod = self.pods[uid]
+            self.pods[uid] = self._with_claims(dataclasses.replace(pod, demand=_plugin_part(pod.demand)))
 
     def annotate(self, pod_uid: str, changes: Mapping[str, str | None]) -> None:
         """Apply an annotation merge patch to the view's copy of a pod (where no API server echoes it)."""
@@ -372,7 +400,11 @@ class ClusterView:
             self._changed_answers(changed)
         else:
             changed = self.dra.classes.pop(name, None) is not None if deleted else self.dra.put_class(record)
+            if changed:
+                self.claim_reader.classes_version += 1
             self._changed_answers(changed)
+        if kind is not Kind.RESOURCE_SLICES:
+            self._reread_claims()
 
     def _changed_nodes(self, nodes: Iterable[str]) -> None:
         """A DRA object changed the pools or the devices in use of ``nodes`` (only the generation, if none)."""
@@ -678,6 +710,7 @@ class ClusterView:
                 return None
             in_use = self.dra_in_use(node)
             found = self._inventories[node] = inventory(node, self.dra.pools(node), in_use)
+            self.claim_reader.add_samples(found.samples)
         return found
 
     def claim(self, namespace: str, name: str) -> ResourceClaim | None:

@@ -129,7 +129,7 @@ class Reflector:
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
-                if self.optional and (isinstance(exc, NotFound) or exc.status == 403):
+                if self._is_absence(exc):
                     self._absent(exc)
                 else:
                     log.warning("%s: watch failed (%s: %s); retrying", self.kind, type(exc).__name__, exc)
@@ -140,6 +140,19 @@ class Reflector:
                 log.warning("%s: watch failed (%s: %s); retrying", self.kind, reason, exc)
                 self.observer.restarted(self.kind, reason)
                 await backoff.wait()
+
+    def _is_absence(self, exc: ApiError) -> bool:
+        return self.optional and (isinstance(exc, NotFound) or exc.status == 403)
+
+    async def list_once(self) -> None:
+        """One :meth:`list`, for a caller that does not watch (``mig-extender report``): a kind the API server does
+        not serve, or does not let the extender read, is held as none, as :meth:`run` does."""
+        try:
+            await self.list()
+        except ApiError as exc:
+            if not self._is_absence(exc):
+                raise
+            self._absent(exc)
 
     def _absent(self, exc: ApiError) -> None:
         """The API server does not serve this kind, or does not let the extender read it: hold none of it."""

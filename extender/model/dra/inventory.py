@@ -121,7 +121,6 @@ class _PoolSet:
 class Inventory:
     """A node's ``gpu.nvidia.com`` devices: the :class:`NodeState` they make and where each device is."""
 
-    node: NodeState
     gpus: tuple[DraGpu, ...]
     warnings: tuple[str, ...]
     samples: tuple[Device, ...]
@@ -131,6 +130,8 @@ class Inventory:
     _pools: tuple[_ParsedPool, ...] = field(repr=False)
     _pool_names: tuple[str, ...] = field(repr=False)
     _pool_set: _PoolSet = field(repr=False)
+    node: NodeState = field(init=False)
+    """The node's state, whose :attr:`~NodeState.devices` is this inventory (set by :func:`_build`)."""
 
     @property
     def pools(self) -> tuple[Pool, ...]:
@@ -604,21 +605,23 @@ def _build(
             gpus.append(gpu)
     gpus.sort(key=lambda g: g.index)
     if unknown:
+        found = Inventory((), tuple(warnings), samples, in_use, version, pools, names, pool_set)
+        unknown_product = UnknownProduct(", ".join(unknown), ())
+        # Claims are still allocated from its devices (the allocator needs no catalog), placements not modelled.
         state = NodeState(
-            node,
-            (),
-            Fidelity.DRA,
-            warnings=tuple(warnings),
-            unknown_product=UnknownProduct(", ".join(unknown), ()),
+            node, (), Fidelity.DRA, warnings=tuple(warnings), unknown_product=unknown_product, devices=found
         )
-        return Inventory(state, (), tuple(warnings), samples, in_use, version, pools, names, pool_set)
+        object.__setattr__(found, "node", state)
+        return found
     states = []
     for gpu in gpus:
         state_of, more = _gpu_state(gpu, in_use)
         states.append(state_of)
         warnings.extend(more)
-    node_state = NodeState(node, tuple(states), Fidelity.DRA, warnings=tuple(warnings))
-    return Inventory(node_state, tuple(gpus), tuple(warnings), samples, in_use, version, pools, names, pool_set)
+    found = Inventory(tuple(gpus), tuple(warnings), samples, in_use, version, pools, names, pool_set)
+    state = NodeState(node, tuple(states), Fidelity.DRA, warnings=tuple(warnings), devices=found)
+    object.__setattr__(found, "node", state)
+    return found
 
 
 def _gpu_state(gpu: DraGpu, in_use: frozenset[DeviceKey]) -> tuple[GpuState, list[str]]:
