@@ -549,7 +549,8 @@ class ProvisioningStats:
     requests_created: Tally[str] = field(default_factory=Tally)
     """Capacity-request pods created, by NodePool."""
     requests_deleted: Tally[str] = field(default_factory=Tally)
-    """By reason: arrived (a node of the pool came), demand-gone, mode (not in requests mode)."""
+    """By reason: launched (Karpenter launched its NodeClaim), arrived (a node of the pool came), demand-gone,
+    mode (not made in this mode)."""
     requests: dict[str, int] = field(default_factory=dict)
     """Outstanding capacity requests, by NodePool."""
     requests_stuck: int = 0

@@ -101,6 +101,7 @@ class CapacityRequest:
     marked_unschedulable: bool
     mode: str = "requests"
     """The mode that made it: overlay for pods Karpenter launched no node for."""
+    uid: str = ""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> CapacityRequest:
@@ -114,6 +115,7 @@ class CapacityRequest:
                 c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
             ),
             mode=str((metadata.get("annotations") or {}).get(CAPACITY_MODE_ANNOTATION, "requests")),
+            uid=str(metadata.get("uid") or ""),
         )
 
 
@@ -255,10 +257,12 @@ class ProvisioningController:
             else:
                 await self._delete(request, "mode")
         requests = await self._guard_nodes(requests)
+        launching = await self._launching()
+        requests, ours = await self._launched(requests, launching)
         pending = self._unmet()
         templates = self._templates()
         requested = _count(r.pool for r in requests)
-        arriving = await self._arriving(requested)
+        arriving = self._arriving(requested, launching, ours)
         plan = plan_capacity(
             templates,
             [p.demand for p in pending],
@@ -323,11 +327,15 @@ class ProvisioningController:
     def _pool_nodes(self) -> Iterable[NodeInfo]:
         return (info for info in self.view.nodes.values() if info.pool in self.pools)
 
-    async def _arriving(self, requested: Mapping[str, int]) -> dict[str, int]:
+    def _arriving(
+        self, requested: Mapping[str, int], launching: Mapping[str, Sequence[str]], ours: set[str]
+    ) -> dict[str, int]:
         """Nodes on their way, by pool: guarded nodes without their layout, and NodeClaims without a Node.
 
-        A NodeClaim made after a request is that request's node (counted as requested); any others, such as
-        Karpenter acting on the pods themselves through NodeOverlays, are arriving capacity too.
+        A NodeClaim launched for a capacity request (``ours``: named by Karpenter's Nominated Event on one)
+        is arriving capacity, its request gone. Any other is taken for an outstanding request's node (counted
+        as requested) first, in case its Event is still to come; the rest, such as Karpenter acting on the
+        pods themselves through NodeOverlays, are arriving capacity too.
         """
         arriving = _count(
             str(info.pool)
@@ -335,9 +343,47 @@ class ProvisioningController:
             if not _layout_applied(info)
             and (info.annotations.get(CAPACITY_ANNOTATION) == ARRIVING or info.name in self._claimed)
         )
-        for pool, launching in (await self._launching()).items():
-            arriving[pool] = arriving.get(pool, 0) + max(0, launching - requested.get(pool, 0))
+        for pool, claims in launching.items():
+            launched = sum(1 for name in claims if name in ours)
+            others = len(claims) - launched
+            arriving[pool] = arriving.get(pool, 0) + launched + max(0, others - requested.get(pool, 0))
         return arriving
+
+    async def _launched(
+        self, requests: list[CapacityRequest], launching: Mapping[str, Sequence[str]]
+    ) -> tuple[list[CapacityRequest], set[str]]:
+        """Delete the requests Karpenter has launched a NodeClaim for; the requests left, and the NodeClaims
+        launched for requests (now or before: the Events outlive the requests).
+
+        Karpenter writes a ``Nominated`` Event on each pod it launches a NodeClaim for ("Pod should schedule
+        on: nodeclaim/<name>", sigs.k8s.io/karpenter ``pkg/controllers/provisioning/provisioner.go``). A
+        request still pending when its node registers is provisioned for again if the node no longer fits it
+        (whole GPUs: MIG Manager leaves fewer than were asked for), and Karpenter would launch a second node;
+        once its NodeClaim exists the request has done its work, and the NodeClaim is the capacity on its way.
+        """
+        claims = {name for names in launching.values() for name in names}
+        if not claims or self._events_denied:
+            return requests, set()
+        try:
+            events = await self.api.list_events(
+                self.config.namespace, f"source={KARPENTER_EVENT_SOURCE},reason=Nominated"
+            )
+        except ApiError as exc:  # e.g. no RBAC for it: requests go when their node arrives
+            log.warning("cannot list Karpenter's Events (requests go when their node arrives): %s", exc)
+            self._events_denied = True
+            return requests, set()
+        nominated: dict[str, set[str]] = {}
+        for event in events:
+            uid = str((event.get("involvedObject") or {}).get("uid") or "")
+            nominated.setdefault(uid, set()).update(_NOMINATED_CLAIM.findall(str(event.get("message") or "")))
+        left = []
+        for request in requests:
+            if request.uid and nominated.get(request.uid, set()) & claims:
+                await self._delete(request, "launched")
+            else:
+                left.append(request)
+        named: set[str] = set().union(*nominated.values())
+        return left, claims & named
 
     def _arrived(self) -> list[tuple[str, NodeState]]:
         """Guarded nodes whose layout is applied, in their real state: still arriving capacity while a taint
@@ -350,20 +396,20 @@ class ProvisioningController:
                 arrived.append((str(info.pool), state))
         return arrived
 
-    async def _launching(self) -> dict[str, int]:
-        """NodeClaims of the pools that have no Node yet, by pool."""
+    async def _launching(self) -> dict[str, list[str]]:
+        """The names of the pools' NodeClaims that have no Node yet, by pool."""
         try:
             claims = await self.api.list_node_claims()
         except ApiError as exc:  # e.g. no RBAC for it: plan without, and say so
             log.warning("cannot list Karpenter NodeClaims: %s", exc)
             return {}
-        launching: dict[str, int] = {}
+        launching: dict[str, list[str]] = {}
         for claim in claims:
             metadata = claim.get("metadata") or {}
             pool = (metadata.get("labels") or {}).get(NODEPOOL_LABEL)
             registered = (claim.get("status") or {}).get("nodeName")
             if pool in self.pools and not metadata.get("deletionTimestamp") and not registered:
-                launching[pool] = launching.get(pool, 0) + 1
+                launching.setdefault(str(pool), []).append(str(metadata.get("name")))
         return launching
 
     def _unmet(self) -> list[PodInfo]:
@@ -518,7 +564,9 @@ class ProvisioningController:
             f"a node of NodePool {pool.name} ({pool.gpus_per_node}x {pool.model.name}, {pool.mig_config}) for "
             f"{waiting} pending MIG pod(s) that no layout fits",
         )
-        return CapacityRequest(name, pool.name, self.now(), True, self.config.mode)
+        return CapacityRequest(
+            name, pool.name, self.now(), True, self.config.mode, str(created["metadata"].get("uid") or "")
+        )
 
     async def _mark(self, name: str, pool: Pool, waiting: int) -> None:
         """PodScheduled=False/Unschedulable: what makes Karpenter provision for the pod."""
@@ -732,6 +780,7 @@ def _no_whole_gpus(pool: Pool) -> str:
 
 
 _NOMINATED_NODE = re.compile(r"\bnode/([^\s,]+)")
+_NOMINATED_CLAIM = re.compile(r"\bnodeclaim/([^\s,]+)")
 
 
 def _event_time(event: Mapping[str, Any]) -> datetime.datetime:

@@ -321,6 +321,33 @@ async def test_a_node_claim_made_for_a_request_is_not_counted_twice() -> None:
     assert len(requests_of(api)) == 2, "the claim is the first request's node, not extra capacity"
 
 
+def nominated(request: dict[str, Any], claim: str) -> dict[str, Any]:
+    """Karpenter's Nominated Event on a pod it launched a NodeClaim for (provisioner.go, CreateNodeClaims)."""
+    event = karpenter_event(request["metadata"]["uid"], "Nominated", f"Pod should schedule on: nodeclaim/{claim}")
+    event["metadata"]["namespace"] = request["metadata"]["namespace"]
+    return event
+
+
+async def test_a_request_goes_once_karpenter_launched_its_node_claim() -> None:
+    """A request left pending while its node registers is provisioned for again if the node does not fit it
+    (with whole GPUs, MIG Manager leaves fewer than the request asked for): Karpenter launches a second node.
+    So the request goes as soon as Karpenter's Nominated Event names the NodeClaim it launched for it, and the
+    NodeClaim counts as the capacity on its way."""
+    view, api, clock, controller = setup(pools=(HALF,), request_resources="gpu")
+    api.add_config_map(document=HALF_DOCUMENT)
+    for i in range(12):
+        view.apply(Kind.PODS, "ADDED", unmet_pod(f"burst-{i}", {MIG_3G: 1}))
+    await tick(api, clock, controller, 60)
+    first, second = requests_of(api)
+    api.node_claims = [node_claim("a100-half")]
+    api.core_events = [nominated(first, "a100-half-claim")]
+    await tick(api, clock, controller)
+    assert [r["metadata"]["name"] for r in requests_of(api)] == [second["metadata"]["name"]]
+    assert controller.stats.requests_deleted == {"launched": 1}
+    await tick(api, clock, controller)
+    assert len(requests_of(api)) == 1, "the launching NodeClaim is the first node, the second is still asked for"
+
+
 AT_0, AT_1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"
 BURSTS = [
     # Twelve 3g.40gb pods, their verdicts a second apart: an all-balanced A100 node holds eight.
