@@ -72,6 +72,14 @@ class _ViewCollector(Collector):
         objects = GaugeMetricFamily("mig_extender_view_objects", "Objects in the view.", labels=["kind"])
         objects.add_metric([str(Kind.NODES)], len(self.view.nodes))
         objects.add_metric([str(Kind.PODS)], len(self.view.pods))
+        dra = self.view.dra
+        for kind, held in (
+            (Kind.RESOURCE_SLICES, dra.slices),
+            (Kind.RESOURCE_CLAIMS, dra.claims),
+            (Kind.CLAIM_TEMPLATES, dra.templates),
+            (Kind.DEVICE_CLASSES, dra.classes),
+        ):
+            objects.add_metric([str(kind)], len(held))
         yield objects
         warnings = GaugeMetricFamily(
             "mig_extender_nodes_with_warnings", "Nodes whose GPU state was read with warnings (see logs)."
@@ -99,6 +107,12 @@ class _ViewCollector(Collector):
                 "Invalid mig-parted ConfigMap versions seen (the last good config was kept).",
             ),
             ("mig_extender_objects_invalid", counters.invalid_objects, "Malformed objects ignored by the view."),
+            (
+                "mig_extender_dra_claims_not_evaluated",
+                self.view.claim_reader.not_evaluable,
+                "Pods read whose DRA claims could not be evaluated yet (a claim, template or DeviceClass missing): "
+                "their nodes are left to kube-scheduler.",
+            ),
         ):
             family = CounterMetricFamily(name, text)
             family.add_metric([], value)

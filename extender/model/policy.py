@@ -211,8 +211,12 @@ class VerdictSearch:
             if result.fits_now:
                 self._fits = ClusterVerdict(PodVerdict.FITS, "fits on an existing node", node.name)
                 return True
+            if result.verdict is Verdict.NOT_EVALUATED:
+                # Never "no layout fits" on a guess: kube-scheduler's allocator decides this node.
+                self._fits = ClusterVerdict(PodVerdict.FITS, f"not evaluated on node {node.name}: {result.reason}")
+                return True
             unknown = node.unknown_product
-            if unknown is not None:
+            if unknown is not None and node.devices is None:
                 # Not modelled: kube-scheduler places the pod there if its counts admit it (the filter passes
                 # the node). Counts that do not admit it are a busy node, never grounds for "no layout fits".
                 if unknown.counts_hold(demand):
@@ -247,6 +251,8 @@ class VerdictSearch:
                 node.name,
                 suggestion,
             )
+        if demand.claims is not None:
+            return self._claims_verdict()
         for model, count in self._shapes:
             suggestion = suggest_layout(demand, model, count, mig_parted)
             if suggestion is not None:
@@ -257,6 +263,28 @@ class VerdictSearch:
                     None,
                     suggestion,
                 )
+        return self._reasons_verdict()
+
+    def _claims_verdict(self) -> ClusterVerdict:
+        """No node fits the pod's claims now: would a new node of a shape seen (empty DynamicMIG GPUs) hold them?
+
+        Re-partitioning does not apply (DynamicMIG makes instances on allocation); the claims are read as MIG
+        profile counts when they are plain counts, otherwise no new shape is claimed to fit.
+        """
+        claims = self.demand.claims
+        assert claims is not None
+        if claims.profiles is not None:
+            for model, count in self._shapes:
+                empty = NodeState("new", tuple(GpuState(i, model, (), dynamic=True) for i in range(count)))
+                if fit(empty, claims.profiles, Allocator.FIRST_FIT).fits_now:
+                    return ClusterVerdict(
+                        PodVerdict.NO_LAYOUT_FITS,
+                        f"no existing node can host {claims.text}; a new {count}x {model.name} node with DynamicMIG "
+                        "would",
+                    )
+        return self._reasons_verdict()
+
+    def _reasons_verdict(self) -> ClusterVerdict:
         # The most frequent distinct reasons, so that "H200 nodes are too small" is not hidden behind
         # "A100 nodes lack the profile".
         reasons = self._reasons

@@ -10,7 +10,7 @@ counted and logged once per reason, and the nodes are left to kube-scheduler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cachetools import LRUCache
@@ -30,8 +30,10 @@ _LOGGED_LIMIT = 256  # distinct reasons logged once each; a bound on a hostile s
 class ClaimReader:
     """Reads pods' claims against the view's DRA records; owned by :class:`~extender.view.store.ClusterView`."""
 
-    def __init__(self, records: DraRecords) -> None:
+    def __init__(self, records: DraRecords, gather_samples: Callable[[], None] = lambda: None) -> None:
         self.records = records
+        self._gather_samples = gather_samples
+        """Called before samples are read: the view adds those of nodes whose slices it has not read yet."""
         self._index: tuple[int, Mapping[str, DeviceClass]] | None = None
         self._samples: dict[tuple[object, ...], Device] = {}
         self._logged: LRUCache[str, bool] = LRUCache(maxsize=_LOGGED_LIMIT)
@@ -72,6 +74,7 @@ class ClaimReader:
                     reason,
                 )
             return None
+        self._gather_samples()
         return claims_demand(demand, self.records.classes, tuple(self._samples.values()))
 
     def claim_keys(self, pod: Mapping[str, Any], uid: str) -> tuple[ClaimKey, ...]:

@@ -155,9 +155,12 @@ class ClusterView:
         self._assumed_on_node: dict[str, dict[str, PodDemand]] = {}
         self.dra = DraRecords()
         """ResourceSlices, ResourceClaims, ResourceClaimTemplates and DeviceClasses, indexed per node."""
-        self.claim_reader = ClaimReader(self.dra)
+        self.claim_reader = ClaimReader(self.dra, self._gather_samples)
         """Pods' MIG claims read against those records."""
         self._claim_pods: set[str] = set()
+        self._slices_read = -1
+        """The slice version whose nodes' sample devices the claim reader has (see :meth:`_gather_samples`)."""
+        self._slices_version = 0
         """Uids of the pods whose claims are read (pending, with a ``claims_source``)."""
         # DRA devices assumed for a pod: by uid, (node, claim -> devices); by node and by claim for the drops.
         self._assumed_devices: _Assumptions[dict[ObjectKey, frozenset[DeviceKey]]] = _Assumptions(
@@ -276,6 +279,7 @@ class ClusterView:
             for uid in [u for u in self._assumed_devices if u not in pods]:
                 self._forget_devices(uid)
         elif kind is Kind.RESOURCE_SLICES:
+            self._slices_version += 1
             self.dra.replace_slices(present)
         elif kind is Kind.RESOURCE_CLAIMS:
             self.dra.replace_claims(present)
@@ -289,7 +293,7 @@ class ClusterView:
             self.claim_reader.classes_version += 1
         else:
             self._set_config(present[0] if present else None)
-        if kind in (Kind.RESOURCE_CLAIMS, Kind.CLAIM_TEMPLATES, Kind.DEVICE_CLASSES):
+        if kind in DRA_KINDS:
             self._reread_claims()
         state = self.sync[kind]
         state.relists += 1
@@ -356,6 +360,15 @@ class ClusterView:
         demand = self.claim_reader.demand_of(pod.claims_source, pod.demand)
         return pod if demand == pod.demand else dataclasses.replace(pod, demand=demand)
 
+    def _gather_samples(self) -> None:
+        """Sample devices of every DRA node (their inventories are cached for the answers anyway), once per change
+        of slices, so that a pod's claims read the same whichever node was asked about first."""
+        if self._slices_read == self._slices_version:
+            return
+        self._slices_read = self._slices_version
+        for node in list(self.dra.nodes_with_pools()):
+            self.dra_inventory(node)
+
     def _reread_claims(self) -> None:
         """Claims, templates or classes changed: pending pods' claims are read again."""
         for uid in list(self._claim_pods):
@@ -386,6 +399,7 @@ class ClusterView:
         else:
             name, namespace = record.name, getattr(record, "namespace", "")
         if kind is Kind.RESOURCE_SLICES:
+            self._slices_version += 1
             nodes = self.dra.remove_slice(name) if deleted else self.dra.put_slice(record)
             self._changed_nodes(nodes)
         elif kind is Kind.RESOURCE_CLAIMS:
@@ -403,8 +417,7 @@ class ClusterView:
             if changed:
                 self.claim_reader.classes_version += 1
             self._changed_answers(changed)
-        if kind is not Kind.RESOURCE_SLICES:
-            self._reread_claims()
+        self._reread_claims()
 
     def _changed_nodes(self, nodes: Iterable[str]) -> None:
         """A DRA object changed the pools or the devices in use of ``nodes`` (only the generation, if none)."""

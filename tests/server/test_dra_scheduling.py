@@ -15,7 +15,9 @@ import yaml
 
 from extender.metrics import Metrics
 from extender.model.catalog import model_named
+from extender.model.demand import pod_demand
 from extender.model.dra.driver import DRIVER, dynamic_mig_slices
+from extender.model.policy import ClusterVerdict, PodVerdict, cluster_verdict
 from extender.server.scheduling import SchedulingService
 from extender.server.wire import parse_extender_args
 from extender.settings import Settings
@@ -187,3 +189,27 @@ def test_the_predicted_devices_are_assumed_until_the_claim_shows_its_allocation(
     assert assumed is not None and assumed[0] == best
     (devices,) = assumed[1].values()
     assert devices <= scheduling.view.dra_in_use(best)
+
+
+def cluster_verdict_of(scheduling: SchedulingService, the_pod: dict[str, Any]) -> ClusterVerdict:
+    view = scheduling.view
+    demand = view.claim_reader.demand_of(the_pod, pod_demand(the_pod))
+    assert demand.claims is not None
+    return cluster_verdict(demand, view.node_states(), scheduling.policy, view.mig_parted)
+
+
+def test_verdicts_follow_the_allocator_a_new_dynamic_node_or_no_shape_at_all() -> None:
+    scheduling = service(
+        claim("whole", request("mig", profile("7g.80gb"))),
+        claim("two-whole", request("mig", profile("7g.80gb"), count=2)),
+        claim("held-b", request("mig"), allocated=("dra-b", "gpu-0-mig-1g10gb-19-6")),
+    )
+    waiting = cluster_verdict_of(scheduling, claim_pod("p-whole", claims={"mig": "whole"}))
+    assert waiting.verdict is PodVerdict.NO_LAYOUT_FITS
+    assert "a new 1x H100-80GB node with DynamicMIG would" in waiting.reason
+    assert waiting.suggested_layout is None  # re-partitioning does not apply to DynamicMIG
+    never = cluster_verdict_of(scheduling, claim_pod("p-two", claims={"mig": "two-whole"}))
+    assert never.verdict is PodVerdict.NO_LAYOUT_FITS
+    assert "exceeds what this node's DRA devices can ever hold" in never.reason
+    fits = cluster_verdict_of(scheduling, claim_pod("p-small", templates={"mig": "small"}))
+    assert fits.verdict is PodVerdict.FITS
