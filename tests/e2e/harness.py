@@ -247,6 +247,8 @@ def scheduler_config(mode: str, extender_url: str, kubeconfig: Path) -> dict[str
     """The shipped KubeSchedulerConfiguration of a mode, pointed at this test's extender and apiserver."""
     if mode == "extender":
         config = yaml.safe_load((ROOT / "manifests/extender-mode/kube-scheduler-config.yaml").read_text())
+    elif mode == "extender-dra":  # extender mode for claim pods: no managedResources
+        config = yaml.safe_load((ROOT / "manifests/extender-mode/kube-scheduler-config-dra.yaml").read_text())
     else:
         config_map = yaml.safe_load((ROOT / "manifests/secondary-scheduler/scheduler-config.yaml").read_text())
         config = yaml.safe_load(config_map["data"]["config.yaml"])
