@@ -18,13 +18,18 @@ from cachetools import LRUCache
 from ..model.demand import PodDemand
 from ..model.dra.demand import EXTENDED_CLAIM, ClaimKey, extended_resource_classes
 from ..model.dra.demand import dra_demand as resolve
+from ..model.dra.driver import DRIVER
 from ..model.dra.fit import ClaimsDemand, claims_demand, mig_claims
 from ..model.dra.types import Device, DeviceClass
 from .dra_store import DraRecords
 
 log = logging.getLogger(__name__)
 
+_SAMPLE_KEY = (f"{DRIVER}/productName", f"{DRIVER}/type", f"{DRIVER}/profile")
+
 _LOGGED_LIMIT = 256  # distinct reasons logged once each; a bound on a hostile stream of odd pods
+# Distinct claim sets read (pods with equal claims share one): a few per workload.
+_READ_LIMIT = 1_024
 
 
 class ClaimReader:
@@ -36,6 +41,8 @@ class ClaimReader:
         """Called before samples are read: the view adds those of nodes whose slices it has not read yet."""
         self._index: tuple[int, Mapping[str, DeviceClass]] | None = None
         self._samples: dict[tuple[object, ...], Device] = {}
+        """One device per GPU product, device type and profile: what the claims are read in profiles against."""
+        self._read: LRUCache[tuple[object, ...], ClaimsDemand | None] = LRUCache(maxsize=_READ_LIMIT)
         self._logged: LRUCache[str, bool] = LRUCache(maxsize=_LOGGED_LIMIT)
         self.not_evaluable = 0
         """Pods read whose claims could not be evaluated (a metric counts them)."""
@@ -45,7 +52,10 @@ class ClaimReader:
     def add_samples(self, devices: tuple[Device, ...]) -> None:
         """Devices as the driver publishes them (one per model and profile), from each inventory built."""
         for device in devices:
-            self._samples.setdefault(device.attributes, device)
+            key = tuple(device.attribute(name) for name in _SAMPLE_KEY)
+            if key not in self._samples:
+                self._samples[key] = device
+                self._read.clear()  # profile readings may change with a new kind of device
 
     def _extended_index(self) -> Mapping[str, DeviceClass]:
         if self._index is None or self._index[0] != self.classes_version:
@@ -75,7 +85,18 @@ class ClaimReader:
                 )
             return None
         self._gather_samples()
-        return claims_demand(demand, self.records.classes, tuple(self._samples.values()))
+        # What the reading depends on, without the pod's own name: pods with equal claims share it.
+        extended = demand.extended_claim_on({})
+        claims = (*demand.claims, extended) if extended is not None else demand.claims
+        key = (
+            tuple((c.pod_claim, c.spec, c.allocated, c.allocated_node, c.source) for c in claims),
+            demand.extended,
+            demand.pinned_node,
+            self.classes_version,
+        )
+        if key not in self._read:
+            self._read[key] = claims_demand(demand, self.records.classes, tuple(self._samples.values()))
+        return self._read[key]
 
     def claim_keys(self, pod: Mapping[str, Any], uid: str) -> tuple[ClaimKey, ...]:
         """(namespace, name) of the pod's MIG claims in :attr:`ClaimsDemand.specs` order, for assumptions; a claim
