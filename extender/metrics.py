@@ -574,7 +574,7 @@ class ProvisioningStats:
     planned_nodes: dict[str, int] = field(default_factory=dict)
     """Nodes the last plan wants asked for, by NodePool (in plan-only mode: what it would ask for)."""
     unmet_pods: dict[str, int] = field(default_factory=dict)
-    """Pods counted as unmet demand, by outcome: hosted, no-pool, capped."""
+    """Pods counted as unmet demand, by outcome: hosted, no-pool, capped, excluded."""
     unlaunched_pods: int = 0
     """Overlay mode: unmet pods Karpenter launched no node for, asked for by capacity requests instead."""
     pools_refused: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -639,7 +639,7 @@ class _ProvisioningCollector(Collector):
         yield _labelled(
             GaugeMetricFamily,
             "mig_extender_capacity_unmet_pods",
-            "Pods counted as unmet demand by the last plan, by outcome (hosted, no-pool, capped).",
+            "Pods counted as unmet demand by the last plan, by outcome (hosted, no-pool, capped, excluded).",
             "outcome",
             s.unmet_pods,
         )

@@ -451,7 +451,7 @@ def test_extender_rbac_is_minimal() -> None:
         ("configmaps", ("mig-extender-pools",)): {"get"},  # the owner of the capacity requests
     }
     assert rules_of("ClusterRole", "mig-extender-provisioning") == [
-        {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims"], "verbs": ["list"]},
+        {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims", "nodepools"], "verbs": ["list"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},  # Karpenter's, on waiting MIG pods
     ]
 

@@ -67,9 +67,18 @@ from ..kube.names import (
 )
 from ..kube.times import parse_time
 from ..metrics import ProvisioningStats
+from ..model.eligibility import ANYWHERE, FILTERING_EFFECTS, PodPlacement, Taint
 from ..model.migparted import MigPartedConfig, MigPartedError
 from ..model.policy import PodVerdict, PolicyConfig, evaluate
-from ..model.provisioning import CapacityPlan, NodeSource, Pool, PoolsError, parse_pools, plan_capacity
+from ..model.provisioning import (
+    CapacityPlan,
+    NodeSource,
+    Pool,
+    PoolNodes,
+    PoolsError,
+    parse_pools,
+    plan_capacity,
+)
 from ..model.state import NodeState
 from ..settings import ProvisionSettings
 from ..view.objects import NodeInfo, PodInfo
@@ -233,11 +242,13 @@ class ProvisioningController:
         self._pool_errors: dict[str, str] = {}
         self._refused: dict[str, tuple[NodeState | None, str, str]] = {}
         """Pools the last plan left out: their empty node (None if unresolvable), reason and text."""
+        self._templates_by_name: dict[str, NodeState] = {}
         self._stalled: dict[str, datetime.datetime] = {}
         """Overlay mode: pod uid -> since when the plan has had no node on its way for it."""
         self._noted: dict[str, tuple[str, str]] = {}
         """Pod uid -> (namespace, name) of the pods this leader wrote the provisioning annotation on."""
         self._events_denied = False
+        self._node_pools_denied = False
 
     async def run(self) -> None:
         await reconcile_forever(self.reconcile, self.config.interval_s, self._count_error, "provisioning")
@@ -270,6 +281,7 @@ class ProvisioningController:
             arriving=arriving,
             requested=requested,
             arrived=self._arrived(),
+            usable=await self._usable(pending),
         )
         self.plan = plan
         self.stats.planned_nodes = {pool: n for pool, n in plan.requests.items()}
@@ -312,6 +324,7 @@ class ProvisioningController:
             templates.append((pool, template))
             self._pool_errors.pop(pool.name, None)
         self.stats.pools_refused = {(name, reason): 1 for name, (_, reason, _) in self._refused.items()}
+        self._templates_by_name = {pool.name: template for pool, template in templates}
         return templates
 
     def _asks_whole_gpus(self) -> bool:
@@ -395,6 +408,30 @@ class ProvisioningController:
             if state is not None:
                 arrived.append((str(info.pool), state))
         return arrived
+
+    async def _usable(self, pending: Sequence[PodInfo]) -> list[frozenset[str] | None]:
+        """Per pending pod, the pools whose new nodes it may use (its NodePool's labels, requirements and taints
+        against the pod's node selector, required node affinity and tolerations); None: any."""
+        if not pending or not self.pools:
+            return []
+        try:
+            raw = await self.api.list_node_pools()
+        except ApiError as exc:  # e.g. no RBAC for it: every pool is taken as usable
+            if not self._node_pools_denied:
+                log.warning("cannot list Karpenter NodePools (every pool taken as usable by every pod): %s", exc)
+            self._node_pools_denied = True
+            return []
+        found = {str((n.get("metadata") or {}).get("name")): n for n in raw}
+        shapes = {name: pool_nodes(name, found[name]) for name in self.pools if name in found}
+        usable: dict[PodPlacement, frozenset[str] | None] = {ANYWHERE: None} if not shapes else {}
+        result = []
+        for pod in pending:
+            if pod.placement not in usable:
+                usable[pod.placement] = frozenset(
+                    name for name in self.pools if name not in shapes or shapes[name].admits(pod.placement)
+                )
+            result.append(usable[pod.placement])
+        return result
 
     async def _launching(self) -> dict[str, list[str]]:
         """The names of the pools' NodeClaims that have no Node yet, by pool."""
@@ -728,6 +765,17 @@ class ProvisioningController:
                 text = f"{pod.demand.text()}: " + "; ".join(refused)
             elif str(reason) == "no-pool":
                 text = f"no configured NodePool's MIG layout can host {pod.demand.text()}"
+            elif str(reason) == "excluded":
+                hosting = [
+                    name
+                    for name, template in self._templates_by_name.items()
+                    if evaluate(template, pod.demand, _POLICY).fits_now
+                ]
+                text = (
+                    f"the NodePools whose layout can host {pod.demand.text()} ({', '.join(hosting)}) are ruled out "
+                    "by its node selector, required node affinity or tolerations (their labels, requirements "
+                    "and taints)"
+                )
             else:
                 text = f"the NodePools that could host {pod.demand.text()} are at their maxNodes"
             await self._tell(pod, "MigNoNodePoolFits", "Warning", text)
@@ -777,6 +825,35 @@ def _no_whole_gpus(pool: Pool) -> str:
         f"asked for with whole GPUs would stay uninitialized (never consolidated, its {pool.gpus_per_node} "
         "GPUs counted as free); use --provision-request-resources mig with the pool's NodeOverlay"
     )
+
+
+def pool_nodes(name: str, nodepool: Mapping[str, Any]) -> PoolNodes:
+    """What a new node of the NodePool ``name`` will carry: its template's labels, its requirements' ``In``
+    values (``DoesNotExist`` keys absent), ``karpenter.sh/nodepool``, and its template's taints (not its
+    startupTaints: they go before pods are bound). Anything unreadable is left open."""
+    spec = ((nodepool.get("spec") or {}).get("template") or {}).get("spec") or {}
+    template_labels = (((nodepool.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
+    labels: dict[str, frozenset[str]] = {NODEPOOL_LABEL: frozenset({name})}
+    if isinstance(template_labels, Mapping):
+        labels.update({str(k): frozenset({str(v)}) for k, v in template_labels.items()})
+    absent: set[str] = set()
+    requirements = spec.get("requirements")
+    for requirement in requirements if isinstance(requirements, list) else []:
+        if not isinstance(requirement, Mapping) or not isinstance(requirement.get("key"), str):
+            continue
+        key, values = requirement["key"], requirement.get("values")
+        if requirement.get("operator") == "In" and isinstance(values, list):
+            allowed = frozenset(map(str, values))
+            labels[key] = labels[key] & allowed if key in labels else allowed
+        elif requirement.get("operator") == "DoesNotExist" and key not in labels:
+            absent.add(key)
+    raw_taints = spec.get("taints")
+    taints = tuple(
+        Taint(str(t.get("key") or ""), str(t.get("value") or ""), str(t.get("effect") or ""))
+        for t in (raw_taints if isinstance(raw_taints, list) else [])
+        if isinstance(t, Mapping) and t.get("effect") in FILTERING_EFFECTS
+    )
+    return PoolNodes(labels, frozenset(absent), taints)
 
 
 _NOMINATED_NODE = re.compile(r"\bnode/([^\s,]+)")

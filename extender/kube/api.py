@@ -86,6 +86,10 @@ class CapacityApi(EventApi, Protocol):
         """core/v1 Events of a namespace (Karpenter's recorder writes those), by field selector."""
         ...
 
+    async def list_node_pools(self) -> list[dict[str, Any]]:
+        """Karpenter's NodePools (karpenter.sh/v1); none when the CRD is not installed."""
+        ...
+
     async def patch_pod(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
 
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -182,6 +186,13 @@ class KubeApi:
             "karpenter.sh", "v1", "nodeclaims", _preload_content=False, _request_timeout=TIMEOUT_S
         )
         body = await _read_unless_missing(response, "list nodeclaims")
+        return list((body or {}).get("items") or [])
+
+    async def list_node_pools(self) -> list[dict[str, Any]]:
+        response = await self.custom.list_cluster_custom_object(
+            "karpenter.sh", "v1", "nodepools", _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        body = await _read_unless_missing(response, "list nodepools")
         return list((body or {}).get("items") or [])
 
     async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .catalog import CatalogError, GpuModel, model_named
 from .demand import PodDemand
+from .eligibility import FILTERING_EFFECTS, PodPlacement, Requirement, Taint, Term
 from .migparted import MigPartedConfig, configured_gpus
 from .policy import PolicyConfig, evaluate
 from .state import NodeState
@@ -60,11 +61,58 @@ class Pool:
         return counts
 
 
+@dataclass(frozen=True)
+class PoolNodes:
+    """What a node of a pool will carry, as its NodePool says before the node exists: label values and taints.
+
+    ``labels`` maps each key the NodePool decides (a template label, or an ``In`` requirement) to the values
+    a node may get; ``absent`` are keys it rules out (``DoesNotExist``). Keys it leaves open (the instance
+    type's, the zone Karpenter picks) may take any value: a pod's selector on them is not held against the
+    pool.
+    """
+
+    labels: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()
+    taints: tuple[Taint, ...] = ()
+
+    def admits(self, placement: PodPlacement) -> bool:
+        """Whether a pod with ``placement`` may use such a node: tolerations, nodeSelector, required affinity."""
+        if any(t.effect in FILTERING_EFFECTS and not placement.tolerates(t) for t in self.taints):
+            return False
+        if any(not self._possible(key, (Requirement(key, "In", (value,)),)) for key, value in placement.node_selector):
+            return False
+        return placement.required_terms is None or any(self._term(term) for term in placement.required_terms)
+
+    def _term(self, term: Term) -> bool:
+        if not term.requirements:
+            return False  # an empty or unreadable term matches no node, as upstream
+        by_key: dict[str, list[Requirement]] = {}
+        for requirement in term.requirements:
+            if requirement.field:
+                # metadata.name: a new node's name is not known; In names existing nodes only
+                if requirement.operator != "NotIn":
+                    return False
+                continue
+            by_key.setdefault(requirement.key, []).append(requirement)
+        return all(self._possible(key, requirements) for key, requirements in by_key.items())
+
+    def _possible(self, key: str, requirements: Sequence[Requirement]) -> bool:
+        """Some label the node may get satisfies every requirement on ``key``."""
+        if key in self.absent:
+            return all(r.matches({}, "") for r in requirements)
+        values = self.labels.get(key)
+        if values is None:
+            return True  # left open by the NodePool
+        return any(all(r.matches({key: value}, "") for r in requirements) for value in values)
+
+
 class Unhosted(enum.StrEnum):
     NO_POOL = "no-pool"
     """No configured pool's layout can host the demand, even on an empty node."""
     CAPPED = "capped"
     """Pools that could host it are at their ``max_nodes``."""
+    EXCLUDED = "excluded"
+    """Pools whose layout could host it are ruled out by its node selector, node affinity or tolerations."""
 
 
 class NodeSource(enum.IntEnum):
@@ -115,12 +163,14 @@ def plan_capacity(
     arriving: Mapping[str, int] | None = None,
     requested: Mapping[str, int] | None = None,
     arrived: Sequence[tuple[str, NodeState]] = (),
+    usable: Sequence[frozenset[str] | None] = (),
 ) -> CapacityPlan:
     """Pack ``demands`` into arriving, then requested, then new nodes; new ones from the cheapest pool.
 
     ``pools`` pairs each pool with its empty node (:meth:`Pool.empty_node`); pools are tried by cost, then
     in the order given. ``arriving`` counts nodes on their way as empty nodes of their pool; ``arrived`` are
     arriving nodes already in their real state (layout applied, not yet usable by the pods), filled first.
+    ``usable`` gives, per demand, the pools its pod may use (None or missing: every pool).
     """
     arriving = arriving or {}
     requested = requested or {}
@@ -133,11 +183,18 @@ def plan_capacity(
     asked = {pool.name: requested.get(pool.name, 0) for pool, _ in pools}
     hosts: dict[int, str] = {}
     unhosted: dict[int, Unhosted] = {}
-    order = sorted(range(len(demands)), key=lambda i: -demand_slices(demands[i]))
+
+    def constraint(index: int) -> int:
+        allowed = usable[index] if index < len(usable) else None
+        return len(pools) if allowed is None else len(allowed)
+
+    # largest first; of equal size, those with fewer pools to choose from first (the others can follow them)
+    order = sorted(range(len(demands)), key=lambda i: (-demand_slices(demands[i]), constraint(i)))
     placed: dict[int, _PlannedNode] = {}
     for index in order:
         demand = demands[index]
-        host = _place(nodes, demand, policy)
+        allowed = usable[index] if index < len(usable) else None
+        host = _place([n for n in nodes if allowed is None or n.pool in allowed], demand, policy)
         if host is not None:
             hosts[index] = host.pool
             placed[index] = host
@@ -145,6 +202,10 @@ def plan_capacity(
         hosting = [pool for pool in by_cost if evaluate(templates[pool.name], demand, policy).fits_now]
         if not hosting:
             unhosted[index] = Unhosted.NO_POOL
+            continue
+        hosting = [pool for pool in hosting if allowed is None or pool.name in allowed]
+        if not hosting:
+            unhosted[index] = Unhosted.EXCLUDED
             continue
         room = [pool for pool in hosting if asked[pool.name] < pool.max_nodes]
         if not room:

@@ -56,6 +56,8 @@ class FakeApi:
         self.namespaced_pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.node_claims: list[dict[str, Any]] = []
         """Pods the controllers create (capacity requests)."""
+        self.node_pools: list[dict[str, Any]] = []
+        """Karpenter NodePools, for list_node_pools."""
         self.core_events: list[dict[str, Any]] = []
         """core/v1 Events written by others (Karpenter), for list_events."""
         self.pod_patches: list[tuple[str, str, dict[str, Any]]] = []
@@ -218,6 +220,9 @@ class FakeApi:
 
     async def list_node_claims(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.node_claims)
+
+    async def list_node_pools(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.node_pools)
 
     async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
         """core/v1 Events of ``namespace`` matching a field selector of ``key=value`` terms."""

@@ -547,3 +547,90 @@ async def test_overlay_mode_asks_for_a_node_when_karpenter_launches_none(
     api.bind(unmet_pod("big", {MIG_3G: 1}), "n1")
     await tick(api, clock, controller)
     assert api.pod_patches[-1][2] == {"metadata": {"annotations": {PROVISIONING_ANNOTATION: None}}}, "cleared"
+
+
+TAINTED = Pool("a100-research", model_named(A100), 8, "all-balanced", cost=0.5, max_nodes=2)
+
+
+def nodepool(
+    name: str, taints: list[dict[str, str]] | None = None, instance_type: str = "p4de.24xlarge"
+) -> dict[str, Any]:
+    """A Karpenter NodePool (karpenter.sh/v1) as the loop reads it: template labels, requirements, taints."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"nvidia.com/mig.config": "all-balanced"}},
+                "spec": {
+                    "requirements": [
+                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]},
+                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand", "spot"]},
+                    ],
+                    "taints": taints or [],
+                    "startupTaints": [{"key": "example.com/agent-not-ready", "effect": "NoSchedule"}],
+                },
+            }
+        },
+    }
+
+
+RESEARCH_TAINT = {"key": "dedicated", "value": "research", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "want_pool"),
+    [
+        pytest.param({}, "a100-balanced", id="the-cheaper-pool-taints-its-nodes"),
+        pytest.param(
+            {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "research"}]},
+            "a100-research",
+            id="tolerated-the-cheaper-pool",
+        ),
+        pytest.param({"nodeSelector": {"karpenter.sh/capacity-type": "spot"}}, "a100-balanced", id="selector-in-range"),
+        pytest.param(
+            {
+                "tolerations": [{"operator": "Exists"}],
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "karpenter.sh/nodepool",
+                                            "operator": "NotIn",
+                                            "values": ["a100-research"],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
+            },
+            "a100-balanced",
+            id="affinity-excludes-a-pool",
+        ),
+        pytest.param(
+            {"nodeSelector": {"node.kubernetes.io/instance-type": "p5.48xlarge"}}, None, id="no-pool-it-may-use"
+        ),
+    ],
+)
+async def test_only_pools_the_pod_may_use_are_planned(spec: dict[str, Any], want_pool: str | None) -> None:
+    """The NodePools' template labels, requirements and taints against the pod's selector, affinity and
+    tolerations, as kube-scheduler would check them on the new node (startup taints go before pods bind)."""
+    view, api, clock, controller = setup(pools=(TAINTED, BALANCED))
+    api.node_pools = [nodepool("a100-research", [RESEARCH_TAINT]), nodepool("a100-balanced")]
+    raw = unmet_pod("big", {MIG_3G: 1})
+    raw["spec"].update(spec)
+    view.apply(Kind.PODS, "ADDED", raw)
+    await tick(api, clock, controller, 60)
+    made = [r["metadata"]["labels"][CAPACITY_REQUEST_LABEL] for r in requests_of(api)]
+    if want_pool is not None:
+        assert made == [want_pool]
+        return
+    assert made == []
+    assert controller.stats.unmet_pods == {"hosted": 0, "excluded": 1}
+    ((_, _, reason, level, note),) = api.events
+    assert (reason, level) == ("MigNoNodePoolFits", "Warning")
+    assert "a100-research" in note and "a100-balanced" in note and "node selector" in note, note

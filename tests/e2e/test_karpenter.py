@@ -43,6 +43,8 @@ POOL = "a100-balanced"
 OVERLAY_POOL = "h100-7g"
 MIG_REQUEST_POOL = "a100-40gb-1g"
 HALF_POOL = "a100-half-3g"
+RESEARCH_POOL = "a100-research"
+RESEARCH_TAINT = {"key": "dedicated", "value": "research", "effect": "NoSchedule"}
 HALF_CONFIG = "half-3g.40gb"
 MIG_PARTED = default_config_document()
 # Four GPUs of eight in MIG mode (two 3g.40gb each), four whole: a node that still offers nvidia.com/gpu.
@@ -73,7 +75,9 @@ whole GPUs from its start; Karpenter initializes a node only after its startup t
 the node's resources as the device plugin leaves them."""
 
 
-def node_pool(name: str, instance_type: str, mig_config: str) -> dict[str, Any]:
+def node_pool(
+    name: str, instance_type: str, mig_config: str, taints: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     """A MIG NodePool as manifests/karpenter ships them, for the kwok provider's node class."""
     return {
         "apiVersion": "karpenter.sh/v1",
@@ -90,6 +94,7 @@ def node_pool(name: str, instance_type: str, mig_config: str) -> dict[str, Any]:
                     "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"},
                     "expireAfter": "Never",
                     "startupTaints": [DEVICE_PLUGIN_PENDING],
+                    "taints": taints or [],
                 },
             },
             "limits": {"nvidia.com/gpu": "64"},
@@ -183,6 +188,7 @@ def karpenter_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contro
         kube.call("POST", NODEPOOLS, node_pool(OVERLAY_POOL, "p5.48xlarge", "all-7g.80gb"))
         kube.call("POST", NODEPOOLS, node_pool(MIG_REQUEST_POOL, "p4d.24xlarge", "all-1g.5gb"))
         kube.call("POST", NODEPOOLS, node_pool(HALF_POOL, "p4de.24xlarge", HALF_CONFIG))
+        kube.call("POST", NODEPOOLS, node_pool(RESEARCH_POOL, "p4de.24xlarge", HALF_CONFIG, [RESEARCH_TAINT]))
         yield plane
 
 
@@ -596,6 +602,49 @@ def test_overlay_mode_asks_for_a_node_when_karpenter_nominates_an_existing_one(
         kube.delete_pod(pod)
         kube.call("DELETE", f"/apis/karpenter.sh/v1alpha1/nodeoverlays/{overlay['metadata']['name']}", ok=(200, 404))
         kube.call("DELETE", "/api/v1/nodes/gpu-full", ok=(200, 404))
+
+
+def test_a_pool_whose_taint_the_pod_does_not_tolerate_is_not_asked_for(
+    karpenter_plane: ControlPlane, karpenter: None, tmp_path: Path
+) -> None:
+    """Two pools host a 3g.40gb pod; the cheaper one's NodePool taints its nodes ``dedicated=research``,
+    which the pod does not tolerate: its node would come up and the pod would never bind there."""
+    plane = karpenter_plane
+    kube = Kube(plane)
+    clean_slate(kube)
+    pools = tmp_path / "pools.yaml"
+    entries = [
+        {"nodePool": RESEARCH_POOL, "gpu": A100, "gpusPerNode": 8, "migConfig": HALF_CONFIG, "cost": 0.5},
+        {"nodePool": HALF_POOL, "gpu": A100, "gpusPerNode": 8, "migConfig": HALF_CONFIG, "cost": 1.0},
+    ]
+    pools.write_text(yaml.safe_dump({"pools": entries}))
+    extender = Extender(
+        plane,
+        tmp_path,
+        [
+            *("--provision", "requests", "--provision-request-resources", "gpu"),
+            *("--provision-pools-file", str(pools), "--provision-interval-s", "1", "--provision-debounce-s", "2"),
+        ],
+    )
+    mig_manager = MigManagerStandIn(kube)
+    scheduler = None
+    pod = "not-research"
+    extender.start()
+    try:
+        scheduler = start_scheduler(plane, tmp_path, "extender", extender.url)
+        mig_manager.start()
+        kube.create_pod(pod, {MIG_3G: 1})
+        (claim,) = wait_for("a NodeClaim", lambda: claims_of(kube, HALF_POOL) + claims_of(kube, RESEARCH_POOL), 60)
+        assert claim["metadata"]["labels"]["karpenter.sh/nodepool"] == HALF_POOL, "the pool the pod may use"
+        bound = kube.wait_bound(pod, timeout=90)
+        assert bound in {n["metadata"]["name"] for n in pool_nodes(kube, HALF_POOL)}
+        assert not claims_of(kube, RESEARCH_POOL)
+    finally:
+        mig_manager.stop()
+        if scheduler is not None:
+            plane.stop_scheduler(scheduler)
+        extender.stop()
+        kube.delete_pod(pod)
 
 
 KARPENTER_OBJECTS = manifest_objects(karpenter=True)

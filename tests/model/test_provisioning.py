@@ -6,9 +6,18 @@ import pytest
 
 from extender.model.catalog import model_named
 from extender.model.demand import PodDemand
+from extender.model.eligibility import PodPlacement, Requirement, Taint, Term, Toleration
 from extender.model.migparted import DEFAULT_CONFIG, MigPartedError
 from extender.model.policy import PolicyConfig
-from extender.model.provisioning import Pool, PoolsError, Unhosted, demand_slices, parse_pools, plan_capacity
+from extender.model.provisioning import (
+    Pool,
+    PoolNodes,
+    PoolsError,
+    Unhosted,
+    demand_slices,
+    parse_pools,
+    plan_capacity,
+)
 
 A100 = model_named("A100-80GB")
 H100 = model_named("H100-80GB")
@@ -127,3 +136,99 @@ def test_parse_pools_defaults_and_aliases() -> None:
 def test_parse_pools_names_the_problem(document: object, message: str) -> None:
     with pytest.raises(PoolsError, match=message):
         parse_pools(document)
+
+
+RESEARCH = Taint("dedicated", "research", "NoSchedule")
+P4DE = PoolNodes(
+    labels={
+        "karpenter.sh/nodepool": frozenset({"p4de"}),
+        "node.kubernetes.io/instance-type": frozenset({"p4de.24xlarge"}),
+        "topology.kubernetes.io/zone": frozenset({"us-east-1a", "us-east-1b"}),
+    },
+    absent=frozenset({"example.com/spot-only"}),
+    taints=(RESEARCH, Taint("nvidia.com/gpu", "", "NoSchedule")),
+)
+GPU_TOLERATION = Toleration("nvidia.com/gpu", "Exists")
+
+
+def affinity(*requirements: Requirement) -> tuple[Term, ...]:
+    return (Term(requirements),)
+
+
+@pytest.mark.parametrize(
+    ("placement", "admitted"),
+    [
+        pytest.param(PodPlacement((GPU_TOLERATION,)), False, id="a-taint-not-tolerated"),
+        pytest.param(
+            PodPlacement((GPU_TOLERATION, Toleration("dedicated", "Equal", "research"))), True, id="tolerated"
+        ),
+        pytest.param(PodPlacement((Toleration(operator="Exists"),)), True, id="every-taint-tolerated"),
+        pytest.param(
+            PodPlacement((Toleration(operator="Exists"),), (("karpenter.sh/nodepool", "other"),)),
+            False,
+            id="selector-other-pool",
+        ),
+        pytest.param(
+            PodPlacement((Toleration(operator="Exists"),), (("kubernetes.io/arch", "amd64"),)),
+            True,
+            id="selector-left-open",
+        ),
+        pytest.param(
+            PodPlacement((Toleration(operator="Exists"),), (("example.com/spot-only", "true"),)),
+            False,
+            id="selector-ruled-out",
+        ),
+        pytest.param(
+            PodPlacement(
+                (Toleration(operator="Exists"),),
+                required_terms=affinity(Requirement("topology.kubernetes.io/zone", "In", ("us-east-1b", "us-east-1c"))),
+            ),
+            True,
+            id="affinity-one-zone-of-two",
+        ),
+        pytest.param(
+            PodPlacement(
+                (Toleration(operator="Exists"),),
+                required_terms=affinity(
+                    Requirement("node.kubernetes.io/instance-type", "NotIn", ("p4de.24xlarge",)),
+                ),
+            ),
+            False,
+            id="affinity-excludes-the-instance-type",
+        ),
+        pytest.param(
+            PodPlacement(
+                (Toleration(operator="Exists"),),
+                required_terms=(
+                    Term((Requirement("node.kubernetes.io/instance-type", "In", ("p5.48xlarge",)),)),
+                    Term((Requirement("topology.kubernetes.io/zone", "NotIn", ("us-east-1a",)),)),
+                ),
+            ),
+            True,
+            id="second-term-matches",
+        ),
+        pytest.param(
+            PodPlacement(
+                (Toleration(operator="Exists"),),
+                required_terms=affinity(Requirement("metadata.name", "In", ("gpu-7",), field=True)),
+            ),
+            False,
+            id="pinned-to-an-existing-node",
+        ),
+    ],
+)
+def test_pool_nodes_admit_what_kube_scheduler_would(placement: PodPlacement, admitted: bool) -> None:
+    assert P4DE.admits(placement) is admitted
+
+
+def test_demands_are_planned_only_on_pools_their_pods_may_use() -> None:
+    only_balanced = frozenset({"a100-balanced"})
+    plan = plan_capacity(POOLS, [ONE_1G, ONE_1G, ONE_3G], PolicyConfig(), usable=[only_balanced, None, frozenset()])
+    assert plan.hosts == {0: "a100-balanced", 1: "a100-balanced"}, "the second packed on the first one's node"
+    assert plan.unhosted == {2: Unhosted.EXCLUDED}
+    plan = plan_capacity(POOLS, [ONE_1G, ONE_1G], PolicyConfig(), usable=[None, only_balanced])
+    assert plan.requests["a100-1g"] == 0 and plan.requests["a100-balanced"] == 1, "one node that both may use"
+    plan = plan_capacity(
+        POOLS, [ONE_1G], PolicyConfig(), usable=[frozenset({"a100-1g"})], requested={"a100-balanced": 1}
+    )
+    assert plan.hosts == {0: "a100-1g"} and plan.requests == {"a100-balanced": 0, "a100-1g": 1, "h100-7g": 0}
