@@ -15,4 +15,6 @@ bash scripts/build-karpenter.sh
 echo "== Helm and kustomize from Go modules, the monitoring CRDs, for tests/helm and tests/e2e/test_helm.py; cached"
 bash scripts/build-helm.sh
 echo "== Prometheus (Debian package, for tests/prometheus)"; bash scripts/install-prometheus.sh
-echo "== pytest"; python -m pytest -q "$@"
+echo "== buildah and mmdebstrap (Debian packages, for tests/image)"; bash scripts/install-image-tools.sh
+# -rs: every skipped test's reason in the summary (e.g. tests/image where the builder cannot run).
+echo "== pytest"; python -m pytest -q -rs "$@"

@@ -545,20 +545,6 @@ def test_node_annotation_profiles_in_examples_exist_in_the_catalog() -> None:
                 assert instance.get("size", profile.memory_slices) == profile.memory_slices, (path, instance)
 
 
-# --- container image ---------------------------------------------------------------------------------------
-
-
-def test_dockerfile_runs_as_non_root_and_serves_on_8888() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in text
-    assert re.search(r"^USER 65532(:65532)?$", text, re.MULTILINE)
-    assert 'ENTRYPOINT ["mig-extender"]' in text
-    assert 'CMD ["serve", "--host", "0.0.0.0", "--port", "8888"]' in text
-    assert "EXPOSE 8888" in text
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", ".hypothesis", ".mypy_cache", ".ruff_cache", "**/__pycache__"} <= set(ignored)
-
-
 @pytest.mark.parametrize(("name", "container"), [("mig-extender", "mig-extender"), ("mig-scheduler", "mig-extender")])
 def test_relayout_is_off_in_both_deployment_modes_with_a_leader_identity(name: str, container: str) -> None:
     pod = deployment(name)["spec"]["template"]["spec"]
