@@ -14,10 +14,13 @@ from pathlib import Path
 
 from ..model.catalog import GpuModel
 from ..model.fragmentation import parse_mix
+from ..model.migbench import SLOTS
 from ..model.migparted import DEFAULT_CONFIG, MigPartedError
 from ..plotting import MatplotlibMissing, pyplot
+from . import migbench as mb
 from .baselines import policies_named
 from .engine import Mode, SimConfig, World
+from .migbench import PROFILE_SETS, WORKLOADS, ArrivalModel, Geometry
 from .run import plot, run, table, write_json
 from .workload import NodeSpec, WorkloadError, read_nodes, read_pods, synthetic_pods
 
@@ -64,12 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
     parser.add_argument(
         "--synthetic-nodes",
         type=_at_least_one,
-        default=100,
         metavar="N",
-        help="node count for --synthetic without --nodes",
+        help="node count without --nodes (default: 100); --workload and --trace: 2, MIGBench's cluster",
     )
     parser.add_argument(
-        "--synthetic-gpus", type=_at_least_one, default=8, metavar="N", help="GPUs per synthetic (and added) node"
+        "--synthetic-gpus",
+        type=_at_least_one,
+        metavar="N",
+        help="GPUs per synthetic (and added) node (default: 8); --workload and --trace: 4",
     )
     parser.add_argument(
         "--synthetic-pods", type=_at_least_one, default=50_000, metavar="N", help="pods generated for --synthetic"
@@ -93,7 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         default="fragmentation",
         help="ours' node scoring strategy, as the extender's --scoring (fragmentation, fragmentation-spread...)",
     )
-    parser.add_argument("--seed", type=int, default=1, metavar="N", help="seed of the synthetic pods and of random")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the synthetic pods and of random (default: 1); --workload: 20260914, MIGBench's",
+    )
     parser.add_argument(
         "--layout",
         default="all-balanced",
@@ -129,6 +139,44 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         help="fill, dynamic worlds: also the best a scheduler knowing every arrival but placing each pod that "
         "fits could do (CP-SAT; a few nodes only)",
     )
+    migbench = parser.add_argument_group(
+        "MIGBench workloads",
+        "MIGBench's (github.com/FouoF/MIG-scheduler-benchmark) traces, event loop and metrics, beside the "
+        "simulator's figures: DynamicMIG GPUs, jobs that ask memory and work and run on the profile they get "
+        "(BENCHMARKS.md, MIGBench)",
+    )
+    migbench.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        help="generate MIGBench's trace: offered (no prefill, arrivals at --offered-load) or saturated "
+        "(a 1g prefill of every GPC slot, then one job every 15 s)",
+    )
+    migbench.add_argument("--trace", type=Path, metavar="FILE.jsonl", help="replay a MIGBench JSONL trace as it is")
+    migbench.add_argument(
+        "--geometry",
+        choices=[g.value for g in Geometry],
+        help="catalog: the GPU model's real placements (default); migbench: 7 GPC slots and a summed memory "
+        "cap per GPU, MIGBench's model",
+    )
+    migbench.add_argument(
+        "--profile-set",
+        choices=sorted(PROFILE_SETS),
+        help="the profiles and weights: full (6 profiles) or common (1g.10gb, 2g.20gb, 3g.40gb, 7g.80gb) "
+        "(default: full for saturated, common for offered and --trace)",
+    )
+    migbench.add_argument("--jobs", type=_at_least_one, metavar="N", help="jobs of --workload (default: 500)")
+    migbench.add_argument(
+        "--offered-load",
+        type=_positive,
+        metavar="L",
+        help="migbench-offered: arrival rate x mean GPC-time per job / cluster GPC slots (default: 1.4)",
+    )
+    migbench.add_argument(
+        "--arrival-model",
+        choices=[m.value for m in ArrivalModel],
+        help="arrivals of --workload (default: poisson)",
+    )
+    migbench.add_argument("--save-trace", type=Path, metavar="FILE.jsonl", help="write the run's trace here")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
     parser.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG plot here (needs matplotlib)")
 
@@ -159,8 +207,17 @@ def layouts_for(model: GpuModel) -> list[str]:
 
 def _refusal(args: argparse.Namespace) -> str | None:
     """The first mistake of the arguments that the run would only meet late, or None."""
-    if not (args.synthetic or args.pods):
-        return "simulate needs --pods CSV or --synthetic MIX"
+    inputs = [flag for flag, value in (("--pods", args.pods), ("--synthetic", args.synthetic),
+              ("--workload", args.workload), ("--trace", args.trace)) if value]  # fmt: skip
+    if not inputs:
+        return "simulate needs --pods CSV, --synthetic MIX, --workload NAME or --trace FILE"
+    if len(inputs) > 1 and set(inputs) != {"--pods", "--synthetic"}:
+        return f"give one input, not {' and '.join(inputs)}"
+    if args.workload or args.trace:
+        return _migbench_refusal(args)
+    for flag in ("geometry", "profile_set", "jobs", "offered_load", "arrival_model", "save_trace"):
+        if getattr(args, flag) is not None:
+            return f"--{flag.replace('_', '-')} applies to --workload and --trace runs only"
     if args.work_conserving_bound and (args.world == World.STATIC.value or args.mode != Mode.FILL.value):
         return (
             "--work-conserving-bound needs --mode fill and a dynamic world "
@@ -179,12 +236,34 @@ def _refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _migbench_refusal(args: argparse.Namespace) -> str | None:
+    if args.trace is not None:
+        for flag in ("jobs", "offered_load", "arrival_model"):
+            if getattr(args, flag) is not None:
+                return f"--{flag.replace('_', '-')} shapes a generated trace: not with --trace"
+    if args.offered_load is not None and args.workload != "migbench-offered":
+        return "--offered-load applies to --workload migbench-offered only"
+    if args.plot is not None:
+        return "--plot is not drawn for --workload and --trace runs (their figures are in the table and --json)"
+    if args.work_conserving_bound:
+        return "--work-conserving-bound applies to --synthetic and --pods fill runs only"
+    for flag, path in (("--json", args.json), ("--save-trace", args.save_trace)):
+        if path is not None and (problem := unwritable(path)):
+            return f"cannot write {flag}: {problem}"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     model: GpuModel = args.gpu
     refusal = _refusal(args)
     if refusal:
         print(f"mig-extender: {refusal}", file=sys.stderr)
         return 2
+    if args.workload or args.trace:
+        return _main_migbench(args)
+    args.synthetic_nodes = args.synthetic_nodes or 100
+    args.synthetic_gpus = args.synthetic_gpus or 8
+    args.seed = 1 if args.seed is None else args.seed
     try:
         policies = policies_named(args.policies, args.scoring)
         parse_mix(args.prior)
@@ -237,6 +316,61 @@ def main(args: argparse.Namespace) -> int:
         if args.plot:
             plot(output, args.plot)
     except OSError as exc:  # checked before the run; the disk can still fill or a folder go away since
+        print(f"mig-extender: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _main_migbench(args: argparse.Namespace) -> int:
+    """A MIGBench workload or trace, every policy on it (module docstring of :mod:`.migbench`)."""
+    geometry = Geometry(args.geometry or Geometry.CATALOG.value)
+    try:
+        if args.nodes:
+            nodes = read_nodes(args.nodes)
+        else:
+            count = args.synthetic_nodes or mb.DEFAULT_NODES
+            nodes = [NodeSpec(f"mig-node-{i + 1:03d}", args.synthetic_gpus or mb.DEFAULT_GPUS) for i in range(count)]
+        slots = sum(n.gpus for n in nodes) * (args.gpu.compute_slices if geometry is Geometry.CATALOG else SLOTS)
+        seed = mb.DEFAULT_SEED if args.seed is None else args.seed
+        if args.trace is not None:
+            profiles = PROFILE_SETS[args.profile_set or "common"][0]
+            jobs = mb.read_trace(args.trace)
+            label = f"trace {args.trace.name}"
+            described: dict[str, object] = {"trace": str(args.trace), "profiles": [p.name for p in profiles]}
+        else:
+            spec = mb.workload_spec(
+                args.workload,
+                slots,
+                jobs=args.jobs or 500,
+                seed=seed,
+                profile_set=args.profile_set,
+                model=ArrivalModel(args.arrival_model or ArrivalModel.POISSON.value),
+                offered_load=args.offered_load or 1.40,
+            )
+            profiles = spec.profiles
+            jobs = mb.generate(spec)
+            label = f"{args.workload} seed {seed}"
+            described = spec.describe()
+        if geometry is Geometry.CATALOG:
+            mb.catalog_profiles(args.gpu, profiles)  # a model without the run's profiles: said now
+        known = {p.name: p for p in policies_named("all", args.scoring)}
+        names = mb.policy_names(args.policies, geometry, known)
+        if args.save_trace is not None:
+            args.save_trace.write_text(mb.trace_text(jobs))
+        output = mb.run_migbench(
+            jobs, nodes, profiles, geometry, args.gpu, names, known, seed, {"input": label, **described}
+        )
+    except (WorkloadError, ValueError) as exc:
+        print(f"mig-extender: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mig-extender: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(mb.table(output))
+    try:
+        if args.json:
+            mb.write_json(output, args.json)
+    except OSError as exc:
         print(f"mig-extender: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import pytest
 
+import extender.model.migbench  # noqa: F401  (the simulator's MIGBench geometry: not imported by the server)
 import extender.server.run  # noqa: F401  (every module with a cache registers it when imported)
 from extender.model import placement
 from extender.model.caches import CACHES
@@ -19,6 +20,8 @@ from tests.model.test_cache_bounds import BOUND, BOUNDED, FED, mig_pod, scheduli
 
 FINITE_KEYS = {
     "layouts.maximal_layouts",
+    "migbench.catalog_pack",
+    "migbench.slot_pack",
     "placement._most_options",
     "placement.max_added_compute",
     "placement.max_instances",
