@@ -1,0 +1,3 @@
+module mig-extender/gorand-reference
+
+go 1.26
