@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# Build the real kube-apiserver, kube-scheduler, kube-controller-manager (k8s.io/kubernetes v1.36.3) and etcd
+# Build the real kube-apiserver, kube-scheduler, kube-controller-manager (k8s.io/kubernetes) and etcd
 # (the version that kubernetes release pins) from Go modules, for the local test
 # control plane started by scripts/controlplane.py.
 #
-# Output: ${MIG_EXTENDER_CACHE:-$HOME/.cache/mig-extender}/bin/k8s-v1.36.3/{kube-apiserver,kube-scheduler,kube-controller-manager,etcd}
+# Usage: build-control-plane.sh [VERSION]   (or MIG_EXTENDER_K8S_VERSION=VERSION; default v1.36.3)
+# Versions: v1.36.3 (scripts/k8s-harness/go.mod, etcd/go.mod) and v1.37.2 (k8s-v1.37.2.mod,
+# etcd/etcd-v3.7.0.mod: the same mains built with go build -modfile, each file pinning that
+# release, its staging modules and the etcd its go.mod requires).
+#
+# Output: ${MIG_EXTENDER_CACHE:-$HOME/.cache/mig-extender}/bin/k8s-VERSION/{kube-apiserver,kube-scheduler,kube-controller-manager,etcd}
 # Needs only a Go toolchain (>= 1.26) and access to the Go module proxy. Nothing is written
 # into the repository: module and build caches stay at Go's defaults (GOMODCACHE/GOCACHE).
 # Idempotent: if all binaries already exist it only prints their paths.
 # A cold build takes several minutes on a small machine (the first run downloads modules).
 set -euo pipefail
 
-K8S_VERSION="v1.36.3"
+K8S_VERSION="${1:-${MIG_EXTENDER_K8S_VERSION:-v1.36.3}}"
+case "${K8S_VERSION}" in
+    v1.36.3) K8S_MODFILE=go.mod ETCD_MODFILE=go.mod ;;
+    v1.37.2) K8S_MODFILE=k8s-v1.37.2.mod ETCD_MODFILE=etcd-v3.7.0.mod ;;
+    *)
+        echo "error: unsupported Kubernetes version '${K8S_VERSION}' (supported: v1.36.3, v1.37.2)" >&2
+        exit 2
+        ;;
+esac
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/k8s-harness" && pwd)"
 CACHE_DIR="${MIG_EXTENDER_CACHE:-$HOME/.cache/mig-extender}"
 BIN_DIR="${CACHE_DIR}/bin/k8s-${K8S_VERSION}"
@@ -52,20 +65,20 @@ MINOR="${MINOR%%.*}"
 K8S_LDFLAGS="-s -w -X ${VERSION_PKG}.gitVersion=${K8S_VERSION} -X ${VERSION_PKG}.gitMajor=1"
 K8S_LDFLAGS+=" -X ${VERSION_PKG}.gitMinor=${MINOR} -X ${VERSION_PKG}.gitTreeState=clean"
 
-build() { # build <module dir> <package> <output name> <ldflags>
-    local tmp="${BIN_DIR}/.${3}.tmp.$$"
-    echo "building ${3} ..." >&2
-    (cd "$1" && go build -buildvcs=false -trimpath -ldflags="$4" -o "${tmp}" "$2")
-    mv -f "${tmp}" "${BIN_DIR}/${3}"
+build() { # build <module dir> <go.mod file> <package> <output name> <ldflags>
+    local tmp="${BIN_DIR}/.${4}.tmp.$$"
+    echo "building ${4} ${K8S_VERSION} ..." >&2
+    (cd "$1" && go build -modfile="$2" -buildvcs=false -trimpath -ldflags="$5" -o "${tmp}" "$3")
+    mv -f "${tmp}" "${BIN_DIR}/${4}"
 }
 trap 'rm -f "${BIN_DIR}"/.*.tmp.$$' EXIT
 
 # Only what is missing is built (a cache from before kube-controller-manager was added keeps the rest).
 for name in kube-apiserver kube-scheduler kube-controller-manager; do
-    [[ -x "${BIN_DIR}/${name}" ]] || build "${HARNESS_DIR}" "./cmd/${name}" "${name}" "${K8S_LDFLAGS}"
+    [[ -x "${BIN_DIR}/${name}" ]] || build "${HARNESS_DIR}" "${K8S_MODFILE}" "./cmd/${name}" "${name}" "${K8S_LDFLAGS}"
 done
-[[ -x "${BIN_DIR}/etcd" ]] || build "${HARNESS_DIR}/etcd" . etcd "-s -w"
+[[ -x "${BIN_DIR}/etcd" ]] || build "${HARNESS_DIR}/etcd" "${ETCD_MODFILE}" . etcd "-s -w"
 
 end=$(date +%s)
-echo "built control-plane binaries in $((end - start))s:" >&2
+echo "built control-plane binaries ${K8S_VERSION} in $((end - start))s:" >&2
 print_paths

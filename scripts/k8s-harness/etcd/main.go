@@ -1,4 +1,5 @@
-// Command etcd is the upstream etcd server at the version k8s.io/kubernetes v1.36.3 uses.
+// Command etcd is the upstream etcd server at the version a k8s.io/kubernetes release uses (go.mod: v1.36.3;
+// etcd-v3.7.0.mod, built with go build -modfile: v1.37.2).
 package main
 
 import (
