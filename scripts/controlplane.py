@@ -2,7 +2,8 @@
 """Local Kubernetes control plane (etcd + kube-apiserver + kube-scheduler) on loopback.
 
 Uses the real binaries built by ``scripts/build-control-plane.sh`` (default location
-``${MIG_EXTENDER_CACHE:-~/.cache/mig-extender}/bin/k8s-v1.36.3``). There is no
+``${MIG_EXTENDER_CACHE:-~/.cache/mig-extender}/bin/k8s-v1.36.3``; ``k8s-v1.37.2`` for the other
+release it builds, see :data:`K8S_VERSIONS` and :func:`ensure_built`). There is no
 kubelet and no kube-controller-manager: Nodes are plain API objects (create them
 with a ``status``), bound Pods stay ``Pending``. Authentication is a static admin
 token in group ``system:masters``.
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 K8S_VERSION = "v1.36.3"
+K8S_VERSIONS = ("v1.36.3", "v1.37.2")
+"""The releases ``scripts/build-control-plane.sh`` builds; :data:`K8S_VERSION` is the default."""
 ADMIN_USER = "mig-extender-admin"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 STOP_TIMEOUT_S = 15.0
@@ -61,11 +64,25 @@ class ControlPlaneError(RuntimeError):
     """A control-plane component failed to start or become ready."""
 
 
-def default_bin_dir() -> Path:
-    """Where ``scripts/build-control-plane.sh`` puts the binaries."""
+def default_bin_dir(version: str = K8S_VERSION) -> Path:
+    """Where ``scripts/build-control-plane.sh`` puts the binaries of ``version``."""
     cache = os.environ.get("MIG_EXTENDER_CACHE")
     base = Path(cache) if cache else Path.home() / ".cache" / "mig-extender"
-    return base / "bin" / f"k8s-{K8S_VERSION}"
+    return base / "bin" / f"k8s-{version}"
+
+
+BINARIES = ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "etcd")
+
+
+def ensure_built(version: str = K8S_VERSION, *, timeout: float = 3600.0) -> Path:
+    """:func:`default_bin_dir` of ``version``, after running the build script if a binary is missing there."""
+    if version not in K8S_VERSIONS:
+        raise ControlPlaneError(f"Kubernetes {version!r} is not built here (supported: {', '.join(K8S_VERSIONS)})")
+    bin_dir = default_bin_dir(version)
+    if not all((bin_dir / name).is_file() for name in BINARIES):
+        script = Path(__file__).resolve().parent / "build-control-plane.sh"
+        subprocess.run(["bash", str(script), version], check=True, timeout=timeout)
+    return bin_dir
 
 
 def free_port() -> int:
@@ -716,7 +733,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    plane = ControlPlane(Path(args.dir), Path(args.bin_dir) if args.bin_dir else None)
+    plane = ControlPlane(Path(args.dir), Path(args.bin_dir) if args.bin_dir else default_bin_dir(args.k8s_version))
     exit_code = 0
     with plane:
         started = True
@@ -743,7 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start etcd + kube-apiserver in the foreground")
     up.add_argument("--dir", required=True, help="work dir (logs, certs, kubeconfig)")
-    up.add_argument("--bin-dir", default=None, help=f"binaries (default: {default_bin_dir()})")
+    up.add_argument("--k8s-version", default=K8S_VERSION, choices=K8S_VERSIONS, help="release (default: %(default)s)")
+    up.add_argument("--bin-dir", default=None, help=f"binaries (default: {default_bin_dir('VERSION')})")
     args = parser.parse_args(argv)
     if args.command == "up":
         try:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import NAMESPACE, ROOT, ControlPlane, Extender, Kube, default_bin_dir
+from tests.e2e.harness import K8S_VERSION, ControlPlane, Extender, Kube, running_plane
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -18,14 +17,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    bin_dir = default_bin_dir()
-    if not all((bin_dir / name).exists() for name in ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "etcd")):
-        subprocess.run(["bash", str(ROOT / "scripts/build-control-plane.sh")], check=True, timeout=3600)
-    control_plane = ControlPlane(tmp_path_factory.mktemp("plane"), bin_dir)
-    with control_plane:
-        Kube(control_plane).ensure_namespace(NAMESPACE)
+def default_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The default release's control plane, for the whole session."""
+    with running_plane(tmp_path_factory.mktemp("plane"), K8S_VERSION) as control_plane:
         yield control_plane
+
+
+@pytest.fixture(scope="session")
+def plane(default_plane: ControlPlane) -> ControlPlane:
+    """The control plane a test runs against (a module may override it, e.g. to run on several releases)."""
+    return default_plane
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,13 +19,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from controlplane import ControlPlane, SchedulerHandle, default_bin_dir  # noqa: E402
+from controlplane import K8S_VERSION, K8S_VERSIONS, ControlPlane, SchedulerHandle, default_bin_dir, ensure_built  # noqa: E402
 
 from extender.model.catalog import model_named  # noqa: E402
 from extender.model.migparted import DEFAULT_CONFIG  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
 
-__all__ = ["ControlPlane", "SchedulerHandle", "default_bin_dir", "free_port", "wait_for"]
+__all__ = [
+    "K8S_VERSION",
+    "K8S_VERSIONS",
+    "ControlPlane",
+    "SchedulerHandle",
+    "default_bin_dir",
+    "ensure_built",
+    "free_port",
+    "running_plane",
+    "wait_for",
+]
 
 NAMESPACE = "e2e"
 T = TypeVar("T")
@@ -161,6 +172,15 @@ class Kube:
                 and not self.call("GET", "/api/v1/nodes")["items"]
             ),
         )
+
+
+@contextmanager
+def running_plane(workdir: Path, version: str = K8S_VERSION) -> Iterator[ControlPlane]:
+    """A control plane of Kubernetes ``version`` in ``workdir`` (binaries built first if missing), with the
+    test namespace; stopped on exit."""
+    with ControlPlane(workdir, ensure_built(version)) as control_plane:
+        Kube(control_plane).ensure_namespace(NAMESPACE)
+        yield control_plane
 
 
 class Extender:

@@ -1,7 +1,8 @@
-"""DRA end to end: the real kube-apiserver and kube-scheduler 1.36, ResourceSlices in NVIDIA's DynamicMIG format
-published through the API (there is no kubelet plugin: pods stop before device preparation, and the allocation
-the scheduler writes into the claim is what is checked), and the extender in both modes and both
-configurations (with managedResources for extended resources a DeviceClass backs, without for claim pods)."""
+"""DRA end to end: the real kube-apiserver and kube-scheduler, each test on 1.36 and on 1.37, ResourceSlices in
+NVIDIA's DynamicMIG format published through the API (there is no kubelet plugin: pods stop before device
+preparation, and the allocation the scheduler writes into the claim is what is checked), and the extender in both
+modes and both configurations (with managedResources for extended resources a DeviceClass backs, without for
+claim pods)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,35 @@ from extender.model.policy import PolicyConfig, evaluate
 from extender.view.snapshot import load_snapshot_text
 from extender.view.store import ClusterView, Kind
 from tests.e2e import dra
-from tests.e2e.harness import NAMESPACE, ControlPlane, Extender, Kube, start_scheduler, wait_for
+from tests.e2e.harness import (
+    K8S_VERSION,
+    K8S_VERSIONS,
+    NAMESPACE,
+    ControlPlane,
+    Extender,
+    Kube,
+    running_plane,
+    start_scheduler,
+    wait_for,
+)
 
 pytestmark = pytest.mark.dra
 
 H100_LABEL = "NVIDIA-H100-80GB-HBM3"
 SCHEDULERS = {"extender-dra": "default-scheduler", "secondary": "mig-scheduler"}
 """The configurations that reach claim pods, and the scheduler name their pods ask for."""
+
+
+@pytest.fixture(scope="module", params=K8S_VERSIONS)
+def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """Every test here on each release built: the default one is the session's plane, another runs (its binaries
+    built first if missing) for this module's tests only."""
+    version: str = request.param
+    if version == K8S_VERSION:
+        yield request.getfixturevalue("default_plane")
+        return
+    with running_plane(tmp_path_factory.mktemp(f"plane-{version}"), version) as control_plane:
+        yield control_plane
 
 
 @pytest.fixture
