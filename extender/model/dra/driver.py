@@ -12,7 +12,11 @@ capacities and no counters.
 Engine counts per profile are the H100 80GB values the AWS Karpenter provider captured from a p5.48xlarge
 (aws/karpenter-provider-aws ``pkg/providers/nvidiadra``): copy engines equal compute slices except 8 for the
 full GPU, decoders and JPEG engines equal compute slices, one OFA on the full GPU and ``+me`` profiles. Other
-models use the same rule; only memory slices constrain placements in practice.
+models use the same rule; only memory slices constrain placements in practice. Where the catalog lacks a
+profile's memory or multiprocessor count, a stand-in is published (the memory its name says, 16
+multiprocessors per compute slice), and the full GPU's memory and multiprocessors are at least what any layout
+the catalog allows takes in all, as on real GPUs: stand-ins never forbid a layout the catalog allows. A GPU
+instance profile id the catalog lacks is published as 0 (the view does not check an id the catalog lacks).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..catalog import GpuModel, Profile
+from ..layouts import maximal_layouts
 from ..placement import Placement
 
 DRIVER = "gpu.nvidia.com"
@@ -45,7 +50,8 @@ def canonical_profile(profile: Profile) -> str:
 
 def mig_device_name(minor: int, placement: Placement) -> str:
     profile = placement.profile
-    return f"gpu-{minor}-mig-{canonical_profile(profile)}-{profile.profile_id}-{placement.start}"
+    gi = profile.profile_id if profile.profile_id is not None else 0
+    return f"gpu-{minor}-mig-{canonical_profile(profile)}-{gi}-{placement.start}"
 
 
 def _engines(model: GpuModel, profile: Profile | None) -> dict[str, int]:
@@ -91,6 +97,27 @@ def _largest(model: GpuModel) -> Profile:
     return max(model.profiles, key=lambda p: (p.compute_slices, p.memory_slices))
 
 
+_COVERED = ("memory", "multiprocessors")
+"""Counters whose per-profile values may be stand-ins: the full GPU's must cover every layout's sum."""
+
+
+def _full_counters(model: GpuModel) -> dict[str, str]:
+    """The full GPU's counters: its profile's, memory and multiprocessors raised to the most a layout takes."""
+    counters = _profile_counters(model, _largest(model))
+    amounts = {p: _profile_counters(model, p) for p in model.profiles}
+    for name in _COVERED:
+        most = max(
+            sum(_amount(amounts[p.profile][name]) for p in layout) for layout in maximal_layouts(model, model.profiles)
+        )
+        if most > _amount(counters[name]):
+            counters[name] = f"{most}Mi" if name == "memory" else str(most)
+    return counters
+
+
+def _amount(text: str) -> int:
+    return int(text.removesuffix("Mi"))
+
+
 def _base_attributes(model: GpuModel, node: str, minor: int) -> dict[str, dict[str, str]]:
     return {
         "architecture": {"string": "Hopper" if model.name.startswith(("H100", "H200")) else "Ampere"},
@@ -126,8 +153,7 @@ def _slice(node: str, index: int, generation: int, count: int, **spec: Any) -> d
 
 def dynamic_mig_slices(node: str, model: GpuModel, gpus: int, *, generation: int = 1) -> list[dict[str, Any]]:
     """The G+1 slices of a DynamicMIG node on a 1.35+ API server: counters first, then one slice per GPU."""
-    full = _largest(model)
-    total = _profile_counters(model, full)
+    total = dict(_full_counters(model))
     slots = {f"memory-slice-{i}": "1" for i in range(model.memory_slices)}
     counter_sets = [{"name": f"gpu-{m}-counter-set", "counters": _wrap({**total, **slots})} for m in range(gpus)]
     slices = [_slice(node, 0, generation, gpus + 1, sharedCounters=counter_sets)]
