@@ -51,7 +51,8 @@ class Allocator(enum.StrEnum):
     KUBELET = "kubelet"
     """Pre-made instances: the kubelet hands out any free instance of the profile."""
     FIRST_FIT = "first-fit"
-    """DRA DynamicMIG: kube-scheduler takes the first fitting device in device order."""
+    """DRA DynamicMIG: kube-scheduler takes the first fitting device in device order, request by request (the
+    demand read as one claim with one request per profile, in the demand's order: :func:`_allocator_plan`)."""
     IDEAL = "ideal"
     """A placement-honouring allocator that takes the placement the policy prefers."""
 
@@ -261,6 +262,11 @@ def _try(
         return None
     if world in (_World.EMPTIED, _World.ANY_LAYOUT):
         return ()  # hypothetical worlds answer feasibility only: their states are not the node's
+    if allocator is Allocator.FIRST_FIT and all(g.dynamic or not g.mig_enabled for g in node.gpus):
+        planned = _allocator_plan(node.gpus, names, demand)
+        if planned is None:  # cannot happen: the search is exhaustive and the vectors found a solution
+            raise AssertionError(f"node {node.name}: {names} x {demand} fits but the allocator's search finds none")
+        return planned
     plan: list[PlannedInstance] = []
     for gpu, vector in zip(gpus, assignment):
         # An idle GPU whose free instances already hold its share needs no re-layout.
@@ -269,6 +275,75 @@ def _try(
         )
         plan.extend(_plan_gpu(gpu, names, vector, relayout, allocator))
     return tuple(plan)
+
+
+def _allocator_plan(
+    gpus: Sequence[GpuState], names: tuple[str, ...], counts: Vector
+) -> tuple[PlannedInstance, ...] | None:
+    """kube-scheduler's allocator's first solution on DynamicMIG GPUs, in catalog terms.
+
+    The demand is one claim with one request per profile, in the demand's order (as the claim NVIDIA's
+    documentation writes, and as the extended-resource claim of one container orders its requests: by
+    resource name). kube-scheduler's allocator (k8s.io/dynamic-resource-allocation, ``allocateOne``) fills the
+    requests in order, each device the first free one in device order after the request's previous one: GPUs
+    by index (NVIDIA's driver publishes one slice per GPU, slices sorted by name), a profile's placements by
+    start (device names sorted); a dead end undoes the last pick and tries the next. A pick is free when its
+    memory slices are free and the profile's limit per GPU is not reached (what the driver's counters
+    enforce). ``tests/simulate/test_dra_world.py`` checks this plan against the allocator model and
+    kube-scheduler's own allocator.
+    """
+    ordered = sorted((g for g in gpus if g.mig_enabled), key=lambda g: g.index)
+    occupied = [g.occupied for g in ordered]
+    held: list[dict[Profile, int]] = []
+    for gpu in ordered:
+        counted: dict[Profile, int] = {}
+        for instance in gpu.instances:
+            counted[instance.profile] = counted.get(instance.profile, 0) + 1
+        held.append(counted)
+    # Per request, its devices in device order: (position of the GPU, placement).
+    candidates = [
+        [
+            (position, Placement(start, profile))
+            for position, gpu in enumerate(ordered)
+            if (profile := gpu.model.find_profile(name)) is not None
+            for start in profile.starts
+        ]
+        for name in names
+    ]
+    plan: list[PlannedInstance] = []
+    failed: set[tuple[object, ...]] = set()
+
+    def search(request: int, taken: int, after: int) -> bool:
+        if request == len(names):
+            return True
+        if taken == counts[request]:
+            return search(request + 1, 0, 0)
+        key = (request, taken, after, tuple(occupied), tuple(tuple(sorted(h.items(), key=_by_name)) for h in held))
+        if key in failed:
+            return False
+        for number in range(after, len(candidates[request])):
+            position, placement = candidates[request][number]
+            profile = placement.profile
+            if placement.mask & occupied[position] or held[position].get(profile, 0) >= profile.max_instances:
+                continue
+            occupied[position] |= placement.mask
+            held[position][profile] = held[position].get(profile, 0) + 1
+            plan.append(PlannedInstance(ordered[position].index, placement))
+            if search(request, taken + 1, number + 1):
+                return True
+            plan.pop()
+            held[position][profile] -= 1
+            if not held[position][profile]:
+                del held[position][profile]
+            occupied[position] &= ~placement.mask
+        failed.add(key)
+        return False
+
+    return tuple(plan) if search(0, 0, 0) else None
+
+
+def _by_name(item: tuple[Profile, int]) -> str:
+    return item[0].name
 
 
 def fit(node: NodeState, demand: PodDemand, allocator: Allocator = Allocator.KUBELET) -> FitResult:
