@@ -174,8 +174,19 @@ def builder() -> Buildah:
         except ImageError as exc:
             errors.append(f"{driver}: {exc}")
             continue
+        _remove_orphans(buildah)
         return buildah
     raise BuilderUnavailable("buildah cannot mount a container here:\n" + "\n".join(errors))
+
+
+def _remove_orphans(buildah: Buildah) -> None:
+    """Working containers that a run killed before its cleanup left behind (their process is gone)."""
+    for entry in json.loads(buildah("containers", "--json") or "[]") or []:
+        name = str(entry.get("containername", ""))
+        owner = name.split("-")[2] if name.startswith("mig-extender-") and name.count("-") >= 3 else ""
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            with contextlib.suppress(ImageError):
+                buildah("rm", name)
 
 
 def _apt_sources() -> Path:
