@@ -1,10 +1,13 @@
 """The simulation: one policy in one world, in fill or churn mode, deciding with the extender's own code.
 
 Nodes are :class:`NodeState` values, grouped by ``state_id``: nodes in equal states get equal fits and
-scores, so each arrival costs one ``evaluate`` per new state and one score per fitting state. Inside the
+scores, so each arrival costs one ``evaluate`` per state entered since its demand was last placed (read
+then, in the order the states were entered) and one score per fitting state. Inside the
 chosen node the world decides: ``static`` (the kubelet takes a random free instance of the profile,
-seeded), ``dynamic-first-fit`` (the plan of the first-fit allocator), ``dynamic-ideal`` (the plan the
-policy prefers). Ties between top-scored nodes are broken at random, as kube-scheduler's selectHost does.
+seeded), ``dynamic-first-fit`` (kube-scheduler's DRA allocator, as the extender models it, on nodes published
+as NVIDIA's DRA driver publishes them, each pod's MIG asked for through a ResourceClaim: :mod:`.dra`),
+``dynamic-ideal`` (the plan the policy prefers). Ties between top-scored nodes are broken at random, as
+kube-scheduler's selectHost does.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_reba
 from ..model.scoring import Scorer
 from ..model.state import GpuState, Instance, NodeState
 from .baselines import PolicySpec, plan_naive
+from .dra import DraFleet, Held
 from .workload import NodeSpec, SimPod
 
 
@@ -141,6 +145,14 @@ def initial_node(name: str, model: GpuModel, gpus: int, world: World, config: Si
     return NodeState(name, tuple(GpuState(i, model, (), dynamic=True) for i in range(gpus)))
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What a placed pod holds: (GPU index, placement) per instance, and in the DRA world the devices too."""
+
+    placements: tuple[tuple[int, Placement], ...]
+    devices: Held = ()
+
+
 def release(gpu: GpuState, placement: Placement) -> GpuState:
     """The GPU after the pod holding ``placement`` leaves (dynamic GPUs drop the instance)."""
     for position, instance in enumerate(gpu.instances):
@@ -174,10 +186,17 @@ _REBALANCE = PlannerConfig(max_plans=16)
 class Simulation:
     """One policy, one world, one workload."""
 
-    def __init__(self, config: SimConfig, policy: PolicySpec, nodes: Sequence[NodeSpec]) -> None:
+    def __init__(
+        self, config: SimConfig, policy: PolicySpec, nodes: Sequence[NodeSpec], dra: DraFleet | None = None
+    ) -> None:
+        """``dra``: the DRA nodes and claims of the first-fit world, shared by the policies of one run (its
+        nodes' state ids, and so the model's fit caches, are then shared too); made here when not given."""
         self.config = config
         self.policy = policy
         self.rng = random.Random(config.seed)
+        self.dra: DraFleet | None = None
+        if config.world is World.DYNAMIC_FIRST_FIT:
+            self.dra = dra if dra is not None and dra.model is config.model else DraFleet(config.model)
         allocator = Allocator.IDEAL if config.world is World.DYNAMIC_IDEAL else Allocator.FIRST_FIT
         self.policy_config = PolicyConfig(dynamic_allocator=allocator)
         self.scorer = _CachedScorer(policy.scorer)
@@ -188,6 +207,8 @@ class Simulation:
         self.ids: dict[str, int] = {}
         self.groups: dict[int, dict[int, None]] = {}
         self.fits: dict[PodDemand, dict[int, FitResult]] = {}
+        self.unchecked: dict[PodDemand, dict[int, None]] = {}
+        """Per demand, the states entered since its fits were last read, in the order entered."""
         self.supply_of: dict[int, Counter[str]] = {}
         self.result = PolicyResult(policy.name)
         self.rebalancing = (
@@ -199,9 +220,19 @@ class Simulation:
         )
         self.next_id = 0
         for spec in nodes:
-            self.add_node(initial_node(spec.name, config.model, spec.gpus, config.world, config))
+            self.add_node(self.new_node(spec.name, spec.gpus))
 
     # --- node bookkeeping ------------------------------------------------------------------------------
+
+    def new_node(self, name: str, gpus: int) -> NodeState:
+        """A node of the world as it starts (and as the autoscaler adds it): idle, in the world's layout."""
+        if self.dra is not None:
+            return self.dra.node(name, gpus)
+        return initial_node(name, self.config.model, gpus, self.config.world, self.config)
+
+    def asked(self, demand: PodDemand) -> PodDemand:
+        """The demand as the world's pods ask it: in the DRA world, through a ResourceClaim."""
+        return demand if self.dra is None else self.dra.demand(demand)
 
     def add_node(self, state: NodeState) -> int:
         node_id = self.next_id
@@ -222,10 +253,8 @@ class Simulation:
         group = self.groups.get(state.state_id)
         if group is None:
             group = self.groups[state.state_id] = {}
-            for demand, fitting in self.fits.items():
-                found = evaluate(state, demand, self.policy_config)
-                if found.fits_now:
-                    fitting[state.state_id] = found
+            for unchecked in self.unchecked.values():
+                unchecked[state.state_id] = None
         group[node_id] = None
 
     def _leave(self, node_id: int) -> NodeState:
@@ -236,6 +265,8 @@ class Simulation:
             del self.groups[state.state_id]
             for fitting in self.fits.values():
                 fitting.pop(state.state_id, None)
+            for unchecked in self.unchecked.values():
+                unchecked.pop(state.state_id, None)
         return state
 
     def set_node(self, node_id: int, state: NodeState) -> None:
@@ -246,13 +277,20 @@ class Simulation:
         return self.nodes[next(iter(self.groups[state_id]))]
 
     def fitting(self, demand: PodDemand) -> dict[int, FitResult]:
+        """The states ``demand`` fits now, in the order they were entered (the order ties are broken in)."""
         found = self.fits.get(demand)
         if found is None:
             found = self.fits[demand] = {}
-            for state_id in self.groups:
-                result = evaluate(self.rep(state_id), demand, self.policy_config)
+            self.unchecked[demand] = dict.fromkeys(self.groups)
+        unchecked = self.unchecked[demand]
+        if unchecked:
+            # A state is evaluated only when its demand is placed: most change again before every demand is.
+            asked = self.asked(demand)
+            for state_id in unchecked:
+                result = evaluate(self.rep(state_id), asked, self.policy_config)
                 if result.fits_now:
                     found[state_id] = result
+            unchecked.clear()
         return found
 
     # --- deciding ---------------------------------------------------------------------------------------
@@ -283,9 +321,14 @@ class Simulation:
             pick -= len(group)
         raise AssertionError("unreachable")
 
-    def allocate(self, node_id: int, demand: PodDemand, result: FitResult) -> list[tuple[int, Placement]]:
-        """Take the instances as the world's node-side allocator would; returns (gpu index, placement)."""
+    def allocate(self, node_id: int, demand: PodDemand, result: FitResult) -> Taken:
+        """Take the instances as the world's node-side allocator would."""
         node = self.nodes[node_id]
+        if self.dra is not None:
+            # The devices kube-scheduler's allocator takes (fit_claims' first solution), now in use.
+            state, held = self.dra.taken(node, result)
+            self.set_node(node_id, state)
+            return Taken(tuple((p.gpu_index, p.placement) for p in result.plan), held)
         gpus = {g.index: g for g in node.gpus}
         taken: list[tuple[int, Placement]] = []
         if self.config.world is World.STATIC:
@@ -302,9 +345,18 @@ class Simulation:
         for index, placement in taken:
             gpus[index] = gpus[index].with_used(placement)
         self.set_node(node_id, node.replace_gpus(gpus.values()))
-        return taken
+        return Taken(tuple(taken))
 
-    def place(self, pod: SimPod) -> tuple[int, list[tuple[int, Placement]]] | None:
+    def released(self, node: NodeState, taken: Taken) -> NodeState:
+        """``node`` once the pod holding ``taken`` leaves."""
+        if self.dra is not None:
+            return self.dra.released(node, taken.devices)
+        gpus = {g.index: g for g in node.gpus}
+        for index, placement in taken.placements:
+            gpus[index] = release(gpus[index], placement)
+        return node.replace_gpus(gpus.values())
+
+    def place(self, pod: SimPod) -> tuple[int, Taken] | None:
         chosen = self.choose(pod.demand)
         if chosen is None:
             return None
@@ -424,7 +476,7 @@ class Churn:
         self.events: list[tuple[float, int, int, Any]] = []
         self.seq = itertools.count()
         self.pending: dict[str, _Pending] = {}
-        self.running: dict[str, tuple[int, list[tuple[int, Placement]]]] = {}
+        self.running: dict[str, tuple[int, Taken]] = {}
         self.changing: dict[int, RelayoutPlan] = {}
         self.starting = 0
         self.launches = itertools.count()
@@ -543,11 +595,7 @@ class Churn:
         sim = self.sim
         name, slices = payload
         node_id, taken = self.running.pop(name)
-        node = sim.nodes[node_id]
-        gpus = {g.index: g for g in node.gpus}
-        for index, placement in taken:
-            gpus[index] = release(gpus[index], placement)
-        state = node.replace_gpus(gpus.values())
+        state = sim.released(sim.nodes[node_id], taken)
         if node_id in self.changing:
             sim.nodes[node_id] = state
         else:
@@ -580,7 +628,7 @@ class Churn:
         plan = plan_capacity(pools, overdue, sim.policy_config, arriving={self.pool.name: self.starting})
         for _ in range(plan.new[self.pool.name]):
             name = f"sim-new-{next(self.launches):06d}"
-            state = initial_node(name, self.config.model, self.config.new_node_gpus, self.config.world, self.config)
+            state = sim.new_node(name, self.config.new_node_gpus)
             self.starting += 1
             self.push(self.now + self.config.node_startup_s, _Event.NODE_READY, state)
 

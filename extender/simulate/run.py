@@ -13,6 +13,7 @@ from typing import Any
 from ..plotting import MatplotlibMissing, pyplot
 from .baselines import PolicySpec
 from .bound import optimum, trivial_bound, work_conserving_optimum
+from .dra import DraFleet
 from .engine import Mode, PolicyResult, SimConfig, Simulation, World
 from .workload import NodeSpec, SimPod, fill_sequence
 
@@ -77,10 +78,11 @@ def run(
         leave=False,
         dynamic_ncols=True,
     )
+    dra = DraFleet(config.model) if config.world is World.DYNAMIC_FIRST_FIT else None
     with bar:
         for policy in policies:
             bar.set_description(policy.name)
-            sim = Simulation(config, policy, nodes)
+            sim = Simulation(config, policy, nodes, dra)
             step = bar.update
             results.append(sim.run_fill(sequence, step) if config.mode is Mode.FILL else sim.run_churn(sequence, step))
         bound = None
