@@ -14,6 +14,8 @@ echo "== Karpenter (kwok provider) and KWOK from Go modules, for tests/e2e/test_
 bash scripts/build-karpenter.sh
 echo "== Helm and kustomize from Go modules, the monitoring CRDs, for tests/helm and tests/e2e/test_helm.py; cached"
 bash scripts/build-helm.sh
+echo "== DRA allocator reference (k8s.io/dynamic-resource-allocation v0.36.3), for tests/model/dra; cached"
+bash scripts/build-dra-reference.sh
 echo "== Prometheus (Debian package, for tests/prometheus)"; bash scripts/install-prometheus.sh
 echo "== buildah and mmdebstrap (Debian packages, for tests/image)"; bash scripts/install-image-tools.sh
 # -rs: every skipped test's reason in the summary (e.g. tests/image where the builder cannot run).

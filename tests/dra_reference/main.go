@@ -5,13 +5,19 @@
 // A case:
 //
 //	{"id": "...", "node": "node1", "slices": [ResourceSlice...], "claims": [ResourceClaim...],
-//	 "classes": [DeviceClass...], "allocated": [["driver", "pool", "device"], ...]}
+//	 "classes": [DeviceClass...], "allocated": [["driver", "pool", "device"], ...], "slicesKey": "..."}
+//
+// With "slicesKey", the slices are kept under that key, and a later case with the same key and no
+// "slices" reuses them (many cases share one cluster's slices; decoding them once saves most of the time).
 //
 // A result:
 //
 //	{"id": "...", "result": "allocated", "claims": [[{"request", "driver", "pool", "device", "adminAccess"}...]...]}
 //	{"id": "...", "result": "unschedulable", "reason": "..."}   // nil result, or an ErrFailedAllocationOnNode error
 //	{"id": "...", "result": "error", "reason": "..."}           // any other error: the scheduling attempt fails
+//	{"id": "...", "result": "timeout"}                          // not done within "timeoutMs" (default 10000, kube-scheduler's filter timeout)
+//
+// Every result also carries "steps": the allocator's NumAllocateOneInvocations (its search steps).
 //
 // The allocator gets the feature set kube-scheduler v1.36.3 passes with its default
 // feature gates (pkg/scheduler/framework/plugins/dynamicresources AllocatorFeatures):
@@ -27,6 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
@@ -44,7 +52,11 @@ type inputCase struct {
 	Claims    []*resourceapi.ResourceClaim `json:"claims"`
 	Classes   []*resourceapi.DeviceClass   `json:"classes"`
 	Allocated [][3]string                  `json:"allocated"`
+	SlicesKey string                       `json:"slicesKey"`
+	TimeoutMs int                          `json:"timeoutMs"`
 }
+
+var slicesByKey = map[string][]*resourceapi.ResourceSlice{}
 
 type device struct {
 	Request     string `json:"request"`
@@ -59,6 +71,7 @@ type output struct {
 	Result string     `json:"result"`
 	Reason string     `json:"reason,omitempty"`
 	Claims [][]device `json:"claims,omitempty"`
+	Steps  int64      `json:"steps"`
 }
 
 type classLister map[string]*resourceapi.DeviceClass
@@ -105,7 +118,12 @@ func run(c *inputCase) output {
 		AllocatedSharedDeviceIDs: sets.New[structured.SharedDeviceID](),
 		AggregatedCapacity:       structured.NewConsumedCapacityCollection(),
 	}
-	ctx := context.Background()
+	timeout := 10 * time.Second
+	if c.TimeoutMs > 0 {
+		timeout = time.Duration(c.TimeoutMs) * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	allocator, err := structured.NewAllocator(ctx, features, state, classes, c.Slices, celCache)
 	if err != nil {
 		out.Result, out.Reason = "error", err.Error()
@@ -113,7 +131,10 @@ func run(c *inputCase) output {
 	}
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: c.Node}}
 	results, err := allocator.Allocate(ctx, node, c.Claims)
+	out.Steps = steps(allocator)
 	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		out.Result = "timeout"
 	case errors.Is(err, structured.ErrFailedAllocationOnNode):
 		out.Result, out.Reason = "unschedulable", err.Error()
 	case err != nil:
@@ -139,6 +160,16 @@ func run(c *inputCase) output {
 	return out
 }
 
+// steps reads GetStats().NumAllocateOneInvocations, which the incubating allocator has but the
+// public interface does not name (its type is internal).
+func steps(allocator structured.Allocator) int64 {
+	method := reflect.ValueOf(allocator).MethodByName("GetStats")
+	if !method.IsValid() {
+		return -1
+	}
+	return method.Call(nil)[0].FieldByName("NumAllocateOneInvocations").Int()
+}
+
 func main() {
 	scanner := bufio.NewScanner(os.Stdin)
 	scanner.Buffer(make([]byte, 1<<20), 1<<30)
@@ -151,7 +182,17 @@ func main() {
 		}
 		var c inputCase
 		var out output
-		if err := json.Unmarshal(line, &c); err != nil {
+		err := json.Unmarshal(line, &c)
+		if err == nil && c.SlicesKey != "" {
+			if c.Slices != nil {
+				slicesByKey[c.SlicesKey] = c.Slices
+			} else if kept, ok := slicesByKey[c.SlicesKey]; ok {
+				c.Slices = kept
+			} else {
+				err = fmt.Errorf("no slices kept under %q", c.SlicesKey)
+			}
+		}
+		if err != nil {
 			out = output{ID: c.ID, Result: "invalid", Reason: fmt.Sprintf("decode case: %v", err)}
 		} else {
 			out = run(&c)

@@ -43,11 +43,13 @@ devices allocated whole; see :func:`allocate`).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
+from . import cel
 from .types import (
     AllocatedDevice,
     AllocationMode,
@@ -102,14 +104,7 @@ class Selector(Protocol):
 
 
 SelectorCompiler = Callable[[str], Selector]
-"""``compile_selector``: raises the CEL module's ``SelectorError`` for an expression that does not compile."""
-
-
-def _default_compiler() -> tuple[SelectorCompiler, type[Exception]]:
-    import importlib
-
-    cel = importlib.import_module(f"{__package__}.cel")
-    return cel.compile_selector, cel.SelectorError
+"""``compile_selector``: raises ``selector_error`` for an expression that does not compile."""
 
 
 # --- the pools, prepared once per node and reused across pods ---------------------------------------------
@@ -125,9 +120,9 @@ class _Candidate:
     driver: str
     pool: int
     """Index into ``PreparedPools.pools``."""
-    consumes: tuple[tuple[int, Fraction], ...] | None
-    """Counter index in the pool's counter vector -> amount; None when the device consumes no counters (an
-    empty tuple still makes Go check the pool's counters)."""
+    consumes: tuple[tuple[int, int], ...] | None
+    """Counter index in the pool's counter vector -> amount in the pool's unit (see :class:`_PoolCounters`);
+    None when the device consumes no counters (an empty tuple still makes Go check the pool's counters)."""
     taints: tuple[DeviceTaint, ...]
     """Only NoSchedule and NoExecute taints: the others never prevent allocation."""
     unsupported: str
@@ -139,13 +134,30 @@ class _Candidate:
 
 @dataclass(slots=True)
 class _PoolCounters:
-    """A pool's shared counters as one vector, and each of its devices' consumption of them."""
+    """A pool's shared counters as one vector of integers, and each of its devices' consumption of them.
+
+    Quantities are exact fractions; each pool's are multiplied by the least common multiple of their
+    denominators (1 for NVIDIA's counters), so that the search adds and compares plain integers.
+    """
 
     names: tuple[tuple[str, str], ...]
     """(counter set, counter) per index."""
-    values: tuple[Fraction, ...]
-    consumers: tuple[tuple[DeviceKey, tuple[tuple[int, Fraction], ...]], ...]
+    values: tuple[int, ...]
+    consumers: tuple[tuple[DeviceKey, tuple[tuple[int, int], ...]], ...]
     """Every device of the pool (here or on other nodes) that consumes counters."""
+    index: dict[tuple[str, str], int]
+    scale: int
+
+    def amounts(self, device: Device) -> tuple[tuple[int, int], ...]:
+        """The device's consumption per counter index, summed, in the pool's unit; a counter the pool's sets
+        lack is skipped, as Go skips it."""
+        summed: dict[int, int] = {}
+        for consumption in device.consumes:
+            for name, amount in consumption.counters:
+                index = self.index.get((consumption.counter_set, name))
+                if index is not None:
+                    summed[index] = summed.get(index, 0) + int(amount * self.scale)
+        return tuple(summed.items())
 
 
 @dataclass(slots=True)
@@ -167,6 +179,8 @@ class PreparedPools:
     """Expression -> per candidate: True, False, the SelectorError, or None (not evaluated yet)."""
     compiled: dict[str, Selector | Exception] = field(default_factory=dict)
     """Expression -> Selector or the SelectorError its compilation raised."""
+    selectable: dict[tuple[tuple[str, ...], tuple[str, ...]], list[bool | None]] = field(default_factory=dict)
+    """(class selectors, request selectors) -> per candidate: all hold, or None (not evaluated yet)."""
 
 
 def prepare(pools: Sequence[Pool]) -> PreparedPools:
@@ -182,7 +196,6 @@ def prepare(pools: Sequence[Pool]) -> PreparedPools:
     for number, pool in enumerate(pools):
         vector = _counters_of(pool) if pool.counter_sets else None
         counters.append(vector)
-        index = {name: i for i, name in enumerate(vector.names)} if vector else {}
         shared_name = ""
         if name_count.get(pool.name, 0) > 1:
             shared_name = (
@@ -195,16 +208,9 @@ def prepare(pools: Sequence[Pool]) -> PreparedPools:
                 if piece.shared_counters:
                     continue  # buildPool: a slice with counter sets offers no device
                 for device in piece.devices:
-                    consumes = (
-                        tuple(
-                            (index[(c.counter_set, name)], amount)
-                            for c in device.consumes
-                            for name, amount in c.counters
-                            if (c.counter_set, name) in index
-                        )
-                        if device.consumes
-                        else None
-                    )
+                    consumes = None
+                    if device.consumes:
+                        consumes = vector.amounts(device) if vector is not None else ()
                     candidate = _Candidate(
                         index=len(candidates),
                         key=(pool.driver, pool.name, device.name),
@@ -242,22 +248,16 @@ def _counters_of(pool: Pool) -> _PoolCounters:
         for name, value in counter_set.counters:
             names.append((counter_set.name, name))
             values.append(value)
-    index = {name: i for i, name in enumerate(names)}
-    consumers = []
     # DeviceSlicesTargetingNode and DeviceSlicesNotTargetingNode: not the devices of a slice with counter sets.
-    for piece in (*pool.slices, *pool.other_slices):
-        if piece.shared_counters:
-            continue
-        for device in piece.devices:
-            if device.consumes:
-                amounts = tuple(
-                    (index[(c.counter_set, name)], amount)
-                    for c in device.consumes
-                    for name, amount in c.counters
-                    if (c.counter_set, name) in index  # Go skips a counter the set lacks
-                )
-                consumers.append(((pool.driver, pool.name, device.name), amounts))
-    return _PoolCounters(tuple(names), tuple(values), tuple(consumers))
+    devices = [d for s in (*pool.slices, *pool.other_slices) if not s.shared_counters for d in s.devices if d.consumes]
+    denominators = {v.denominator for v in values}
+    denominators.update(a.denominator for d in devices for c in d.consumes for _, a in c.counters)
+    scale = math.lcm(*denominators) if denominators else 1
+    vector = _PoolCounters(
+        tuple(names), tuple(int(v * scale) for v in values), (), {n: i for i, n in enumerate(names)}, scale
+    )
+    vector.consumers = tuple(((pool.driver, pool.name, d.name), vector.amounts(d)) for d in devices)
+    return vector
 
 
 # --- the allocation attempt -----------------------------------------------------------------------------
@@ -293,6 +293,8 @@ class _Request:
     all_devices: list[_Candidate] = field(default_factory=list)
     columns: list[tuple[str, list[object], bool, int]] = field(default_factory=list)
     """Per selector, class ones first: expression, its per-candidate results, from the class, its number."""
+    selectable: list[bool | None] = field(default_factory=list)
+    """Per candidate: all of the class's and the request's selectors hold, or None (not evaluated yet)."""
 
 
 class _Match:
@@ -423,10 +425,11 @@ class _Attempt:
         self.constraints: list[list[_Constraint]] = []
         self.results: list[list[AllocatedDevice]] = [[] for _ in claims]
         self.allocating: dict[DeviceKey, set[int]] = {}
-        self.available: list[list[Fraction] | None] = [None] * len(prepared.pools)
-        self.consumed: list[list[Fraction] | None] = [None] * len(prepared.pools)
-        self.short: list[int] = [0] * len(prepared.pools)
-        """Per pool: counters whose consumption exceeds what is available (no device may be added while > 0)."""
+        self.room: list[list[int] | None] = [None] * len(prepared.pools)
+        """Per pool, once a device of it is checked: each counter's value minus what allocated devices and this
+        attempt's picks consume."""
+        self.overcommitted: list[bool] = [False] * len(prepared.pools)
+        """Per pool: allocated devices consume more than a counter holds (then no device of the pool fits)."""
 
     # -- checking the requests (the first half of Allocate) --
 
@@ -489,6 +492,8 @@ class _Attempt:
             *((e, self._column(e), True, i) for i, e in enumerate(device_class.selectors)),
             *((e, self._column(e), False, i) for i, e in enumerate(sub.selectors)),
         ]
+        selectable = self.prepared.selectable
+        data.selectable = selectable.setdefault((device_class.selectors, sub.selectors), [None] * len(self.candidates))
         if not data.all_mode:
             data.num_devices = sub.count
             return data
@@ -521,6 +526,7 @@ class _Attempt:
         if column is None:
             if len(matches) >= _MAX_EXPRESSIONS:
                 matches.clear()
+                self.prepared.selectable.clear()
             column = matches[expression] = [None] * len(self.candidates)
         return column
 
@@ -594,11 +600,19 @@ class _Attempt:
             if outcome != _DONE:
                 self.give_back(claim, data, candidate)
             return outcome
+        return self._search(claim, request, sub, device, in_sub, start, data)
+
+    def _search(self, claim: int, request: int, sub: int, device: int, in_sub: bool, start: int, data: _Request) -> int:
+        """The loop over candidates for one more device of ``data``, from ``start`` on."""
         candidates = self.candidates
         in_use = self.in_use
         allocating = self.allocating
         admin = data.admin
+        selectable = data.selectable
         for index in range(start, len(candidates)):
+            known = selectable[index]
+            if known is False:
+                continue  # Go checks "in use" first, but skips it either way
             candidate = candidates[index]
             key = candidate.key
             if candidate.multiple and self._selectable(claim, data, candidate):
@@ -608,8 +622,11 @@ class _Attempt:
                     continue
             elif key in in_use or allocating.get(key):
                 continue
-            if not self._selectable(claim, data, candidate):
-                continue
+            if known is None:
+                # Evaluated when Go first evaluates it (a CEL error raised where Go raises it), then kept.
+                known = selectable[index] = self._selectable(claim, data, candidate)
+                if not known:
+                    continue
             if candidate.unsupported:
                 raise _Unsupported(candidate.unsupported)
             if not self.take(claim, data, candidate, False):
@@ -664,56 +681,48 @@ class _Attempt:
         self._release(candidate)
 
     def _reserve(self, candidate: _Candidate) -> bool:
-        """``checkAvailableCounters``: add the device's consumption; keep it only if no counter of the pool is
-        then consumed beyond what is available."""
+        """``checkAvailableCounters``: Go adds the device's consumption and keeps it only if no counter of the
+        pool is then consumed beyond what is available. Before each pick no counter is (picks that would break
+        one are never kept), so the pick breaks one exactly when it takes more than some counter has left,
+        unless allocated devices alone already overcommit the pool: then nothing fits."""
         pool = candidate.pool
-        available = self.available[pool]
-        consumed = self.consumed[pool]
-        if available is None or consumed is None:
-            available, consumed = self._start_counters(pool)
-        short = self.short[pool]
-        assert candidate.consumes is not None
-        for index, amount in candidate.consumes:
-            before = consumed[index] > available[index]
-            consumed[index] += amount
-            short += (consumed[index] > available[index]) - before
-        self.short[pool] = short
-        if short:
-            self._release(candidate)
+        room = self.room[pool]
+        if room is None:
+            room = self._start_counters(pool)
+        if self.overcommitted[pool]:
             return False
+        consumes = candidate.consumes
+        assert consumes is not None
+        for index, amount in consumes:
+            if room[index] < amount:
+                return False
+        for index, amount in consumes:
+            room[index] -= amount
         return True
 
     def _release(self, candidate: _Candidate) -> None:
-        if candidate.consumes is None:
+        consumes = candidate.consumes
+        if consumes is None:
             return
-        pool = candidate.pool
-        available = self.available[pool]
-        consumed = self.consumed[pool]
-        assert available is not None and consumed is not None
-        short = self.short[pool]
-        for index, amount in candidate.consumes:
-            before = consumed[index] > available[index]
-            consumed[index] -= amount
-            short += (consumed[index] > available[index]) - before
-        self.short[pool] = short
+        room = self.room[candidate.pool]
+        assert room is not None
+        for index, amount in consumes:
+            room[index] += amount
 
-    def _start_counters(self, pool: int) -> tuple[list[Fraction], list[Fraction]]:
-        """The pool's counters minus what its allocated devices consume (may go negative: then nothing fits)."""
+    def _start_counters(self, pool: int) -> list[int]:
+        """The pool's counters minus what its allocated devices consume (below zero means overcommitted)."""
         vector = self.prepared.counters[pool]
-        if vector is None:  # a device consuming counters from a pool without sets: pools_of marked it invalid
-            available: list[Fraction] = []
-        else:
-            available = list(vector.values)
+        room: list[int] = []
+        if vector is not None:  # None: a device consuming counters of a pool without sets (invalid, unsupported)
+            room = list(vector.values)
             in_use = self.in_use
             for key, amounts in vector.consumers:
                 if key in in_use:
                     for index, amount in amounts:
-                        available[index] -= amount
-        consumed = [Fraction(0)] * len(available)
-        self.available[pool] = available
-        self.consumed[pool] = consumed
-        self.short[pool] = sum(1 for value in available if value < 0)
-        return available, consumed
+                        room[index] -= amount
+        self.room[pool] = room
+        self.overcommitted[pool] = any(value < 0 for value in room)
+        return room
 
     def outcome(self) -> tuple[tuple[AllocatedDevice, ...], ...]:
         return tuple(tuple(r) for r in self.results)
@@ -725,8 +734,8 @@ def allocate(
     in_use: Collection[DeviceKey],
     classes: Mapping[str, DeviceClass],
     *,
-    compile_selector: SelectorCompiler | None = None,
-    selector_error: type[Exception] | None = None,
+    compile_selector: SelectorCompiler = cel.compile_selector,
+    selector_error: type[Exception] = cel.SelectorError,
     max_steps: int = DEFAULT_MAX_STEPS,
 ) -> Outcome:
     """What kube-scheduler's allocator does with ``claims`` (the pod's unallocated claims, in its order) on
@@ -734,12 +743,9 @@ def allocate(
 
     ``in_use``: the keys of every device allocated to any claim in the cluster (or in flight), except
     adminAccess results, as kube-scheduler's claim tracker lists them; a set, for speed. ``classes``: the
-    DeviceClasses by name. ``compile_selector`` and ``selector_error`` default to the CEL module's.
+    DeviceClasses by name. ``compile_selector`` and ``selector_error``: the CEL module's, unless a test
+    substitutes its own.
     """
-    if compile_selector is None or selector_error is None:
-        default_compiler, default_error = _default_compiler()
-        compile_selector = compile_selector or default_compiler
-        selector_error = selector_error or default_error
     prepared = pools if isinstance(pools, PreparedPools) else prepare(pools)
     attempt = _Attempt(claims, prepared, in_use, classes, compile_selector, selector_error, max_steps)
     try:

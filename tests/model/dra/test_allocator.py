@@ -7,7 +7,6 @@ reads them. tests/model/dra/test_allocator_reference.py checks the same model ag
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
@@ -16,12 +15,12 @@ import pytest
 
 from extender.model.catalog import model_named
 from extender.model.dra.allocator import Outcome, PreparedPools, Result, allocate, prepare
+from extender.model.dra.cel import compile_selector
 from extender.model.dra.driver import dynamic_mig_slices, static_mig_slices
 from extender.model.dra.pools import pools_of
 from extender.model.dra.types import (
     AllocationMode,
     ClaimSpec,
-    Device,
     DeviceClass,
     DeviceConstraint,
     DeviceRequest,
@@ -34,42 +33,6 @@ from extender.model.dra.types import (
 )
 from extender.model.placement import Placement
 from extender.view.dra_objects import parse_resource_slice
-
-# Until the CEL module evaluates selectors: equality on the driver and on attributes, joined by &&, a missing
-# attribute an error as in CEL. Nothing else is needed here.
-_TERM = re.compile(r"^device\.(?:driver|attributes\['([^']+)'\]\.(\w+)) == '([^']*)'$")
-
-
-class SelectorError(Exception):
-    pass
-
-
-class _Equality:
-    def __init__(self, expression: str) -> None:
-        self.terms = []
-        for term in expression.split("&&"):
-            match = _TERM.match(term.strip())
-            if match is None:
-                raise SelectorError(f"cannot compile {term!r}")
-            self.terms.append(match.groups())
-
-    def matches(self, device: Device, driver: str) -> bool:
-        for domain, name, value in self.terms:
-            if domain is None:
-                if driver != value:
-                    return False
-                continue
-            found = device.attribute(f"{domain}/{name}")
-            if found is None:
-                raise SelectorError(f"no such key {name}")
-            if found != value:
-                return False
-        return True
-
-
-def compile_selector(expression: str) -> _Equality:
-    return _Equality(expression)
-
 
 H100 = model_named("H100-80GB")
 DRIVER = "gpu.nvidia.com"
@@ -126,8 +89,6 @@ def run(
     **kw: Any,
 ) -> Outcome:
     keys = {d if isinstance(d, tuple) else key(d) for d in in_use}
-    kw.setdefault("compile_selector", compile_selector)
-    kw.setdefault("selector_error", SelectorError)
     return allocate(claims, pools, keys, classes, **kw)
 
 
