@@ -15,11 +15,14 @@ disagrees is left out with a warning, never guessed. A product the catalog does 
 unmodelled (:class:`UnknownProduct`).
 
 The parse of a pool is cached by the identity of its slices, so that a change of allocations alone only
-recomputes which devices are used.
+recomputes which devices are used; and shared between pools of one shape (every device's name, type, product,
+profile, counters and capacities alike, and their UUIDs alike up to renaming), so that the nodes of one kind
+are parsed once: another pool of the shape gets the same GPUs with its own name and UUIDs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -106,6 +109,21 @@ class _ParsedPool:
     warnings: tuple[str, ...]
     samples: tuple[Device, ...]
     """One device per (model, profile) and per full-GPU model: what selectors can be tried on."""
+    sample_positions: tuple[int, ...] = ()
+    """Where each of ``samples`` is in the pool's devices."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A parse without warnings, shared by the pools of its shape (:func:`_shape_key`)."""
+
+    parsed: _ParsedPool
+    uuids: tuple[str, ...]
+    """The UUIDs of the pool parsed, by their number in the shape key."""
+    gpu_uuids: tuple[int | None, ...]
+    """Per GPU of ``parsed``, the number of its UUID (None: it has none)."""
+    held: tuple[object, ...]
+    """The consumptions and capacities the key names by identity, kept alive while the key is in use."""
 
 
 @dataclass(slots=True, eq=False)
@@ -369,13 +387,89 @@ def _group_index(group: _Group) -> int | None:
 
 
 def _parse_pool(pool: Pool) -> _ParsedPool:
+    """The parse of ``pool``: that of an earlier pool of the same shape with this pool's name and UUIDs, or a
+    fresh one (kept for the shape when it has no warnings, which would name the pool and its devices)."""
+    if pool.invalid:
+        return _parse_fresh(pool)
+    key, uuids, held = _shape_key(pool)
+    if key is None:
+        return _parse_fresh(pool)
+    shape = _SHAPES.get(key)
+    if shape is not None:
+        return _rebound(shape, pool, uuids)
+    parsed = _parse_fresh(pool)
+    if not parsed.warnings:
+        numbers = {u: n for n, u in enumerate(uuids)}
+        gpu_uuids = tuple(numbers.get(g.uuid) if g.uuid else None for g in parsed.gpus)
+        if all(n is not None for g, n in zip(parsed.gpus, gpu_uuids) if g.uuid):
+            if len(_SHAPES) >= _SHAPES_LIMIT:
+                _SHAPES.clear()
+            _SHAPES[key] = _Shape(parsed, uuids, gpu_uuids, held)
+    return parsed
+
+
+def _shape_key(pool: Pool) -> tuple[tuple[object, ...] | None, tuple[str, ...], tuple[object, ...]]:
+    """What the parse reads of the pool's devices, UUIDs replaced by their number in order of appearance:
+    (the key, the UUIDs, the objects the key names by identity). Counter consumptions and capacities are named
+    by identity (the view shares equal ones between nodes); the key holds them, so an identity stays theirs.
+    None for a pool whose UUIDs could be mistaken for the names the parse gives GPUs without one."""
+    numbers: dict[str, int] = {}
+    read: dict[int, tuple[object, ...]] = {}
+    devices: list[tuple[object, ...]] = []
+    held: list[object] = []
+    for device in pool.devices:
+        attributes = device.attributes
+        found = read.get(id(attributes))
+        if found is None:
+            values: dict[str, object] = {}
+            for name, value in attributes:
+                if name in _READ:
+                    values.setdefault(name, value)
+            marks: list[object] = []
+            for name in _READ:
+                read_value = values.get(name)
+                if name in _UUIDS and isinstance(read_value, str):
+                    if _FULL_NAME_LIKE.match(read_value):
+                        return None, (), ()
+                    marks.append(("uuid", numbers.setdefault(read_value, len(numbers))))
+                else:
+                    marks.append((type(read_value).__name__, read_value))
+            found = read[id(attributes)] = tuple(marks)
+        devices.append((device.name, found, id(device.consumes), id(device.capacity)))
+        held.append(device.consumes)
+        held.append(device.capacity)
+    # ``attributes`` of one pool stay alive while it is read: ids in ``read`` are not reused meanwhile
+    return (pool.driver, tuple(devices)), tuple(numbers), tuple(held)
+
+
+def _rebound(shape: _Shape, pool: Pool, uuids: tuple[str, ...]) -> _ParsedPool:
+    """The shape's parse for ``pool``: its name and UUIDs in the GPUs, its own devices as samples."""
+    parsed = shape.parsed
+    gpus = tuple(
+        dataclasses.replace(gpu, pool=pool.name, uuid=uuids[number] if number is not None else "")
+        for gpu, number in zip(parsed.gpus, shape.gpu_uuids)
+    )
+    devices = pool.devices
+    return _ParsedPool(
+        pool.slices,
+        pool.invalid,
+        gpus,
+        parsed.refs,
+        parsed.unknown_products,
+        parsed.warnings,
+        tuple(devices[i] for i in parsed.sample_positions),
+        parsed.sample_positions,
+    )
+
+
+def _parse_fresh(pool: Pool) -> _ParsedPool:
     parser = _Parser(pool)
     if pool.invalid:
         parser.warn(f"pool {pool.name}: {pool.invalid}: the allocator skips it, its devices are left out")
         return _ParsedPool(pool.slices, pool.invalid, (), {}, (), tuple(parser.warnings), ())
     groups: dict[tuple[bool, str], _Group] = {}
-    samples: dict[tuple[str, str], Device] = {}
-    for device in pool.devices:
+    samples: dict[tuple[str, str], tuple[int, Device]] = {}
+    for position, device in enumerate(pool.devices):
         candidate = parser.candidate(device)
         if candidate is None:
             continue
@@ -383,7 +477,7 @@ def _parse_pool(pool: Pool) -> _ParsedPool:
         key = candidate.counter_set if dynamic else candidate.gpu_uuid or f"gpu-{candidate.minor}"
         groups.setdefault((dynamic, key), _Group(key, dynamic)).members.append(candidate)
         profile = candidate.placement.profile.name if candidate.placement is not None else ""
-        samples.setdefault((candidate.model.name, profile), device)
+        samples.setdefault((candidate.model.name, profile), (position, device))
     gpus: dict[int, DraGpu] = {}
     refs: dict[str, DeviceRef] = {}
     for (_, key), group in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
@@ -414,7 +508,8 @@ def _parse_pool(pool: Pool) -> _ParsedPool:
         refs,
         tuple(sorted(parser.unknown)),
         tuple(warnings),
-        tuple(samples.values()),
+        tuple(d for _, d in samples.values()),
+        tuple(i for i, _ in samples.values()),
     )
 
 
@@ -523,6 +618,16 @@ _POOL_SETS_LIMIT = 20_000
 _SERIALS = itertools.count()
 CACHES.register_table("inventory._POOL_SETS", lambda: _POOL_SETS, lambda: _POOL_SETS_LIMIT)
 CACHES.register_table("inventory._SHARED", lambda: _SHARED, lambda: _SHARED_LIMIT)
+_SHAPES: dict[tuple[object, ...], _Shape] = {}
+# One per shape of pool: a fleet has a few kinds of node (model, GPU count, mode, driver version); ~0.1 MB each
+# for 8 DynamicMIG H100s (the key and the parse).
+_SHAPES_LIMIT = 64
+CACHES.register_table("inventory._SHAPES", lambda: _SHAPES, lambda: _SHAPES_LIMIT)
+_READ = (TYPE, PRODUCT, PROFILE, UUID, PARENT_UUID)
+"""The attributes the parse reads."""
+_UUIDS = frozenset((UUID, PARENT_UUID))
+_FULL_NAME_LIKE = re.compile(r"^gpu-\d+$")
+"""A GPU without a UUID is grouped under this name: a UUID spelled so is not shared."""
 
 
 def _parsed(pool: Pool) -> _ParsedPool:

@@ -415,6 +415,7 @@ def pool_sets_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
 def shared_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     """Feeds the shared objects more than their bound (one pool alone has 26 placements): (size after, bound)."""
     monkeypatch.setattr(inventory_module, "_POOLS", {})
+    monkeypatch.setattr(inventory_module, "_SHAPES", {})  # parsed afresh, not from an earlier pool's shape
     monkeypatch.setattr(inventory_module, "_SHARED", {})
     monkeypatch.setattr(inventory_module, "_SHARED_LIMIT", 4)
     inv = node_inventory(dynamic_mig_slices("n1", H100, 2), ("gpu-0-mig-1g10gb-19-0",))
