@@ -145,19 +145,32 @@ class _PoolCounters:
     values: tuple[int, ...]
     consumers: tuple[tuple[DeviceKey, tuple[tuple[int, int], ...]], ...]
     """Every device of the pool (here or on other nodes) that consumes counters."""
-    index: dict[tuple[str, str], int]
+    by_set: dict[str, dict[str, int]]
+    """Counter set -> counter -> index."""
     scale: int
+    known: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    """``amounts`` per device object, while the pools are prepared (each device's is needed twice)."""
 
     def amounts(self, device: Device) -> tuple[tuple[int, int], ...]:
         """The device's consumption per counter index, summed, in the pool's unit; a counter the pool's sets
         lack is skipped, as Go skips it."""
+        found = self.known.get(id(device))
+        if found is not None:
+            return found
         summed: dict[int, int] = {}
+        scale = self.scale
         for consumption in device.consumes:
+            names = self.by_set.get(consumption.counter_set)
+            if names is None:
+                continue
             for name, amount in consumption.counters:
-                index = self.index.get((consumption.counter_set, name))
+                index = names.get(name)
                 if index is not None:
-                    summed[index] = summed.get(index, 0) + int(amount * self.scale)
-        return tuple(summed.items())
+                    # scale 1: every denominator is 1 (the usual case), the numerator is the value.
+                    value = amount.numerator if scale == 1 else int(amount * scale)
+                    summed[index] = summed.get(index, 0) + value
+        found = self.known[id(device)] = tuple(summed.items())
+        return found
 
 
 @dataclass(slots=True)
@@ -227,6 +240,9 @@ def prepare(pools: Sequence[Pool]) -> PreparedPools:
                     candidates.append(candidate)
                     mine.append(candidate)
         by_pool.append(tuple(mine))
+    for vector in counters:
+        if vector is not None:
+            vector.known.clear()  # keyed by object identity: valid only while these pools are laid out
     return PreparedPools(
         pools=pools,
         candidates=tuple(candidates),
@@ -253,9 +269,10 @@ def _counters_of(pool: Pool) -> _PoolCounters:
     denominators = {v.denominator for v in values}
     denominators.update(a.denominator for d in devices for c in d.consumes for _, a in c.counters)
     scale = math.lcm(*denominators) if denominators else 1
-    vector = _PoolCounters(
-        tuple(names), tuple(int(v * scale) for v in values), (), {n: i for i, n in enumerate(names)}, scale
-    )
+    by_set: dict[str, dict[str, int]] = {}
+    for index, (set_name, name) in enumerate(names):
+        by_set.setdefault(set_name, {})[name] = index
+    vector = _PoolCounters(tuple(names), tuple(int(v * scale) for v in values), (), by_set, scale)
     vector.consumers = tuple(((pool.driver, pool.name, d.name), vector.amounts(d)) for d in devices)
     return vector
 
