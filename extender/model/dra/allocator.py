@@ -32,7 +32,8 @@ many devices, an ``All`` request on an incomplete or invalid pool or against a c
 - devices of a pool with slices selected by ``allNodes`` or ``nodeSelector`` (:attr:`Pool.unsupported`);
 - counters of two pools that share a name under different drivers (Go keeps counters by pool name alone,
   so one pool's devices would be checked against the other's counters);
-- a search longer than ``max_steps`` (Go stops at the scheduler's 10 s filter timeout instead).
+- a search longer than ``max_steps`` (Go stops at the scheduler's 10 s filter timeout instead), or deeper than
+  Python's recursion limit (the search recurses once per device picked, as Go's does).
 
 Not modelled, because the records do not carry them: a capacity's ``requestPolicy`` (with consumable
 capacity on, Go rejects a device whose capacity value breaks its own policy; only devices that allow
@@ -49,11 +50,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
+from ..caches import CACHES
 from . import cel
 from .types import (
     AllocatedDevice,
     AllocationMode,
     ClaimSpec,
+    CounterConsumption,
     Device,
     DeviceClass,
     DeviceConstraint,
@@ -132,34 +135,33 @@ class _Candidate:
     attributes: dict[str, object] | None = None
 
 
-@dataclass(slots=True)
-class _PoolCounters:
-    """A pool's shared counters as one vector of integers, and each of its devices' consumption of them.
+Amounts = tuple[tuple[int, int], ...]
+"""Counter index -> amount in the pool's unit."""
 
-    Quantities are exact fractions; each pool's are multiplied by the least common multiple of their
-    denominators (1 for NVIDIA's counters), so that the search adds and compares plain integers.
-    """
+
+@dataclass(slots=True, eq=False)
+class _CounterLayout:
+    """The counters of pools that declare the same ones (every node of a GPU model and count: shared), and the
+    amounts of each counter consumption read in their terms."""
 
     names: tuple[tuple[str, str], ...]
     """(counter set, counter) per index."""
-    values: tuple[int, ...]
-    consumers: tuple[tuple[DeviceKey, tuple[tuple[int, int], ...]], ...]
-    """Every device of the pool (here or on other nodes) that consumes counters."""
     by_set: dict[str, dict[str, int]]
     """Counter set -> counter -> index."""
     scale: int
-    known: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
-    """``amounts`` per device object, while the pools are prepared (each device's is needed twice)."""
+    read: dict[int, tuple[tuple[CounterConsumption, ...], Amounts]] = field(default_factory=dict)
+    """``id(device.consumes)`` -> (that tuple, its amounts). The view shares equal consumption tuples between
+    nodes, so each is read once; the entry holds its tuple, so that the identity stays its own."""
 
-    def amounts(self, device: Device) -> tuple[tuple[int, int], ...]:
-        """The device's consumption per counter index, summed, in the pool's unit; a counter the pool's sets
-        lack is skipped, as Go skips it."""
-        found = self.known.get(id(device))
-        if found is not None:
-            return found
+    def amounts(self, consumes: tuple[CounterConsumption, ...]) -> Amounts:
+        """The consumption per counter index, summed, in the pool's unit; a counter the pool's sets lack is
+        skipped, as Go skips it."""
+        found = self.read.get(id(consumes))
+        if found is not None and found[0] is consumes:
+            return found[1]
         summed: dict[int, int] = {}
         scale = self.scale
-        for consumption in device.consumes:
+        for consumption in consumes:
             names = self.by_set.get(consumption.counter_set)
             if names is None:
                 continue
@@ -169,8 +171,53 @@ class _PoolCounters:
                     # scale 1: every denominator is 1 (the usual case), the numerator is the value.
                     value = amount.numerator if scale == 1 else int(amount * scale)
                     summed[index] = summed.get(index, 0) + value
-        found = self.known[id(device)] = tuple(summed.items())
-        return found
+        amounts = tuple(summed.items())
+        if len(self.read) >= _AMOUNTS_LIMIT:
+            self.read.clear()
+        self.read[id(consumes)] = (consumes, amounts)
+        return amounts
+
+
+_LAYOUTS: dict[tuple[tuple[tuple[str, str], ...], int], _CounterLayout] = {}
+# One per kind of pool (GPU model and count: the counter sets' names), each with the consumptions of its devices
+# (a few hundred: profiles x placements x GPUs).
+_LAYOUTS_LIMIT = 256
+_AMOUNTS_LIMIT = 8_192
+CACHES.register_table("allocator._LAYOUTS", lambda: _LAYOUTS, lambda: _LAYOUTS_LIMIT)
+
+
+def _layout(names: tuple[tuple[str, str], ...], scale: int) -> _CounterLayout:
+    found = _LAYOUTS.get((names, scale))
+    if found is None:
+        if len(_LAYOUTS) >= _LAYOUTS_LIMIT:
+            _LAYOUTS.clear()  # pools laid out keep theirs
+        by_set: dict[str, dict[str, int]] = {}
+        for index, (set_name, name) in enumerate(names):
+            by_set.setdefault(set_name, {})[name] = index
+        found = _LAYOUTS[(names, scale)] = _CounterLayout(names, by_set, scale)
+    return found
+
+
+@dataclass(slots=True)
+class _PoolCounters:
+    """A pool's shared counters as one vector of integers, and each of its devices' consumption of them.
+
+    Quantities are exact fractions; each pool's are multiplied by the least common multiple of their
+    denominators (1 for NVIDIA's counters), so that the search adds and compares plain integers.
+    """
+
+    layout: _CounterLayout
+    values: tuple[int, ...]
+    consumers: dict[str, Amounts]
+    """Every device of the pool (here or on other nodes) that consumes counters, by name."""
+
+    @property
+    def names(self) -> tuple[tuple[str, str], ...]:
+        """(counter set, counter) per index."""
+        return self.layout.names
+
+    def amounts(self, device: Device) -> Amounts:
+        return self.layout.amounts(device.consumes)
 
 
 @dataclass(slots=True)
@@ -233,16 +280,15 @@ def prepare(pools: Sequence[Pool]) -> PreparedPools:
                         consumes=consumes,
                         taints=tuple(
                             t for t in device.taints if t.effect in (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
-                        ),
+                        )
+                        if device.taints
+                        else (),
                         unsupported=pool.unsupported or (shared_name if device.consumes else ""),
                         multiple=device.allow_multiple_allocations,
                     )
                     candidates.append(candidate)
                     mine.append(candidate)
         by_pool.append(tuple(mine))
-    for vector in counters:
-        if vector is not None:
-            vector.known.clear()  # keyed by object identity: valid only while these pools are laid out
     return PreparedPools(
         pools=pools,
         candidates=tuple(candidates),
@@ -267,14 +313,22 @@ def _counters_of(pool: Pool) -> _PoolCounters:
     # DeviceSlicesTargetingNode and DeviceSlicesNotTargetingNode: not the devices of a slice with counter sets.
     devices = [d for s in (*pool.slices, *pool.other_slices) if not s.shared_counters for d in s.devices if d.consumes]
     denominators = {v.denominator for v in values}
-    denominators.update(a.denominator for d in devices for c in d.consumes for _, a in c.counters)
+    # Devices of one GPU consume the same counters tuples as the other GPUs' (the view shares equal ones): each
+    # distinct tuple once.
+    amounts_of = {id(c.counters): c.counters for d in devices for c in d.consumes}
+    denominators.update(a.denominator for counters in amounts_of.values() for _, a in counters)
     scale = math.lcm(*denominators) if denominators else 1
-    by_set: dict[str, dict[str, int]] = {}
-    for index, (set_name, name) in enumerate(names):
-        by_set.setdefault(set_name, {})[name] = index
-    vector = _PoolCounters(tuple(names), tuple(int(v * scale) for v in values), (), by_set, scale)
-    vector.consumers = tuple(((pool.driver, pool.name, d.name), vector.amounts(d)) for d in devices)
-    return vector
+    layout = _layout(tuple(names), scale)
+    consumers: dict[str, Amounts] = {}
+    for device in devices:
+        amounts = layout.amounts(device.consumes)
+        if device.name in consumers:  # a name listed twice (an invalid pool): Go subtracts both when allocated
+            summed = dict(consumers[device.name])
+            for index, amount in amounts:
+                summed[index] = summed.get(index, 0) + amount
+            amounts = tuple(summed.items())
+        consumers[device.name] = amounts
+    return _PoolCounters(layout, tuple(v.numerator if scale == 1 else int(v * scale) for v in values), consumers)
 
 
 # --- the allocation attempt -----------------------------------------------------------------------------
@@ -732,11 +786,17 @@ class _Attempt:
         room: list[int] = []
         if vector is not None:  # None: a device consuming counters of a pool without sets (invalid, unsupported)
             room = list(vector.values)
-            in_use = self.in_use
-            for key, amounts in vector.consumers:
-                if key in in_use:
-                    for index, amount in amounts:
-                        room[index] -= amount
+            in_use, consumers = self.in_use, vector.consumers
+            found = self.prepared.pools[pool]
+            driver, name = found.driver, found.name
+            # each allocated device of the pool once: from the smaller side (a node's use, or every device)
+            if len(in_use) < len(consumers):
+                held = [consumers[k[2]] for k in in_use if k[1] == name and k[0] == driver and k[2] in consumers]
+            else:
+                held = [amounts for device, amounts in consumers.items() if (driver, name, device) in in_use]
+            for amounts in held:
+                for index, amount in amounts:
+                    room[index] -= amount
         self.room[pool] = room
         self.overcommitted[pool] = any(value < 0 for value in room)
         return room
@@ -772,6 +832,9 @@ def allocate(
         return Outcome(Result.CANNOT_EVALUATE, str(exc), scheduler_error=True, steps=attempt.steps)
     except _Unsupported as exc:
         return Outcome(Result.CANNOT_EVALUATE, str(exc), steps=attempt.steps)
+    except RecursionError:  # two frames per device picked: hundreds of results across a pod's claims
+        reason = "the search went deeper than the interpreter's recursion limit"
+        return Outcome(Result.CANNOT_EVALUATE, reason, steps=attempt.steps)
     if outcome == _MAX_SIZE:
         return Outcome(
             Result.CANNOT_EVALUATE, "allocation max size exceeded", scheduler_error=True, steps=attempt.steps

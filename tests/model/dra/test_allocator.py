@@ -7,6 +7,8 @@ reads them. tests/model/dra/test_allocator_reference.py checks the same model ag
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
@@ -533,6 +535,21 @@ def test_step_budget() -> None:
     outcome = run(claims, node_pools(8), max_steps=1000)
     assert outcome.result is Result.CANNOT_EVALUATE and not outcome.scheduler_error
     assert outcome.reason == "the search took more than 1000 steps"
+
+
+def test_a_search_too_deep_for_the_interpreter() -> None:
+    layout = [[Placement(start, H100.profile("1g.10gb")) for start in range(7)] for _ in range(8)]
+    pools = pools_of([parse_resource_slice(s) for s in static_mig_slices("node1", H100, layout)], "node1")
+    claims = [claim(request("m", mig("1g.10gb", 32)))]
+    assert len(picked(run(claims, pools))[0]) == 32
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 40)
+    try:
+        outcome = run(claims, pools)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert outcome.result is Result.CANNOT_EVALUATE and not outcome.scheduler_error
+    assert "recursion limit" in outcome.reason
 
 
 def test_prepared_pools_keep_selector_results() -> None:
