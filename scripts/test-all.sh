@@ -8,8 +8,10 @@ export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy --strict extender"; mypy extender
 echo "== import layers"; lint-imports
-echo "== control plane binaries (kube-apiserver, kube-scheduler, etcd from Go modules; cached)"
+echo "== control plane binaries (kube-apiserver, kube-scheduler, kube-controller-manager, etcd from Go modules; cached)"
 bash scripts/build-control-plane.sh
+echo "== the same for Kubernetes v1.37.2, for tests/e2e/test_dra.py (each DRA test also runs on 1.37); cached"
+bash scripts/build-control-plane.sh v1.37.2
 echo "== Karpenter (kwok provider) and KWOK from Go modules, for tests/e2e/test_karpenter.py; cached"
 bash scripts/build-karpenter.sh
 echo "== Helm and kustomize from Go modules, the monitoring CRDs, for tests/helm and tests/e2e/test_helm.py; cached"

@@ -46,7 +46,7 @@ def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if version == K8S_VERSION:
         yield request.getfixturevalue("default_plane")
         return
-    with running_plane(tmp_path_factory.mktemp(f"plane-{version}"), version) as control_plane:
+    with running_plane(tmp_path_factory.mktemp(f"plane-{version}-"), version) as control_plane:
         yield control_plane
 
 
