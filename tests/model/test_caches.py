@@ -16,6 +16,7 @@ from extender.view import dra_objects, objects
 from extender.view.objects import NodeInfo, PodInfo
 from tests.model.dra.test_cel import CEL_BOUNDED
 from tests.model.dra.test_inventory import pool_sets_bound, pools_bound, shared_bound
+from tests.model.dra.test_allocator_layouts import layouts_bound
 from tests.model.dra.test_inventory_shapes import shapes_bound
 from tests.model.test_cache_bounds import BOUND, BOUNDED, FED, mig_pod, scheduling_run
 
@@ -85,6 +86,7 @@ MORE_BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
     "inventory._POOL_SETS": pool_sets_bound,
     "inventory._SHARED": shared_bound,
     "inventory._SHAPES": shapes_bound,
+    "allocator._LAYOUTS": layouts_bound,
     "objects._DEMANDS": demands,
     "objects._PLACEMENTS": placements,
     "objects._TAINTS": taints,
