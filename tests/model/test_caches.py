@@ -7,16 +7,16 @@ from functools import lru_cache
 
 import pytest
 
-import extender.model.migbench  # noqa: F401  (the simulator's MIGBench geometry: not imported by the server)
+import extender.model.migbench  # the simulator's MIGBench geometry registers its caches (the server does not import it)
 import extender.server.run  # noqa: F401  (every module with a cache registers it when imported)
 from extender.model import placement
 from extender.model.caches import CACHES
 from extender.model.catalog import model_named
 from extender.view import dra_objects, objects
 from extender.view.objects import NodeInfo, PodInfo
+from tests.model.dra.test_allocator_layouts import layouts_bound
 from tests.model.dra.test_cel import CEL_BOUNDED
 from tests.model.dra.test_inventory import pool_sets_bound, pools_bound, shared_bound
-from tests.model.dra.test_allocator_layouts import layouts_bound
 from tests.model.dra.test_inventory_shapes import shapes_bound
 from tests.model.test_cache_bounds import BOUND, BOUNDED, FED, mig_pod, scheduling_run
 
