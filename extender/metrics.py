@@ -37,7 +37,11 @@ from .view.store import ClusterView, Kind
 # Filter + prioritize must stay far below kube-scheduler's 5 s httpTimeout: resolve the low end finely.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-VERBS = ("filter", "prioritize")
+VERBS = ("filter", "prioritize", "bind")
+NODE_VERBS = ("filter", "prioritize")  # the verbs that carry candidate nodes
+BIND_OUTCOMES = ("as-assumed", "moved", "unassumed", "refused", "failed")
+"""mig_extender_binds_total's outcomes: what the view had assumed for the pod (``SchedulingService.bind``), a
+bind the extender refused, or a binding the API server refused."""
 UNKNOWN_NODE_VERDICT = "unknown-node"  # the verdict label the scheduling service counts for unknown nodes
 
 WeightsProvider = Callable[[], Mapping[str, float]]
@@ -729,6 +733,28 @@ class Metrics:
             ["reason", "result"],
             registry=r,
         )
+        self.binds = Counter(
+            "mig_extender_binds_total",
+            "Binds, by what the view had assumed for the pod: as-assumed (on the node kube-scheduler chose), "
+            "moved (prioritize's best-scored node, outvoted by kube-scheduler's own scores), unassumed "
+            "(nothing); refused: not bound, the pod's MIG slices there are taken (or the pod is unknown); "
+            "failed: the API server refused the binding or did not answer.",
+            ["outcome"],
+            registry=r,
+        )
+        self.bind_waits = Counter(
+            "mig_extender_bind_waits_total",
+            "Filters that first waited for the bind of a pod prioritize had just placed on its best-scored node "
+            "(bind_wait_s), by outcome: bound (it came) or timed-out.",
+            ["outcome"],
+            registry=r,
+        )
+        self.standby_refusals = Counter(
+            "mig_extender_standby_refusals_total",
+            "Verb calls refused because this replica does not hold the Lease (leader_only_verbs), by verb.",
+            ["verb"],
+            registry=r,
+        )
         self.background_errors = Counter(
             "mig_extender_background_errors_total",
             "Background loop iterations that raised (logged; the loop goes on after a backoff), by task.",
@@ -753,9 +779,15 @@ class Metrics:
         """Create the known label sets at 0, so that rates and alerts see a 0 rather than no series."""
         for verb in VERBS:
             self.request_seconds.labels(verb)
-            self.nodes_per_request.labels(verb)
+            self.standby_refusals.labels(verb)
             for status in ("400", "413", "internal"):
                 self.bad_requests.labels(verb, status)
+        for verb in NODE_VERBS:
+            self.nodes_per_request.labels(verb)
+        for outcome in BIND_OUTCOMES:
+            self.binds.labels(outcome)
+        for outcome in ("bound", "timed-out"):
+            self.bind_waits.labels(outcome)
         for verdict in Verdict:
             self.filter_outcomes.labels(str(outcome_of_verdict(verdict)), str(verdict))
         self.filter_outcomes.labels(str(Outcome.UNSCHEDULABLE), UNKNOWN_NODE_VERDICT)

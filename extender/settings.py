@@ -204,6 +204,16 @@ class ServerSettings(Group):
         "503 when all are mid-request; this bounds the memory that many clients can pin.",
         check=positive,
     )
+    bind_wait_s: float = setting(
+        "bind_wait_s",
+        0.1,
+        "With kube-scheduler's bind verb configured: a filter that arrives while a pod prioritize placed on "
+        "its best-scored node awaits its bind waits up to this long for it, so that it counts that pod on the "
+        "node kube-scheduler chose (its own scores may outvote the extender's). kube-scheduler sends the bind "
+        "as its scheduling cycle ends; only a pod held in PreBind (volumes) or failed after prioritize makes "
+        "the filter wait this long, once. 0: never wait.",
+        check=non_negative,
+    )
     metrics_host: str = setting(
         "metrics_host",
         "0.0.0.0",
@@ -647,14 +657,15 @@ class LeaderElectionSettings(Group):
     )
 
     def _problems(self) -> list[Problem]:
+        problems = []
         if not 0 < self.retry_period_s < self.renew_deadline_s < self.lease_duration_s:
-            return [
+            problems.append(
                 Problem(
                     ("leader_retry_period_s", "leader_renew_deadline_s", "leader_lease_duration_s"),
                     "leader election: need 0 < retry period < renew deadline < lease duration",
                 )
-            ]
-        return []
+            )
+        return problems
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def _extender_block(url_prefix: str, resources: Sequence[str] | None) -> str:
         f"  - urlPrefix: {url_prefix}",
         "    filterVerb: filter",
         "    prioritizeVerb: prioritize",
+        "    bindVerb: bind",
         "    weight: 10",
         "    nodeCacheCapable: true",
         "    ignorable: false",
@@ -112,9 +113,11 @@ profiles:
     # extender would only ever see the first nodes found.
     percentageOfNodesToScore: 100
 # weight 10: extender scores 0..10 are multiplied by weight*10, so MIG topology adds up to 1000 while the
-# in-tree plugins add a few hundred: decisive but not absolute. nodeCacheCapable: send node names only,
-# the extender keeps its own view. ignorable false: if the extender fails, MIG pods wait instead of
-# landing where no slice fits. managedResources: only pods that ask for a MIG resource reach the extender.
+# in-tree plugins add a few hundred: decisive but not absolute. bindVerb: the extender creates the Binding,
+# so that it counts each pod on the node kube-scheduler chose (its own plugins' scores may outvote the
+# extender's best node). nodeCacheCapable: send node names only, the extender keeps its own view.
+# ignorable false: if the extender fails, MIG pods wait instead of landing where no slice fits.
+# managedResources: only pods that ask for a MIG resource reach the extender.
 """
 
 DRA_NOTE = """\

@@ -273,7 +273,9 @@ def test_scheduler_config_extender_settings(mode: str) -> None:
     assert extender["nodeCacheCapable"] is True
     assert extender["ignorable"] is False
     assert extender["httpTimeout"] == "5s"
-    assert "bindVerb" not in extender and "preemptVerb" not in extender
+    # the extender binds: it counts each pod on the node kube-scheduler chose, before the Binding exists
+    assert extender["bindVerb"] == "bind"
+    assert "preemptVerb" not in extender
     (profile,) = config["profiles"]
     assert profile["percentageOfNodesToScore"] == 100
 
@@ -427,6 +429,7 @@ def test_extender_rbac_is_minimal() -> None:
     assert cluster == {
         ("", "nodes"): {"get", "list", "watch", "patch"},  # the re-layout controller: label, taint
         ("", "pods"): {"get", "list", "watch", "patch"},
+        ("", "pods/binding"): {"create"},  # the bind verb
         **{
             ("resource.k8s.io", kind): {"get", "list", "watch"}  # the DRA objects: read only
             for kind in ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")

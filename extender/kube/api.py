@@ -43,6 +43,18 @@ class LeaseApi(Protocol):
     async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
+class BindingApi(Protocol):
+    async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
+        """Bind the pod to the node (a ``pods/binding`` subresource, as kube-scheduler's DefaultBinder makes)."""
+
+
+class RouteApi(Protocol):
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+
+    async def patch_pod_metadata(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """An RFC 7386 merge patch of a pod's labels and annotations; the pod as the API server stored it."""
+
+
 class EventApi(Protocol):
     async def post_event(self, regarding: Mapping[str, str], reason: str, kind: str, note: str, action: str) -> None:
         """An events.k8s.io/v1 Event about ``regarding`` (see :func:`extender.kube.events.event_body`)."""
@@ -98,8 +110,8 @@ class CapacityApi(EventApi, Protocol):
 
 
 class KubeApi:
-    """:class:`LeaseApi`, :class:`ClusterApi`, :class:`CapacityApi` and pod annotation patches, against a
-    real API server."""
+    """:class:`LeaseApi`, :class:`ClusterApi`, :class:`CapacityApi`, :class:`BindingApi`, :class:`RouteApi` and
+    pod annotation patches, against a real API server."""
 
     def __init__(self, api: ApiClient) -> None:
         self.core = client.CoreV1Api(api)
@@ -176,6 +188,22 @@ class KubeApi:
         """An RFC 7386 merge patch of a pod (its annotations: null deletes a key); the answer is not read."""
         response = await _merge_patch(self.core.patch_namespaced_pod, name, namespace, patch=patch)
         await discard(response, f"patch pod {namespace}/{name}")
+
+    async def patch_pod_metadata(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        response = await _merge_patch(self.core.patch_namespaced_pod, name, namespace, patch=patch)
+        return cast(dict[str, Any], await read_json(response, f"patch pod {namespace}/{name}"))
+
+    async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
+        """POST ``pods/<name>/binding``; ``uid`` (if set) is a precondition: a pod re-created under the same name
+        since is not bound (409). The answer is not read."""
+        metadata: dict[str, str] = {"name": name, "namespace": namespace}
+        if uid:
+            metadata["uid"] = uid
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": metadata, "target": {"kind": "Node", "name": node}}
+        response = await self.core.create_namespaced_pod_binding(
+            name, namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        await discard(response, f"bind pod {namespace}/{name} to node {node}")
 
     async def patch_pod_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         response = await _merge_patch(self.core.patch_namespaced_pod_status, name, namespace, patch=patch)

@@ -7,29 +7,72 @@ Every request passes :func:`_guard_requests`: its body is read within the connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..kube.api import BindingApi
+from ..kube.errors import ApiError
 from ..metrics import VERBS, Metrics
 from ..settings import Settings, TlsSettings
 from ..view.store import ClusterView
 from .guard import ConnectionGuard, GuardStats
 from .ratelog import RateLimitedLog
-from .scheduling import SchedulingService
-from .wire import BadRequest, ExtenderArgs, parse_extender_args
+from .scheduling import BindRefused, SchedulingService
+from .wire import BadRequest, ExtenderArgs, binding_result, parse_binding_args, parse_extender_args
 
 log = logging.getLogger(__name__)
+
+
+class Gate:
+    """Whether this replica answers kube-scheduler's calls now, and the bindings it has in flight.
+
+    With ``leader_only_verbs`` only the replica that holds the Lease (and whose Pod the Service selects)
+    answers; the others refuse, so that two replicas never answer from views that lack each other's
+    assumptions. Before it gives the Lease up, a replica waits for its bindings in flight (:meth:`drained`), so
+    that its successor's watch has them.
+    """
+
+    def __init__(self, serving: Callable[[], bool] | None = None, *, who: str = "this replica") -> None:
+        self.serving: Callable[[], bool] = serving or (lambda: True)
+        self.refusal = (
+            f"mig-extender {who} does not hold the Lease (leader_only_verbs): it answers no calls. The Service "
+            "selects only the replica that does; kube-scheduler retries the pod"
+        )
+        self.binds_in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def binding(self) -> Iterator[None]:
+        self.binds_in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.binds_in_flight -= 1
+            if not self.binds_in_flight:
+                self._idle.set()
+
+    async def drained(self, timeout_s: float) -> None:
+        """Return once no binding is in flight, or after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+
 
 SETTINGS = web.AppKey("settings", Settings)
 VIEW = web.AppKey("view", ClusterView)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", SchedulingService)
+GATE = web.AppKey("gate", Gate)
+BINDER = web.AppKey("binder", BindingApi)
 
 GUARD = web.AppKey("guard", ConnectionGuard)
 GUARD_STATS = web.AppKey("guard_stats", GuardStats)
@@ -77,14 +120,31 @@ async def _read_args(request: web.Request) -> ExtenderArgs | web.Response:
 
 
 def _verb(
-    name: str, answer: Callable[[SchedulingService, ExtenderArgs], Any], on_fault: Callable[[ExtenderArgs], Any]
+    name: str,
+    answer: Callable[[SchedulingService, ExtenderArgs], Any],
+    on_fault: Callable[[ExtenderArgs], Any],
+    on_standby: Callable[[ExtenderArgs, str], Any],
+    *,
+    settle: bool = False,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler for ``name``; ``settle``: first wait for the binds of pods answered just before
+    (``SchedulingService.settle_binds``)."""
+
     async def handler(request: web.Request) -> web.Response:
         started = time.perf_counter()
         metrics = request.app[METRICS]
         args = await _read_args(request)
         if isinstance(args, web.Response):
             return args
+        gate = request.app[GATE]
+        if not gate.serving():
+            return _standby(request, name, on_standby(args, gate.refusal))
+        if settle:
+            waited = await request.app[SERVICE].settle_binds(args.pod)
+            if waited is not None:
+                metrics.bind_waits.labels(waited).inc()
+            if not gate.serving():  # it may have lost the Lease meanwhile
+                return _standby(request, name, on_standby(args, gate.refusal))
         try:
             result = answer(request.app[SERVICE], args)
         except BadRequest as exc:
@@ -101,19 +161,81 @@ def _verb(
     return handler
 
 
-def _filter_fault(args: ExtenderArgs) -> dict[str, Any]:
+def _standby(request: web.Request, verb: str, answer: Any) -> web.Response:
+    """A call this replica does not answer (it does not hold the Lease): counted, logged once a minute.
+
+    The connection is closed after the answer: kube-scheduler's next call opens a new one, which the Service
+    sends to the replica it selects now (an open connection stays with the replica it reached)."""
+    request.app[METRICS].standby_refusals.labels(verb).inc()
+    request.app[REFUSALS].note(f"{verb} standby", f"{verb} refused: {request.app[GATE].refusal}")
+    response = _json(answer)
+    response.force_close()
+    return response
+
+
+def _filter_error(message: str) -> dict[str, Any]:
     # Error makes kube-scheduler fail this attempt (SchedulerError) and retry: safer than a wrong pass.
-    return {
-        "Nodes": None,
-        "NodeNames": None,
-        "FailedNodes": {},
-        "FailedAndUnresolvableNodes": {},
-        "Error": "mig-extender internal error; see its logs",
-    }
+    return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "FailedAndUnresolvableNodes": {}, "Error": message}
+
+
+def _filter_fault(args: ExtenderArgs) -> dict[str, Any]:
+    return _filter_error("mig-extender internal error; see its logs")
 
 
 def _prioritize_fault(args: ExtenderArgs) -> list[dict[str, Any]]:
     return [{"Host": name, "Score": 0} for name in args.candidate_names()]
+
+
+def _definitive(error: Exception) -> bool:
+    """The API server refused the binding for good (the pod is gone, was re-created, is bound already, or the
+    request is forbidden), rather than a timeout or an overloaded server after which it may have been done."""
+    return isinstance(error, ApiError) and 400 <= error.status < 500 and error.status != 429
+
+
+async def bind(request: web.Request) -> web.Response:
+    """kube-scheduler's bind verb: count the pod on the node it chose, then create the Binding.
+
+    The view assumes the pod on that node before the Binding is created, so that answers given meanwhile count
+    it where it goes (prioritize assumed it on its best-scored node, which kube-scheduler may have outvoted).
+    A MIG pod whose slices on that node are taken meanwhile is not bound (``BindRefused``), and a binding the
+    API server refuses drops the count again: kube-scheduler schedules the pod anew.
+    """
+    started = time.perf_counter()
+    metrics = request.app[METRICS]
+    try:
+        args = parse_binding_args(await request.read())
+    except BadRequest as exc:
+        return _refused(request, exc.status, str(exc))
+    gate = request.app[GATE]
+    if not gate.serving():
+        return _standby(request, "bind", binding_result(gate.refusal))
+    binder = request.app.get(BINDER)
+    if binder is None:
+        return _json(binding_result("mig-extender serves a snapshot: it has no API server to bind pods with"))
+    service = request.app[SERVICE]
+    try:
+        service.bind(args)
+    except BindRefused as exc:
+        metrics.binds.labels("refused").inc()
+        request.app[REFUSALS].note("bind refused", f"bind of {args.namespace}/{args.name} refused: {exc}")
+        metrics.request_seconds.labels("bind").observe(time.perf_counter() - started)
+        return _json(binding_result(f"{exc}; kube-scheduler schedules the pod again"))
+    except Exception:  # the count is wrong until the watch shows the binding; the binding itself can go on
+        log.exception("bind: assuming %s/%s on %s failed", args.namespace, args.name, args.node)
+        metrics.bad_requests.labels("bind", "internal").inc()
+    error = ""
+    with gate.binding():
+        try:
+            await binder.bind_pod(args.namespace, args.name, args.uid, args.node)
+        except Exception as exc:
+            if _definitive(exc):
+                service.bind_failed(args)  # not on the node: its slices are free again
+            # else it may be bound: the assumption stays until the watch shows the pod (or assume_ttl_s)
+            metrics.binds.labels("failed").inc()
+            error = f"binding pod {args.namespace}/{args.name} to node {args.node}: {exc}"
+            request.app[REFUSALS].note(f"bind failed {type(exc).__name__}", error)
+    metrics.request_seconds.labels("bind").observe(time.perf_counter() - started)
+    return _json(binding_result(error))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -228,20 +350,39 @@ def build_app(
     service: SchedulingService,
     *,
     guard: ConnectionGuard | None = None,
+    binder: BindingApi | None = None,
+    gate: Gate | None = None,
 ) -> web.Application:
-    """The application; ``guard`` is the listener's (:class:`GuardedSite`), absent under aiohttp's test server."""
+    """The application; ``guard`` is the listener's (:class:`GuardedSite`), absent under aiohttp's test server.
+    ``binder`` creates the Bindings of the bind verb (none with a snapshot); ``gate`` says when to answer."""
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[_json_errors, _guard_requests])
     app[SETTINGS] = settings
     app[VIEW] = view
     app[METRICS] = metrics
     app[SERVICE] = service
+    app[GATE] = gate or Gate()
+    if binder is not None:
+        app[BINDER] = binder
     app[OPEN_PATHS] = open_paths(settings.tls)
     app[REFUSALS] = RateLimitedLog(log, REFUSAL_LOG_INTERVAL_S)
     app[GUARD_STATS] = guard.stats if guard is not None else GuardStats()
     if guard is not None:
         app[GUARD] = guard
-    app.router.add_post("/filter", _verb("filter", lambda s, a: s.filter_encoded(a), _filter_fault))
-    app.router.add_post("/prioritize", _verb("prioritize", lambda s, a: s.prioritize(a), _prioritize_fault))
+    app.router.add_post(
+        "/filter",
+        _verb(
+            "filter",
+            lambda s, a: s.filter_encoded(a),
+            _filter_fault,
+            lambda a, why: _filter_error(why),
+            settle=True,
+        ),
+    )
+    app.router.add_post(
+        "/prioritize",
+        _verb("prioritize", lambda s, a: s.prioritize(a), _prioritize_fault, lambda a, why: _prioritize_fault(a)),
+    )
+    app.router.add_post("/bind", bind)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

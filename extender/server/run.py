@@ -229,7 +229,8 @@ async def _assemble(
     if tls is not None:
         roots["tls reload"] = tls.run()
         metrics.registry.register(TlsCollector(tls.stats))
-    app = build_app(settings, view, metrics, service, guard=guard)
+    binder = KubeApi(api) if api is not None else None  # the bind verb's Bindings; none with a snapshot
+    app = build_app(settings, view, metrics, service, guard=guard, binder=binder)
     listeners = [await _listen(app, settings.server, guard, tls)]
     try:
         extra = await _listen_metrics(settings, view, metrics)

@@ -10,6 +10,7 @@ and prioritize starts from the filter's request and rewrites only the scores tha
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import operator
@@ -27,6 +28,7 @@ from cachetools import TTLCache
 from ..metrics import Metrics
 from ..model.catalog import MODELS
 from ..model.demand import DemandError, PodDemand, pod_demand
+from ..model.dra.demand import ClaimKey
 from ..model.fit import FitResult
 from ..model.fragmentation import DemandDistribution, parse_mix
 from ..model.policy import Outcome, PolicyConfig, evaluate, outcome_of, scores
@@ -35,7 +37,7 @@ from ..model.state import NodeState
 from ..settings import Settings
 from ..view.objects import NodeInfo, ObjectError
 from ..view.store import ClusterView
-from .wire import BadRequest, ExtenderArgs, filter_result, host_priorities
+from .wire import BadRequest, BindingArgs, ExtenderArgs, filter_result, host_priorities
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,15 @@ _DEMANDS_LIMIT = 1_024  # worst ~0.3 MB (~270 B per entry, measured)
 # Filter and prioritize answers kept per demand for the next pod with the same demand and candidates: ~1.2 MB
 # and ~0.5 MB each at 5,000 candidates (names, answer, positions), so a few demands' worth.
 _ANSWERS_LIMIT = 8
+
+# Pods answered with a node to go to, until their bind (kube-scheduler binds within seconds of its answer, a few
+# hundred pods a second at most; pods without MIG too, when every pod reaches the extender): their demand, and
+# for claim pods their claims' keys.
+_AWAITING_BIND_LIMIT = 20_000  # worst ~6 MB (~300 B per entry with a 36-character uid)
+
+# Filters that waited for a bind in vain, in a row, before the extender stops waiting for binds (until one comes):
+# kube-scheduler runs without the bind verb, and each further pod would wait bind_wait_s for nothing.
+_TIMEOUTS_TO_STOP = 3
 
 V = TypeVar("V")
 
@@ -177,6 +188,10 @@ class _FilterAnswer:
     """``result`` as JSON, once asked for (``result`` never changes: a changed answer is a new one)."""
 
 
+class BindRefused(Exception):
+    """The extender does not bind this pod to this node; the message says why (kube-scheduler shows it)."""
+
+
 class SchedulingService:
     def __init__(
         self,
@@ -212,6 +227,20 @@ class SchedulingService:
         next request), least recently used first."""
         self._answers: dict[PodDemand, _FilterAnswer] = {}
         """The last filter answer per demand (by candidate names), least recently used first."""
+        self._awaiting_bind: TTLCache[str, tuple[PodDemand, tuple[ClaimKey, ...] | None]] = TTLCache(
+            maxsize=_AWAITING_BIND_LIMIT, ttl=settings.view.assume_ttl_s, timer=clock
+        )
+        """Pods some node passed for, by uid: their demand and (claim pods) their claims' keys, for :meth:`bind`."""
+        self._guesses: dict[str, float] = {}
+        """Pods prioritize assumed on their best-scored node, by uid, with when: kube-scheduler may have chosen
+        another node, which their bind will say (see :meth:`settle_binds`)."""
+        self._no_guess = asyncio.Event()
+        self._no_guess.set()
+        self.bind_wait_s = settings.server.bind_wait_s
+        self._binder = self.bind_wait_s > 0
+        """kube-scheduler (presumably) calls the bind verb: guesses are settled by binds, worth waiting for."""
+        self._timeouts = 0
+        """Waits in a row that no bind ended."""
 
     # --- shared steps --------------------------------------------------------------------------------
 
@@ -326,11 +355,13 @@ class SchedulingService:
         uid = _uid_of(args.pod)
         # A new scheduling attempt: whatever this pod's last answer made the view assume is void.
         self.view.unassume(uid)
+        self._settled(uid)
         demand = self._demand_of(args)
         if demand.is_empty:
             if args.nodes is not None:
                 self._build_request(uid, demand, args)  # the Node objects are read, and refused if malformed
             self.metrics.nodes_per_request.labels("filter").observe(len(args.candidate_names()))
+            self._awaiting_bind[uid] = (demand, None)  # its bind, if the extender binds every pod
             return filter_result(args, repeat(True), {}, {}), None
         answer = self._answer_again(demand, args.node_names)
         if answer is None:
@@ -346,9 +377,12 @@ class SchedulingService:
         feasible = answer.passes.count(True)
         if not feasible:
             self.on_unschedulable(uid)
-        elif feasible == 1:
-            # kube-scheduler binds a single feasible node without calling prioritize.
-            self._assume(request, names[answer.passes.index(True)], args.pod)
+        else:
+            keys = self.view.claim_reader.claim_keys(args.pod, uid) if request.demand.claims is not None else None
+            self._awaiting_bind[uid] = (request.demand, keys)
+            if feasible == 1:
+                # kube-scheduler binds a single feasible node without calling prioritize.
+                self._assume(request, names[answer.passes.index(True)], args.pod)
         if answer.result["NodeNames"] is not None:
             self._remember_passed(request, answer.result["NodeNames"], answer.passes)
         return answer.result, answer
@@ -438,7 +472,8 @@ class SchedulingService:
         self._score_memos.trim(request.demand, fitting)
         if fitting:
             best = max(fitting, key=by_state.__getitem__)
-            self._assume(request, names[request.ids.index(best)], args.pod)
+            if self._assume(request, names[request.ids.index(best)], args.pod):
+                self._guessed(request.uid)
         return self._host_priorities(request.demand, names, list(map(by_state.__getitem__, request.ids)))
 
     def _host_priorities(self, demand: PodDemand, names: list[str], scores: list[int]) -> list[dict[str, Any]]:
@@ -465,7 +500,11 @@ class SchedulingService:
             self._score_memos.clear()
         return self._weights, self._score_memos.get(demand)
 
-    def _assume(self, request: _Request, node: str, pod: Mapping[str, Any]) -> None:
+    def _assume(self, request: _Request, node: str, pod: Mapping[str, Any]) -> bool:
+        """Count the pod's demand as used on ``node`` until its binding (or its claims' allocation) is seen.
+
+        True for a device-plugin placement: only the extender keeps those apart (on a DRA node kube-scheduler's
+        own allocator never hands out a device twice)."""
         demand = request.demand
         if demand.claims is not None and self.view.is_dra_node(node):
             # The devices kube-scheduler's allocator takes there, until the claims show their allocation.
@@ -474,8 +513,113 @@ class SchedulingService:
             if fit is not None and fit.devices:
                 keys = self.view.claim_reader.claim_keys(pod, request.uid)
                 self.view.assume_devices(request.uid, node, dict(zip(keys, fit.devices)))
-        elif demand.mig or demand.gpus:
+            return False
+        if demand.mig or demand.gpus:
             self.view.assume(request.uid, node, demand)
+            return True
+        return False
+
+    # --- guesses and binds ---------------------------------------------------------------------------
+
+    def _guessed(self, uid: str) -> None:
+        self._guesses[uid] = self.clock()
+        self._no_guess.clear()
+
+    def _settled(self, uid: str) -> None:
+        if self._guesses.pop(uid, None) is not None and not self._guesses:
+            self._no_guess.set()
+
+    def _open_guesses(self, uid: str) -> bool:
+        """Whether pods other than ``uid`` still await the bind that settles where prioritize assumed them.
+
+        Guesses older than ``bind_wait_s`` are given up (the pod stopped in PreBind, or failed after
+        prioritize). A guessed pod the watch shows bound although no bind came, or waits that time out
+        :data:`_TIMEOUTS_TO_STOP` times in a row, mean kube-scheduler binds without the extender (no
+        ``bindVerb``): waiting stops until a bind comes."""
+        now = self.clock()
+        for other, at in list(self._guesses.items()):
+            pod = self.view.pods.get(other)
+            if pod is not None and pod.node_name:
+                self._binder = False  # bound, and no bind reached this replica
+            if other == uid or now - at >= self.bind_wait_s or (pod is not None and pod.node_name):
+                self._settled(other)
+        return bool(self._guesses) and self._binder
+
+    async def settle_binds(self, pod: Mapping[str, Any]) -> str | None:
+        """Before the filter for ``pod``: wait (up to ``bind_wait_s``) for the binds of pods prioritize just
+        placed on their best-scored node. kube-scheduler sends each bind as that pod's scheduling cycle ends,
+        concurrently with the next pod's cycle; a filter that came first would count the pod on the best-scored
+        node though it may be going elsewhere. Returns ``bound`` or ``timed-out`` when it waited, else None."""
+        uid = _uid_of(pod)
+        if not self._open_guesses(uid):
+            return None
+        try:
+            async with asyncio.timeout(self.bind_wait_s):
+                await self._no_guess.wait()
+        except TimeoutError:
+            self._timeouts += 1
+            if self._timeouts >= _TIMEOUTS_TO_STOP:
+                self._binder = False
+            self._open_guesses(uid)  # the stale ones go
+            return "timed-out"
+        return "bound"
+
+    def bind(self, args: BindingArgs) -> str:
+        """kube-scheduler chose ``args.node``: the pod's demand counts there from now on, wherever prioritize
+        assumed it (kube-scheduler adds its own plugins' scores and may choose another node than the best-scored
+        one). Called before the Binding is created, so that the next pod's answers already see it; returns what
+        the view had assumed (``as-assumed``, ``moved`` or ``unassumed``, as in ``mig_extender_binds_total``).
+
+        Raises :class:`BindRefused` for a pod this replica neither answered nor holds in its view, and for a
+        device-plugin MIG pod whose demand does not fit the chosen node as the view counts it now (another pod
+        was answered onto those slices meanwhile): the extender never binds a pod where its slices are taken.
+        """
+        uid = args.uid or f"{args.namespace}/{args.name}"
+        self._binder, self._timeouts = self.bind_wait_s > 0, 0
+        self._settled(uid)
+        entry = self._awaiting_bind.pop(uid, None)
+        if entry is None:
+            # Answered by another replica, or before a restart: the pod as the view holds it, if it holds it.
+            known = self.view.pods.get(uid)
+            if known is None or known.node_name:
+                raise BindRefused(
+                    f"mig-extender binds only pods it answered or holds pending in its view, not "
+                    f"{args.namespace}/{args.name} (uid {args.uid or 'none'})"
+                )
+            keys = None
+            if known.demand.claims is not None and known.claims_source is not None:
+                keys = self.view.claim_reader.claim_keys(known.claims_source, uid)
+            entry = (known.demand, keys)
+        demand, keys = entry
+        if demand.is_empty:
+            return self._bind_outcome("unassumed")
+        before = self.view.assumed_node(uid)
+        if before == args.node:
+            # Counted there since the answer, which found it fitting: every answer since counted it too.
+            return self._bind_outcome("as-assumed")
+        if before is not None:
+            self.view.unassume(uid)  # the best-scored node: kube-scheduler chose another
+        state = self.view.node_state(args.node)
+        if state is None:
+            raise BindRefused(f"MIG: node {args.node} is not in the extender's view")
+        fit = self._fit_of(demand, state.state_id, state)
+        if demand.claims is not None and self.view.is_dra_node(args.node):
+            # kube-scheduler allocated the claims in PreBind: its allocator is the authority on DRA devices.
+            if fit.devices and keys:
+                self.view.assume_devices(uid, args.node, dict(zip(keys, fit.devices)))
+        elif not fit.fits_now:
+            raise BindRefused(f"{fit.reason} on node {args.node}, counting the pods the extender answered since")
+        elif demand.mig or demand.gpus:
+            self.view.assume(uid, args.node, demand)
+        return self._bind_outcome("moved" if before is not None else "unassumed")
+
+    def bind_failed(self, args: BindingArgs) -> None:
+        """The API server refused the binding: the pod is not on the node, and kube-scheduler schedules it again."""
+        self.view.unassume(args.uid or f"{args.namespace}/{args.name}")
+
+    def _bind_outcome(self, outcome: str) -> str:
+        self.metrics.binds.labels(outcome).inc()
+        return outcome
 
     def weights(self) -> Mapping[str, float]:
         return self.distribution.weights(self.clock())

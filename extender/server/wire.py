@@ -108,6 +108,45 @@ def parse_extender_args(body: bytes) -> ExtenderArgs:
     return ExtenderArgs(pod=pod, node_names=names, nodes=nodes)
 
 
+@dataclass(frozen=True, slots=True)
+class BindingArgs:
+    """ExtenderBindingArgs: the pod kube-scheduler chose a node for, and that node."""
+
+    name: str
+    namespace: str
+    uid: str
+    node: str
+
+
+def parse_binding_args(body: bytes) -> BindingArgs:
+    """``{"PodName", "PodNamespace", "PodUID", "Node"}`` (kube-scheduler's ``HTTPExtender.Bind``): strings no longer
+    than a name the API server accepts, all but ``PodUID`` non-empty (an empty uid binds without the precondition)."""
+    if not body:
+        raise BadRequest("empty request body: expected ExtenderBindingArgs JSON")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"request body must be an ExtenderBindingArgs object, not a JSON {type(data).__name__}")
+    values = []
+    for key in ("PodName", "PodNamespace", "PodUID", "Node"):
+        value = _get(data, key)
+        if key == "PodUID" and value is None:
+            value = ""
+        if not isinstance(value, str) or (not value and key != "PodUID"):
+            raise BadRequest(f"ExtenderBindingArgs.{key} must be a non-empty string")
+        if len(value) > MAX_IDENTITY_LENGTH:
+            raise BadRequest(f"ExtenderBindingArgs.{key} is longer than {MAX_IDENTITY_LENGTH} characters")
+        values.append(value)
+    return BindingArgs(*values)
+
+
+def binding_result(error: str = "") -> dict[str, str]:
+    """ExtenderBindingResult: an empty ``Error`` is a binding done; any text fails kube-scheduler's binding cycle."""
+    return {"Error": error}
+
+
 def filter_result(
     args: ExtenderArgs,
     passes: Iterable[bool],

@@ -478,6 +478,12 @@ class ClusterView:
         self._assumed_on_node.setdefault(node, {})[pod_uid] = demand
         self._changed(node)
 
+    def assumed_node(self, pod_uid: str) -> str | None:
+        """The node the pod is assumed on (its placement or its claims' devices), if any."""
+        self.expire_assumed()
+        entry = self._assumed.get(pod_uid) or self._assumed_devices.get(pod_uid)
+        return entry[0] if entry is not None else None
+
     def unassume(self, pod_uid: str) -> None:
         """Drop everything assumed for the pod: its placement and the DRA devices of its claims."""
         previous = self._forget_assumed(pod_uid)

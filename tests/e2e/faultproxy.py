@@ -7,6 +7,8 @@
         proxy.cut()      # close every open connection (the peers see a reset or EOF)
         proxy.refuse(True)   # close new connections at once, as if nothing listened
 
+    FaultProxy(upstream_port, delay_s=0.5)   # every byte arrives 0.5 s late, both ways, in order (a slow link)
+
 The proxy runs an asyncio loop in a daemon thread of the calling process and binds 127.0.0.1 only. TLS
 passes through untouched (the client still talks to the upstream's certificate). While paused, new
 connections are accepted by the kernel and then held without a byte forwarded: a black hole, as a
@@ -27,8 +29,10 @@ CHUNK = 64 * 1024
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1", *, delay_s: float = 0.0) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.delay_s = delay_s
+        """How long each chunk read is held before it is written on (0: at once)."""
         self.port = 0
         self.connections_total = 0
         self._loop = asyncio.new_event_loop()
@@ -154,6 +158,9 @@ class FaultProxy:
                     await task
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.delay_s > 0:
+            await self._pump_late(reader, writer)
+            return
         assert self._forwarding is not None
         while True:
             await self._forwarding.wait()  # paused: nothing is read, so the sender's window fills up
@@ -163,3 +170,34 @@ class FaultProxy:
             await self._forwarding.wait()  # paused after the read: hold what was read
             writer.write(data)
             await writer.drain()
+
+    async def _pump_late(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """:meth:`_pump` with every chunk written ``delay_s`` after it was read, in order; what was read before
+        the peer closed is still delivered, late."""
+        assert self._forwarding is not None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def send() -> None:
+            assert self._forwarding is not None
+            while (item := await queue.get()) is not None:
+                due, data = item
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                await self._forwarding.wait()
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.create_task(send())
+        try:
+            while True:
+                await self._forwarding.wait()
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                queue.put_nowait((loop.time() + self.delay_s, data))
+            queue.put_nowait(None)
+            await sender
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await sender

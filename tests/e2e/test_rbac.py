@@ -69,6 +69,8 @@ ALLOWED = [
     Ask("list", "resourceclaimtemplates", group="resource.k8s.io"),
     Ask("watch", "deviceclasses", group="resource.k8s.io"),
     Ask("get", "deviceclasses", name="mig.nvidia.com", group="resource.k8s.io"),
+    # the bind verb: kube-scheduler hands the binding of the pod it placed to the extender
+    Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="binding"),
     # verdict annotations on pending pods, re-layout labels and taints on nodes
     Ask("patch", "pods", namespace="team-a", name="trainer-0"),
     Ask("patch", "nodes", name="gpu-a"),
@@ -112,7 +114,6 @@ DENIED = [
     Ask("patch", "pods", namespace="team-a", name="trainer-0", subresource="status"),
     Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="exec"),
     Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="eviction"),
-    Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="binding"),
     Ask("update", "pods", namespace="team-a", name="trainer-0"),
     # nodes: no delete, no replace, no kubelet API
     Ask("delete", "nodes", name="gpu-a"),

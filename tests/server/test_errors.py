@@ -36,7 +36,7 @@ async def test_an_unknown_path_is_a_json_404(client: TestClient[Any, Any]) -> No
     assert response.status == 404
     assert response.content_type == "application/json"
     error = (await response.json())["error"]
-    assert error.startswith("no such path /filtr; served: POST /filter, POST /prioritize, GET /healthz")
+    assert error.startswith("no such path /filtr; served: POST /filter, POST /prioritize, POST /bind, GET /healthz")
 
 
 async def test_a_wrong_method_is_a_json_405_with_allow(client: TestClient[Any, Any]) -> None:

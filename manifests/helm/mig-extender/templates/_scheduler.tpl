@@ -25,6 +25,7 @@ extenders:
   - urlPrefix: {{ printf "%s://127.0.0.1:%d" (include "mig-extender.scheme" .) (int .Values.extender.port) }}
     filterVerb: filter
     prioritizeVerb: prioritize
+    bindVerb: bind
     weight: 10
     nodeCacheCapable: true
     ignorable: false
