@@ -20,7 +20,7 @@ from ..demand import PodDemand
 from ..fit import FitResult, PlannedInstance, Verdict
 from ..placement import Placement
 from ..state import NodeState
-from .allocator import Result, allocate
+from .allocator import Result
 from .demand import DraDemand, PodClaim, profile_demand
 from .driver import DRIVER
 from .inventory import DeviceRef, Inventory
@@ -124,8 +124,7 @@ def fit_claims(node: NodeState, demand: ClaimsDemand) -> FitResult:
         return FitResult(Verdict.NEVER, f"MIG: an allocated claim of the pod pins it to node {demand.pinned_node}")
     if not demand.specs:
         return FitResult(Verdict.FITS_NOW, "claims allocated on this node")
-    classes = demand.class_map
-    outcome = allocate(demand.specs, inventory.prepared, inventory.in_use, classes)
+    outcome = inventory.allocate(demand.specs, demand.classes)
     if outcome.result is Result.CANNOT_EVALUATE:
         return FitResult(Verdict.NOT_EVALUATED, f"MIG: claims not evaluated here: {outcome.reason}")
     if outcome.result is Result.ALLOCATED:
@@ -133,7 +132,7 @@ def fit_claims(node: NodeState, demand: ClaimsDemand) -> FitResult:
         plan = tuple(_planned(r, inventory) for r in refs if r is not None)
         devices = tuple(tuple(r.key for r in claim) for claim in outcome.claims)
         return FitResult(Verdict.FITS_NOW, "", plan, devices)
-    emptied = allocate(demand.specs, inventory.prepared, (), classes)
+    emptied = inventory.allocate(demand.specs, demand.classes, idle=True)
     if emptied.result is Result.ALLOCATED:
         return FitResult(
             Verdict.WAIT, f"MIG: kube-scheduler's allocator finds no free devices for {demand.text} ({outcome.reason})"

@@ -25,18 +25,21 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeVar
+
+from cachetools import LRUCache
 
 from ..caches import CACHES
 from ..catalog import CatalogError, GpuModel, Profile, parse_product_label
 from ..placement import Placement, PlacementError, occupancy_of
 from ..state import Fidelity, GpuState, Instance, NodeState, UnknownProduct, intern_key
-from .allocator import PreparedPools, prepare
+from . import cel
+from .allocator import Outcome, PreparedPools, Result, allocate, prepare
 from .driver import DRIVER
-from .types import Device, Pool, ResourceSlice
+from .types import ClaimSpec, Device, DeviceClass, Pool, ResourceSlice
 
 DeviceKey = tuple[str, str, str]
 """(driver, pool, device): how an allocation result names a device."""
@@ -111,19 +114,33 @@ class _ParsedPool:
     """One device per (model, profile) and per full-GPU model: what selectors can be tried on."""
     sample_positions: tuple[int, ...] = ()
     """Where each of ``samples`` is in the pool's devices."""
+    shape: _Shape | None = field(default=None, compare=False)
+    """The shape the pool has (None: a parse with warnings, or a pool the key cannot name)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Shape:
-    """A parse without warnings, shared by the pools of its shape (:func:`_shape_key`)."""
+    """A parse without warnings, shared by the pools of its shape (:func:`_shape_key`), and the allocator's layout
+    of the pool first parsed, which serves every pool of the shape (:meth:`Inventory.allocate`)."""
 
     parsed: _ParsedPool
+    pool: Pool
+    """The pool first parsed."""
     uuids: tuple[str, ...]
     """The UUIDs of the pool parsed, by their number in the shape key."""
     gpu_uuids: tuple[int | None, ...]
     """Per GPU of ``parsed``, the number of its UUID (None: it has none)."""
     held: tuple[object, ...]
-    """The consumptions and capacities the key names by identity, kept alive while the key is in use."""
+    """The consumptions, capacities and counters the key names by identity, kept alive while the key is in use."""
+    prepared: PreparedPools | None = None
+
+    def layout(self) -> PreparedPools:
+        if self.prepared is None:
+            self.prepared = prepare((self.pool,))
+        return self.prepared
+
+
+_UNSET: Any = object()
 
 
 @dataclass(slots=True, eq=False)
@@ -133,6 +150,9 @@ class _PoolSet:
     pools: tuple[Pool, ...]
     serial: int
     prepared: PreparedPools | None = None
+    shape: _Shape | None = _UNSET
+    """The shape whose layout serves the node's claims: set when the node has one pool, of NVIDIA's driver,
+    complete, valid, all on the node and of a known shape; None otherwise (the node's own layout serves)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +170,7 @@ class Inventory:
     _pool_set: _PoolSet = field(repr=False)
     node: NodeState = field(init=False)
     """The node's state, whose :attr:`~NodeState.devices` is this inventory (set by :func:`_build`)."""
+    _template_use: tuple[str, frozenset[DeviceKey]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def pools(self) -> tuple[Pool, ...]:
@@ -164,6 +185,50 @@ class Inventory:
         if found is None:
             found = self._pool_set.prepared = prepare(self._pool_set.pools)
         return found
+
+    def allocate(self, claims: Sequence[ClaimSpec], classes: Sequence[DeviceClass], *, idle: bool = False) -> Outcome:
+        """:func:`~extender.model.dra.allocator.allocate` of ``claims`` on the node's pools with its devices in use
+        (``idle``: none), ``classes`` the DeviceClasses they name.
+
+        A node whose pool has the shape of an earlier one is allocated on that pool's layout instead of its own:
+        the allocator reads nothing of a pool but what the shape key holds (device names, attributes, capacities,
+        counters, taints, the slices' order and counter sets), UUIDs apart, which only a selector could tell
+        apart (one that reads none is used this way; constraints compare UUIDs within a node, where renaming
+        keeps them equal or not). The devices in use are named in that pool, the results back in this one, and
+        the outcome is kept for other nodes in the same use. An outcome the model cannot evaluate is computed on
+        the node's own layout, whose messages name its own devices.
+        """
+        in_use: frozenset[DeviceKey] = frozenset() if idle else self.in_use
+        shape = self._pool_set.shape
+        if shape is _UNSET:
+            shape = self._pool_set.shape = _allocator_shape(self._pool_set.pools, self._pools)
+        if shape is None or not _shareable(tuple(claims), tuple(classes)):
+            return allocate(claims, self.prepared, in_use, {c.name: c for c in classes})
+        own, template = self._pool_set.pools[0].name, shape.pool.name
+        use = self._use_named_in(template) if in_use else frozenset()
+        key = (shape, use, tuple(claims), tuple(classes))
+        outcome = _OUTCOMES.get(key)
+        if outcome is None:
+            outcome = _OUTCOMES[key] = allocate(claims, shape.layout(), use, {c.name: c for c in classes})
+        if outcome.result is Result.CANNOT_EVALUATE:
+            return allocate(claims, self.prepared, in_use, {c.name: c for c in classes})
+        if own == template or not outcome.claims:
+            return outcome
+        renamed = tuple(
+            tuple(dataclasses.replace(r, pool=own) if r.pool == template else r for r in results)
+            for results in outcome.claims
+        )
+        return dataclasses.replace(outcome, claims=renamed)
+
+    def _use_named_in(self, template: str) -> frozenset[DeviceKey]:
+        """The node's devices in use named in the pool ``template`` (kept: every claim set reads it)."""
+        found = self._template_use
+        if found is None or found[0] != template:
+            own = self._pool_set.pools[0].name
+            use = frozenset((d, template, n) for d, p, n in self.in_use if p == own and d == DRIVER)
+            found = (template, use)
+            object.__setattr__(self, "_template_use", found)
+        return found[1]
 
     def ref(self, key: DeviceKey) -> DeviceRef | None:
         """Where the device ``(driver, pool, device)`` is, or None if it is not a modelled device of this node."""
@@ -404,42 +469,53 @@ def _parse_pool(pool: Pool) -> _ParsedPool:
         if all(n is not None for g, n in zip(parsed.gpus, gpu_uuids) if g.uuid):
             if len(_SHAPES) >= _SHAPES_LIMIT:
                 _SHAPES.clear()
-            _SHAPES[key] = _Shape(parsed, uuids, gpu_uuids, held)
+            shape = _SHAPES[key] = _Shape(parsed, pool, uuids, gpu_uuids, held)
+            parsed = shape.parsed = dataclasses.replace(parsed, shape=shape)
     return parsed
 
 
 def _shape_key(pool: Pool) -> tuple[tuple[object, ...] | None, tuple[str, ...], tuple[object, ...]]:
-    """What the parse reads of the pool's devices, UUIDs replaced by their number in order of appearance:
-    (the key, the UUIDs, the objects the key names by identity). Counter consumptions and capacities are named
-    by identity (the view shares equal ones between nodes); the key holds them, so an identity stays theirs.
-    None for a pool whose UUIDs could be mistaken for the names the parse gives GPUs without one."""
+    """What the parse and the allocator read of the pool: its driver, its slices' devices (names, attributes,
+    capacities, counter consumptions, taints, binding conditions, multiple allocations) and counter sets in
+    order, UUIDs replaced by their number in order of appearance: (the key, the UUIDs, the objects the key
+    names by identity). Capacities, consumptions and counter values are named by identity (the view shares
+    equal ones between nodes); the key holds them, so an identity stays theirs. None for a pool whose UUIDs
+    could be mistaken for the names the parse gives GPUs without one."""
     numbers: dict[str, int] = {}
     read: dict[int, tuple[object, ...]] = {}
-    devices: list[tuple[object, ...]] = []
+    parts: list[object] = [pool.driver]
     held: list[object] = []
-    for device in pool.devices:
-        attributes = device.attributes
-        found = read.get(id(attributes))
-        if found is None:
-            values: dict[str, object] = {}
-            for name, value in attributes:
-                if name in _READ:
-                    values.setdefault(name, value)
-            marks: list[object] = []
-            for name in _READ:
-                read_value = values.get(name)
-                if name in _UUIDS and isinstance(read_value, str):
-                    if _FULL_NAME_LIKE.match(read_value):
-                        return None, (), ()
-                    marks.append(("uuid", numbers.setdefault(read_value, len(numbers))))
-                else:
-                    marks.append((type(read_value).__name__, read_value))
-            found = read[id(attributes)] = tuple(marks)
-        devices.append((device.name, found, id(device.consumes), id(device.capacity)))
-        held.append(device.consumes)
-        held.append(device.capacity)
+    for piece in pool.slices:
+        parts.append((len(piece.devices), tuple((c.name, id(c.counters)) for c in piece.shared_counters)))
+        held.extend(c.counters for c in piece.shared_counters)
+        for device in piece.devices:
+            attributes = device.attributes
+            found = read.get(id(attributes))
+            if found is None:
+                marks: list[object] = []
+                for name, value in attributes:
+                    if name in _UUIDS and isinstance(value, str):
+                        if _FULL_NAME_LIKE.match(value):
+                            return None, (), ()
+                        marks.append((name, numbers.setdefault(value, len(numbers))))
+                    else:
+                        marks.append((name, type(value), value))
+                found = read[id(attributes)] = tuple(marks)
+            parts.append(
+                (
+                    device.name,
+                    found,
+                    id(device.consumes),
+                    id(device.capacity),
+                    device.taints,
+                    device.binding_conditions,
+                    device.allow_multiple_allocations,
+                )
+            )
+            held.append(device.consumes)
+            held.append(device.capacity)
     # ``attributes`` of one pool stay alive while it is read: ids in ``read`` are not reused meanwhile
-    return (pool.driver, tuple(devices)), tuple(numbers), tuple(held)
+    return tuple(parts), tuple(numbers), tuple(held)
 
 
 def _rebound(shape: _Shape, pool: Pool, uuids: tuple[str, ...]) -> _ParsedPool:
@@ -459,6 +535,7 @@ def _rebound(shape: _Shape, pool: Pool, uuids: tuple[str, ...]) -> _ParsedPool:
         parsed.warnings,
         tuple(devices[i] for i in parsed.sample_positions),
         parsed.sample_positions,
+        shape,
     )
 
 
@@ -628,6 +705,61 @@ _READ = (TYPE, PRODUCT, PROFILE, UUID, PARENT_UUID)
 _UUIDS = frozenset((UUID, PARENT_UUID))
 _FULL_NAME_LIKE = re.compile(r"^gpu-\d+$")
 """A GPU without a UUID is grouped under this name: a UUID spelled so is not shared."""
+
+
+_OUTCOMES: LRUCache[tuple[object, ...], Outcome] = LRUCache(maxsize=8_192)
+# (shape, devices in use named in the shape's pool, claims, classes) -> the allocator's outcome: nodes in the same
+# use (idle ones, and every node's "once its devices are free" check) share it. ~0.5 KB each.
+CACHES.register_table("inventory._OUTCOMES", lambda: _OUTCOMES, lambda: int(_OUTCOMES.maxsize))
+_SHAREABLE: LRUCache[tuple[object, ...], bool] = LRUCache(maxsize=1_024)
+# (claims, classes) -> whether no selector reads what tells the pools of one shape apart: a few per workload.
+CACHES.register_table("inventory._SHAREABLE", lambda: _SHAREABLE, lambda: int(_SHAREABLE.maxsize))
+
+
+def _allocator_shape(pools: tuple[Pool, ...], parsed: tuple[_ParsedPool, ...]) -> _Shape | None:
+    """The shape whose layout serves a node with these pools: one pool of NVIDIA's driver, complete, valid and
+    all on the node (no slices elsewhere, none without a node), its parse that of a known shape."""
+    if len(pools) != 1 or len(parsed) != 1:
+        return None
+    (pool,), (mine,) = pools, parsed
+    if (
+        pool.driver != DRIVER
+        or pool.invalid
+        or pool.incomplete
+        or pool.unsupported
+        or pool.other_slices
+        or mine.shape is None
+        or not _same(mine.slices, pool.slices)
+    ):
+        return None
+    template = mine.shape.pool
+    if template.invalid or template.incomplete or template.unsupported or template.other_slices:
+        return None
+    return mine.shape
+
+
+def _shareable(claims: tuple[ClaimSpec, ...], classes: tuple[DeviceClass, ...]) -> bool:
+    """Whether no selector of the claims or their classes can read a UUID: then a device and its counterpart in
+    another pool of the shape are selected alike (they differ in nothing else). A selector that does not compile
+    is no answer to share."""
+    key = (claims, classes)
+    found = _SHAREABLE.get(key)
+    if found is None:
+        expressions = {e for c in classes for e in c.selectors}
+        expressions.update(e for claim in claims for r in claim.requests for a in r.alternatives for e in a.selectors)
+        found = _SHAREABLE[key] = all(_blind_to_uuids(e) for e in expressions)
+    return found
+
+
+def _blind_to_uuids(expression: str) -> bool:
+    try:
+        reads = cel.compile_selector(expression).reads
+    except cel.SelectorError:
+        return False
+    kind = "device.attributes"
+    if kind in reads.whole or kind in reads.computed_domain or (kind, DRIVER) in reads.domains:
+        return False
+    return not any(k == kind and f"{d}/{n}" in _UUIDS for k, d, n in reads.keys)
 
 
 def _parsed(pool: Pool) -> _ParsedPool:
