@@ -798,7 +798,7 @@ class _Attempt:
                 for index, amount in amounts:
                     room[index] -= amount
         self.room[pool] = room
-        self.overcommitted[pool] = any(value < 0 for value in room)
+        self.overcommitted[pool] = bool(room) and min(room) < 0
         return room
 
     def outcome(self) -> tuple[tuple[AllocatedDevice, ...], ...]:
