@@ -632,7 +632,18 @@ class LeaderElectionSettings(Group):
         "leader_election",
         True,
         "Hold a Lease before the re-layout controller or the provisioning loop acts, so one replica acts "
-        "at a time. Only used when either is on.",
+        "at a time. Only used when either is on, or with leader_only_verbs.",
+    )
+    verbs: bool = setting(
+        "leader_only_verbs",
+        False,
+        "Answer kube-scheduler (filter, prioritize, bind) only while this replica holds the Lease, and label "
+        "its Pod mig-extender.io/leader=true meanwhile, so that a Service selecting that label sends "
+        "kube-scheduler to it alone: replicas do not share what they assumed between an answer and the "
+        "binding, and two answering side by side could count the same free slices twice. Needs POD_NAME (and "
+        "POD_NAMESPACE, else the Lease's namespace) from the downward API. The extender Deployment of "
+        "manifests/base and the chart's extender mode turn it on; a secondary scheduler's sidecar, which only "
+        "its own kube-scheduler calls, leaves it off.",
     )
     namespace: str = setting(
         "leader_election_namespace",
@@ -663,6 +674,13 @@ class LeaderElectionSettings(Group):
                 Problem(
                     ("leader_retry_period_s", "leader_renew_deadline_s", "leader_lease_duration_s"),
                     "leader election: need 0 < retry period < renew deadline < lease duration",
+                )
+            )
+        if self.verbs and not self.enabled:
+            problems.append(
+                Problem(
+                    ("leader_only_verbs", "leader_election"),
+                    "leader_only_verbs: needs leader_election (only the replica that holds the Lease answers)",
                 )
             )
         return problems

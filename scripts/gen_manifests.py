@@ -226,6 +226,7 @@ CHART_MANAGED: dict[str, str] = {
     "leader_election": "leaderElection.enabled",
     "leader_election_namespace": "the release namespace",
     "leader_election_name": "the release's full name",
+    "leader_only_verbs": "the mode and leaderElection.enabled (extender mode: the Service selects the leader's Pod)",
 }
 """Settings the chart sets from values of its own (or from the release), with the value that does: these are
 not accepted in ``extender.settings``."""

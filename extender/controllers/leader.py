@@ -7,7 +7,10 @@
 - The leader renews every ``retry_period_s``; it counts as leader only while its last successful renewal
   is younger than ``renew_deadline_s`` (below the lease duration), so it stops acting before another
   replica can take over.
-- On shutdown the leader releases the Lease (no holder, duration 1 s) so that a successor need not wait.
+- On shutdown the leader releases the Lease (no holder, duration 1 s) so that a successor need not wait; with
+  ``before_release`` it first lets what it started finish (the bindings in flight).
+- A replica may lead only while ``may_lead`` says so (its cluster view is synced and fresh): a leader whose
+  view goes stale releases the Lease, so that a replica with a current view takes over.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..kube.api import LeaseApi
@@ -37,8 +40,12 @@ class LeaderElector:
         identity: str,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        may_lead: Callable[[], bool] = lambda: True,
+        before_release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.api = api
+        self.may_lead = may_lead
+        self.before_release = before_release
         self.namespace = settings.namespace
         self.name = settings.name
         self.identity = identity
@@ -52,6 +59,9 @@ class LeaderElector:
         self._observed_at = 0.0
         self.transitions = 0
         """Times this replica became leader."""
+        self.term: str | None = None
+        """The ``acquireTime`` of the Lease this replica holds: one value per term of leadership (a renewal keeps
+        it, a takeover changes it), so that what a term wrote can be told from what an earlier one left."""
 
     @property
     def is_leader(self) -> bool:
@@ -71,6 +81,13 @@ class LeaderElector:
     async def try_once(self) -> bool:
         """One attempt to acquire or renew; True if this replica holds the Lease now."""
         was_leader = self.is_leader
+        if not self.may_lead():
+            if self._renewed_at is not None:
+                log.warning("lease %s/%s: %s may not lead now; releasing", self.namespace, self.name, self.identity)
+                with contextlib.suppress(ApiError, OSError, TimeoutError):
+                    await self.release()
+            self._renewed_at = None
+            return False
         try:
             held = await self._acquire_or_renew()
         except (ApiError, OSError, TimeoutError) as exc:
@@ -110,6 +127,7 @@ class LeaderElector:
                 await self.api.create_lease(self.namespace, body)
             except Conflict:
                 return False  # another replica created it first
+            self.term = stamp
             return True
         spec: Mapping[str, Any] = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or None
@@ -131,11 +149,17 @@ class LeaderElector:
             return False
         self._observed = (self.identity, (updated.get("spec") or {}).get("renewTime"))
         self._observed_at = self.clock()
+        self.term = new_spec["acquireTime"]
         return True
 
     async def release(self) -> None:
-        """Give the Lease up if this replica holds it: no holder, so the next replica takes it at once."""
+        """Give the Lease up if this replica holds it: no holder, so the next replica takes it at once.
+
+        It stops leading at once; ``before_release`` runs before the Lease is updated."""
+        was_holding = self._renewed_at is not None
         self._renewed_at = None
+        if was_holding and self.before_release is not None:
+            await self.before_release()
         lease = await self.api.get_lease(self.namespace, self.name)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             return

@@ -65,3 +65,10 @@ CAPACITY_MODE_ANNOTATION = "mig-extender.io/capacity-mode"
 # On a pending MIG pod (overlay mode): Karpenter launched no node for it, and what the loop does instead.
 PROVISIONING_ANNOTATION = "mig-extender.io/provisioning"
 KARPENTER_EVENT_SOURCE = "karpenter"  # source.component of the core/v1 Events Karpenter's recorder writes
+
+# --- the extender's own pods: which replica answers kube-scheduler (leader_only_verbs) -------------------------
+# On the replica that holds the Lease, "true": the Service's selector includes it, so kube-scheduler reaches it
+# alone. Written with LEADER_TERM_ANNOTATION (the Lease's acquireTime), by which the replica sees its own label
+# come back through its watch before it answers (its view then holds what the previous leader bound).
+LEADER_LABEL = "mig-extender.io/leader"
+LEADER_TERM_ANNOTATION = "mig-extender.io/leader-term"

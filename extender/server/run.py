@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -23,6 +24,7 @@ from aiohttp import web
 from ..controllers.leader import LeaderElector
 from ..controllers.provisioning import ProvisioningController, load_pools
 from ..controllers.relayout import RelayoutController
+from ..controllers.routing import LeaderRoute
 from ..kube.api import KubeApi
 from ..kube.client import identity, make_api_client
 from ..metrics import Metrics
@@ -30,10 +32,11 @@ from ..model.policy import PolicyConfig
 from ..notify.annotator import Annotator
 from ..notify.writers import KubeWriter, LogWriter
 from ..settings import LoggingSettings, ServerSettings, Settings, TlsSettings
+from ..supervise import run_supervised
 from ..view.snapshot import load_snapshot
 from ..view.store import ClusterView
 from ..view.watch import reflectors
-from .app import build_app, build_metrics_app
+from .app import Gate, build_app, build_metrics_app
 from .guard import ConnectionGuard, GuardCollector, GuardedSite
 from .scheduling import SchedulingService
 from .tls import CertificateReloader, TlsCollector, TlsError, TlsFiles
@@ -79,21 +82,46 @@ def _controller_roots(
     service: SchedulingService,
     annotator: Annotator | None,
     metrics: Metrics,
+    gate: Gate,
 ) -> dict[str, Coroutine[Any, Any, None]]:
-    """The re-layout controller and the provisioning loop, under one leader election."""
+    """The re-layout controller, the provisioning loop and (leader_only_verbs) the answers to kube-scheduler,
+    under one leader election."""
     modes = (("relayout", settings.relayout.mode), ("provision", settings.provisioning.mode))
     wanted = [name for name, mode in modes if mode != "off"]
-    if not wanted:
+    election = settings.leader_election
+    if not wanted and not election.verbs:
         return {}
     if api is None:
-        log.warning("%s need a live cluster: not started with --snapshot", " and ".join(wanted))
+        needs = [*wanted, "leader_only_verbs"] if election.verbs else wanted
+        log.warning("%s need a live cluster: not started with --snapshot", " and ".join(needs))
         return {}
     kube = KubeApi(api)
     roots: dict[str, Coroutine[Any, Any, None]] = {}
     elector: LeaderElector | None = None
-    if settings.leader_election.enabled:
-        elector = LeaderElector(kube, settings.leader_election, identity=identity())
+    if election.enabled:
+        elector = LeaderElector(
+            kube,
+            election,
+            identity=identity(),
+            # A replica whose view is stale must not act, nor answer: it gives the Lease to one that is current.
+            may_lead=lambda: view.readiness(settings.view.stale_after_s)[0],
+            before_release=lambda: gate.drained(settings.server.shutdown_timeout_s),
+        )
         roots["leader election"] = elector.run()
+    if election.verbs:
+        assert elector is not None  # Settings checks it
+        pod_name, namespace = _own_pod(settings)
+        route = LeaderRoute(
+            view, kube, elector, namespace=namespace, pod_name=pod_name, sweep_s=election.retry_period_s
+        )
+        roots["leader route"] = run_supervised(
+            route.run,
+            what="leader route",
+            on_error=metrics.background_errors.labels("leader-route").inc,
+            after_error=lambda: asyncio.sleep(election.retry_period_s),
+        )
+        gate.serving = route.serving
+        log.info("answering kube-scheduler only while holding the Lease %s/%s", election.namespace, election.name)
 
     def leading() -> bool:
         return elector is None or elector.is_leader
@@ -110,7 +138,7 @@ def _controller_roots(
         provisioning = ProvisioningController(view, kube, settings.provisioning, pools, is_leader=leading)
         roots["provisioning"] = provisioning.run()
         metrics.register_provisioning(provisioning.stats)
-    if annotator is not None:
+    if annotator is not None and elector is not None:
         annotator.active = leading  # one replica writes verdicts, the same that acts on them
     log.info(
         "controllers: relayout %s, provision %s (leader election %s)",
@@ -119,6 +147,22 @@ def _controller_roots(
         "on" if elector else "off",
     )
     return roots
+
+
+class PodIdentityError(Exception):
+    """leader_only_verbs without the Pod's name: it could not label its Pod for the Service."""
+
+
+def _own_pod(settings: Settings) -> tuple[str, str]:
+    """This replica's Pod: POD_NAME and POD_NAMESPACE from the downward API (the namespace defaults to the
+    Lease's, the extender's own in every shipped manifest)."""
+    name = os.environ.get("POD_NAME")
+    if not name:
+        raise PodIdentityError(
+            "leader_only_verbs needs the Pod's name in POD_NAME (downward API fieldPath metadata.name): "
+            "the leader labels its Pod so that the Service selects it alone"
+        )
+    return name, os.environ.get("POD_NAMESPACE") or settings.leader_election.namespace
 
 
 async def _source(
@@ -222,7 +266,8 @@ async def _assemble(
         )
         roots["annotator"] = annotator.run()
     service = SchedulingService(view, settings, metrics, on_unschedulable=annotator.poke if annotator else None)
-    roots.update(_controller_roots(settings, view, api, service, annotator, metrics))
+    gate = Gate(who=identity())
+    roots.update(_controller_roots(settings, view, api, service, annotator, metrics, gate))
     metrics.weights_provider = service.weights
     guard = ConnectionGuard.from_settings(settings.server)
     metrics.registry.register(GuardCollector(guard))
@@ -230,7 +275,7 @@ async def _assemble(
         roots["tls reload"] = tls.run()
         metrics.registry.register(TlsCollector(tls.stats))
     binder = KubeApi(api) if api is not None else None  # the bind verb's Bindings; none with a snapshot
-    app = build_app(settings, view, metrics, service, guard=guard, binder=binder)
+    app = build_app(settings, view, metrics, service, guard=guard, binder=binder, gate=gate)
     listeners = [await _listen(app, settings.server, guard, tls)]
     try:
         extra = await _listen_metrics(settings, view, metrics)
@@ -244,8 +289,10 @@ async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until a root task dies (exit 1); 2 for unusable TLS files."""
     try:
         tls = _tls(settings.tls)  # first: a bad certificate must stop the start-up before anything else runs
-    except TlsError as exc:
-        log.error("cannot serve HTTPS: %s", exc)
+        if settings.leader_election.verbs and not settings.view.snapshot:
+            _own_pod(settings)
+    except (TlsError, PodIdentityError) as exc:
+        log.error("cannot serve: %s", exc)
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
     view = ClusterView(config_ref=settings.mig_parted, assume_ttl_s=settings.view.assume_ttl_s)

@@ -148,9 +148,18 @@ def test_every_combination_renders_consistent_objects(combination: Combination) 
     assert env.get("MIG_EXTENDER_PROVISION", "off") == values.get("provisioning.mode", "off")
     assert ("MIG_EXTENDER_TLS_CERT_FILE" in env) == bool(values.get("tls.enabled"))
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    assert set(services) == ({"mig-scheduler-metrics"} if secondary else {"mig-extender"})
-    (service,) = services.values()
-    assert service["metadata"]["labels"]["app.kubernetes.io/name"] == "mig-extender"  # the job label, both modes
+    assert set(services) == ({"mig-scheduler-metrics"} if secondary else {"mig-extender", "mig-extender-metrics"})
+    for service in services.values():
+        assert service["metadata"]["labels"]["app.kubernetes.io/name"] == "mig-extender"  # the job label, both modes
+    if not secondary:
+        # kube-scheduler's Service selects the leader alone; the metrics Service every replica, on the port scraped
+        leader_only = values.get("leaderElection.enabled", True)
+        assert ("mig-extender.io/leader" in services["mig-extender"]["spec"]["selector"]) == leader_only
+        assert (env.get("MIG_EXTENDER_LEADER_ONLY_VERBS") == "true") == leader_only
+        assert "mig-extender.io/leader" not in services["mig-extender-metrics"]["spec"]["selector"]
+        assert [p["name"] for p in services["mig-extender-metrics"]["spec"]["ports"]] == ["http"]
+    else:
+        assert "MIG_EXTENDER_LEADER_ONLY_VERBS" not in env  # the sidecar: only its own kube-scheduler calls it
     if secondary:  # the verbs stay on loopback; the Service reaches only the metrics listener
         assert extender["args"][:5] == ["serve", "--host", "127.0.0.1", "--port", "8888"]
         assert extender["args"][5:] == ["--metrics-port", "8889"]
@@ -284,6 +293,7 @@ REFUSED = [
     ({"networkPolicy.apiServerCIDRs": ["10.0.0.1"]}, "apiServerCIDRs"),
     ({"tls": {"enabled": True, "secret": "x"}}, "secret"),
     ({"relayout.mode": "on", "leaderElection.enabled": False}, "leaderElection.enabled=true"),
+    ({"leaderElection.enabled": False}, "extender.replicas > 1 needs leaderElection.enabled=true"),
     (
         {"mode": "secondary-scheduler", "secondaryScheduler.leaderElection": False},
         "secondaryScheduler.leaderElection=true",

@@ -94,3 +94,20 @@ def test_a_missing_snapshot_is_a_clear_error() -> None:
     )
     assert result.returncode == 2
     assert "cannot read snapshot /nonexistent.yaml: No such file or directory" in result.stderr
+
+
+def test_leader_only_verbs_without_the_pods_name_is_a_clear_error(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+        "current-context: x\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "POD_NAME"}
+    result = subprocess.run(  # noqa: PLW1510 - the exit code is what is tested
+        [sys.executable, "-m", "extender", "serve", "--kubeconfig", str(kubeconfig), "--leader-only-verbs",
+         "--host", "127.0.0.1", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "leader_only_verbs needs the Pod's name in POD_NAME" in result.stderr

@@ -30,6 +30,16 @@ sidecar of the secondary scheduler (listening on 127.0.0.1, probed from inside t
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
+    {{- $leaderOnly := and (not .loopback) (include "mig-extender.leaderOnly" $root) }}
+    {{- if $leaderOnly }}
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    # Only the replica that holds the Lease answers kube-scheduler; it labels its Pod for the Service.
+    - name: MIG_EXTENDER_LEADER_ONLY_VERBS
+      value: "true"
+    {{- end }}
     {{- if ne $values.provisioning.mode "off" }}
     - name: MIG_EXTENDER_PROVISION
       value: {{ $values.provisioning.mode | quote }}
@@ -47,7 +57,7 @@ sidecar of the secondary scheduler (listening on 127.0.0.1, probed from inside t
     {{- if not $values.leaderElection.enabled }}
     - name: MIG_EXTENDER_LEADER_ELECTION
       value: "false"
-    {{- else if include "mig-extender.controllers" $root }}
+    {{- else if or (include "mig-extender.controllers" $root) $leaderOnly }}
     {{- if ne $root.Release.Namespace $defaults.leader_election_namespace }}
     - name: MIG_EXTENDER_LEADER_ELECTION_NAMESPACE
       value: {{ $root.Release.Namespace | quote }}
@@ -101,8 +111,8 @@ sidecar of the secondary scheduler (listening on 127.0.0.1, probed from inside t
     - name: http
       containerPort: {{ $port }}
       protocol: TCP
-  # /healthz: the process answers. /readyz: the cluster view is synced and fresh; until then the Service
-  # sends kube-scheduler to another replica.
+  # /healthz: the process answers. /readyz: the cluster view is synced and fresh; a replica that is not ready
+  # does not take the Lease, and a leader whose view goes stale gives it up.
   livenessProbe:
     httpGet:
       path: /healthz

@@ -100,9 +100,18 @@ vendor's suffix such as -eks-... or +k3s1 dropped: registry.k8s.io publishes the
 {{- if or (ne .Values.relayout.mode "off") (ne .Values.provisioning.mode "off") }}true{{ end }}
 {{- end }}
 
+{{/* Whether only the replica that holds the Lease answers kube-scheduler (extender mode, setting
+leader_only_verbs): the Service then selects its Pod alone. */}}
+{{- define "mig-extender.leaderOnly" -}}
+{{- if and (eq .Values.mode "extender") .Values.leaderElection.enabled }}true{{ end }}
+{{- end }}
+
 {{/* Checks across values that the schema cannot express; each failure names the values to change. */}}
 {{- define "mig-extender.validate" -}}
 {{- $replicas := ternary .Values.secondaryScheduler.replicas .Values.extender.replicas (eq .Values.mode "secondary-scheduler") }}
+{{- if and (eq .Values.mode "extender") (gt (int .Values.extender.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "extender.replicas > 1 needs leaderElection.enabled=true: replicas answering kube-scheduler side by side can count the same free slices twice" }}
+{{- end }}
 {{- if and (include "mig-extender.controllers" .) (gt (int $replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "relayout.mode or provisioning.mode is on with several replicas: set leaderElection.enabled=true, or replicas 1" }}
 {{- end }}
