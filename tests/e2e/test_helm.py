@@ -35,6 +35,8 @@ API server, and Helm adopts no object it did not make."""
 NAMESPACE = "chart-e2e"
 SCHEDULER = "chart-e2e-scheduler"
 FULLNAME = f"{RELEASE}-mig-extender"
+POD = f"{RELEASE}-pod-0"
+"""The Pod the extender process stands for: with leader_only_verbs it labels this Pod for the Service."""
 
 API_PATHS = {
     "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
@@ -160,8 +162,9 @@ def run_extender_container(container: dict[str, Any], kubeconfig: Path, workdir:
         if "value" in entry:
             env[entry["name"]] = entry["value"]
         else:
-            assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", entry
-            env[entry["name"]] = f"{RELEASE}-pod-0"
+            field = entry["valueFrom"]["fieldRef"]["fieldPath"]
+            assert field in ("metadata.name", "metadata.namespace"), entry
+            env[entry["name"]] = POD if field == "metadata.name" else NAMESPACE
     log = workdir / f"chart-extender-{port}.log"
     with log.open("ab") as out:
         popen = subprocess.Popen(
@@ -265,8 +268,30 @@ def test_extender_mode_install_schedules_then_upgrade_and_uninstall_leave_nothin
     deploy = deployment(kube, FULLNAME)
     assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
     kubeconfig = service_account_kubeconfig(plane, FULLNAME, workdir / "extender.kubeconfig")
+    # The Deployment's Pod, as an object without a kubelet: only the replica that holds the Lease answers, once
+    # it sees this Pod labelled for the Service.
+    template = deploy["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": POD, "namespace": NAMESPACE, "labels": template["metadata"]["labels"]},
+        "spec": {"nodeName": "control-plane-0", "terminationGracePeriodSeconds": 0, "containers": [
+            {"name": "mig-extender", "image": container(deploy, "mig-extender")["image"]}
+        ]},
+    }  # fmt: skip
+    kube.call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
     process = run_extender_container(container(deploy, "mig-extender"), kubeconfig, workdir)
     try:
+        (service,) = [d for d in objects if d["kind"] == "Service" and d["metadata"]["name"] == FULLNAME]
+        selected = wait_for(
+            "the extender labels its Pod for the Service",
+            lambda: kube.call(
+                "GET",
+                f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector="
+                + ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items()),
+            )["items"],
+        )
+        assert [p["metadata"]["name"] for p in selected] == [POD]
         config = scheduler_config("extender", f"http://127.0.0.1:{process.port}", plane.kubeconfig)
         path = workdir / "scheduler-extender-mode.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -275,6 +300,7 @@ def test_extender_mode_install_schedules_then_upgrade_and_uninstall_leave_nothin
         assert "403" not in process.log.read_text(), "the chart's RBAC refused the extender something"
     finally:
         process.stop()
+        kube.call("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}", ok=(200, 404))
     upgrade_and_uninstall(plane, kube, installed, FULLNAME)
 
 
