@@ -17,7 +17,7 @@ from extender.view.objects import NodeInfo, PodInfo
 from tests.model.dra.test_allocator_layouts import layouts_bound
 from tests.model.dra.test_cel import CEL_BOUNDED
 from tests.model.dra.test_inventory import pool_sets_bound, pools_bound, shared_bound
-from tests.model.dra.test_inventory_allocate import outcomes_bound, shareable_bound
+from tests.model.dra.test_inventory_allocate import claim_sets_bound, outcomes_bound, shareable_bound
 from tests.model.dra.test_inventory_shapes import shapes_bound
 from tests.model.test_cache_bounds import BOUND, BOUNDED, FED, mig_pod, scheduling_run
 
@@ -90,6 +90,7 @@ MORE_BOUNDED: dict[str, Callable[[pytest.MonkeyPatch], tuple[int, int]]] = {
     "allocator._LAYOUTS": layouts_bound,
     "inventory._OUTCOMES": outcomes_bound,
     "inventory._SHAREABLE": shareable_bound,
+    "inventory._CLAIM_SETS": claim_sets_bound,
     "objects._DEMANDS": demands,
     "objects._PLACEMENTS": placements,
     "objects._TAINTS": taints,

@@ -39,7 +39,7 @@ from ..state import Fidelity, GpuState, Instance, NodeState, UnknownProduct, int
 from . import cel
 from .allocator import Outcome, PreparedPools, Result, allocate, prepare
 from .driver import DRIVER
-from .types import ClaimSpec, Device, DeviceClass, Pool, ResourceSlice
+from .types import AllocatedDevice, ClaimSpec, Device, DeviceClass, Pool, ResourceSlice
 
 DeviceKey = tuple[str, str, str]
 """(driver, pool, device): how an allocation result names a device."""
@@ -202,23 +202,27 @@ class Inventory:
         shape = self._pool_set.shape
         if shape is _UNSET:
             shape = self._pool_set.shape = _allocator_shape(self._pool_set.pools, self._pools)
-        if shape is None or not _shareable(tuple(claims), tuple(classes)):
-            return allocate(claims, self.prepared, in_use, {c.name: c for c in classes})
+        asked = _claim_set(claims, classes)
+        if shape is None or not asked.shareable:
+            return allocate(claims, self.prepared, in_use, asked.class_map)
         own, template = self._pool_set.pools[0].name, shape.pool.name
         use = self._use_named_in(template) if in_use else frozenset()
-        key = (shape, use, tuple(claims), tuple(classes))
+        key = (shape, use, asked.number)
         outcome = _OUTCOMES.get(key)
         if outcome is None:
-            outcome = _OUTCOMES[key] = allocate(claims, shape.layout(), use, {c.name: c for c in classes})
+            outcome = _OUTCOMES[key] = allocate(claims, shape.layout(), use, asked.class_map)
         if outcome.result is Result.CANNOT_EVALUATE:
-            return allocate(claims, self.prepared, in_use, {c.name: c for c in classes})
+            return allocate(claims, self.prepared, in_use, asked.class_map)
         if own == template or not outcome.claims:
             return outcome
         renamed = tuple(
-            tuple(dataclasses.replace(r, pool=own) if r.pool == template else r for r in results)
+            tuple(
+                AllocatedDevice(r.request, r.driver, own, r.device, r.admin_access) if r.pool == template else r
+                for r in results
+            )
             for results in outcome.claims
         )
-        return dataclasses.replace(outcome, claims=renamed)
+        return Outcome(outcome.result, outcome.reason, renamed, outcome.scheduler_error, outcome.steps)
 
     def _use_named_in(self, template: str) -> frozenset[DeviceKey]:
         """The node's devices in use named in the pool ``template`` (kept: every claim set reads it)."""
@@ -711,9 +715,45 @@ _OUTCOMES: LRUCache[tuple[object, ...], Outcome] = LRUCache(maxsize=8_192)
 # (shape, devices in use named in the shape's pool, claims, classes) -> the allocator's outcome: nodes in the same
 # use (idle ones, and every node's "once its devices are free" check) share it. ~0.5 KB each.
 CACHES.register_table("inventory._OUTCOMES", lambda: _OUTCOMES, lambda: int(_OUTCOMES.maxsize))
-_SHAREABLE: LRUCache[tuple[object, ...], bool] = LRUCache(maxsize=1_024)
-# (claims, classes) -> whether no selector reads what tells the pools of one shape apart: a few per workload.
+_SHAREABLE: LRUCache[tuple[object, ...], _ClaimSet] = LRUCache(maxsize=1_024)
+# (claims, classes) -> their number and whether no selector reads what tells the pools of one shape apart: a few
+# per workload.
 CACHES.register_table("inventory._SHAREABLE", lambda: _SHAREABLE, lambda: int(_SHAREABLE.maxsize))
+_CLAIM_SETS: dict[tuple[int, int], _ClaimSet] = {}
+"""The same, by the identity of the sequences given (a demand passes its own tuples each time): no deep hash."""
+_CLAIM_SETS_LIMIT = 1_024
+CACHES.register_table("inventory._CLAIM_SETS", lambda: _CLAIM_SETS, lambda: _CLAIM_SETS_LIMIT)
+_NUMBERS = itertools.count()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _ClaimSet:
+    claims: Sequence[ClaimSpec]
+    classes: Sequence[DeviceClass]
+    number: int
+    """Equal claims and classes, equal numbers (while the set is kept): what outcomes are kept by."""
+    shareable: bool
+    class_map: dict[str, DeviceClass]
+
+
+def _claim_set(claims: Sequence[ClaimSpec], classes: Sequence[DeviceClass]) -> _ClaimSet:
+    found = _CLAIM_SETS.get((id(claims), id(classes)))
+    if found is not None and found.claims is claims and found.classes is classes:
+        return found
+    key = (tuple(claims), tuple(classes))
+    by_value = _SHAREABLE.get(key)
+    if by_value is None:
+        expressions = {e for c in classes for e in c.selectors}
+        expressions.update(e for claim in claims for r in claim.requests for a in r.alternatives for e in a.selectors)
+        shareable = all(_blind_to_uuids(e) for e in expressions)
+        by_value = _SHAREABLE[key] = _ClaimSet(key[0], key[1], next(_NUMBERS), shareable, {c.name: c for c in classes})
+    if len(_CLAIM_SETS) >= _CLAIM_SETS_LIMIT:
+        _CLAIM_SETS.clear()
+    # holds the sequences given, so that their identities stay theirs while the entry is kept
+    found = _CLAIM_SETS[(id(claims), id(classes))] = _ClaimSet(
+        claims, classes, by_value.number, by_value.shareable, by_value.class_map
+    )
+    return found
 
 
 def _allocator_shape(pools: tuple[Pool, ...], parsed: tuple[_ParsedPool, ...]) -> _Shape | None:
@@ -736,19 +776,6 @@ def _allocator_shape(pools: tuple[Pool, ...], parsed: tuple[_ParsedPool, ...]) -
     if template.invalid or template.incomplete or template.unsupported or template.other_slices:
         return None
     return mine.shape
-
-
-def _shareable(claims: tuple[ClaimSpec, ...], classes: tuple[DeviceClass, ...]) -> bool:
-    """Whether no selector of the claims or their classes can read a UUID: then a device and its counterpart in
-    another pool of the shape are selected alike (they differ in nothing else). A selector that does not compile
-    is no answer to share."""
-    key = (claims, classes)
-    found = _SHAREABLE.get(key)
-    if found is None:
-        expressions = {e for c in classes for e in c.selectors}
-        expressions.update(e for claim in claims for r in claim.requests for a in r.alternatives for e in a.selectors)
-        found = _SHAREABLE[key] = all(_blind_to_uuids(e) for e in expressions)
-    return found
 
 
 def _blind_to_uuids(expression: str) -> bool:

@@ -153,3 +153,23 @@ def shareable_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
         claim = ClaimSpec((DeviceRequest("mig", (DeviceSubRequest("mig.nvidia.com", (), count=count),)),))
         node.allocate([claim], CLASSES)
     return len(inventory_module._SHAREABLE), 4
+
+
+def claim_sets_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Feeds the claim sets known by identity more than their bound (a count each): (size after, bound)."""
+    monkeypatch.setattr(inventory_module, "_CLAIM_SETS", {})
+    monkeypatch.setattr(inventory_module, "_CLAIM_SETS_LIMIT", 4)
+    node = node_inventory("n0")
+    for count in range(1, 12):
+        claims = (ClaimSpec((DeviceRequest("mig", (DeviceSubRequest("mig.nvidia.com", (), count=count),)),)),)
+        node.allocate(claims, CLASSES)
+        assert 0 < len(inventory_module._CLAIM_SETS) <= 4
+    return len(inventory_module._CLAIM_SETS), 4
+
+
+def test_the_same_claims_given_again_are_known_by_identity() -> None:
+    claims = (ClaimSpec((DeviceRequest("mig", (DeviceSubRequest("mig.nvidia.com", (profile("2g.20gb"),)),)),)),)
+    first = inventory_module._claim_set(claims, CLASSES)
+    assert inventory_module._claim_set(claims, CLASSES) is first
+    equal = inventory_module._claim_set(tuple(claims), tuple(CLASSES))  # equal, other objects: the same number
+    assert equal.number == first.number and equal.shareable
