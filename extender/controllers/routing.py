@@ -90,7 +90,8 @@ class LeaderRoute:
         try:
             while True:
                 await self.reconcile()
-                await asyncio.sleep(TICK_S)
+                # after an API error, the next try waits a sweep: no request every tick to a failing server
+                await asyncio.sleep(self.sweep_s if self._failing else TICK_S)
         finally:
             if self._written is not None:
                 with contextlib.suppress(Exception):
