@@ -44,6 +44,34 @@ class LeaseApi(Protocol):
 
 
 class BindingApi(Protocol):
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        response = await self.core.read_namespaced_pod(
+            name, namespace, _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        return cast(dict[str, Any] | None, await _read_unless_missing(response, f"get pod {namespace}/{name}"))
+
+    async def evict_pod(self, namespace: str, name: str, uid: str, grace_period_s: int | None) -> None:
+        options: dict[str, Any] = {"preconditions": {"uid": uid}}
+        if grace_period_s is not None:
+            options["gracePeriodSeconds"] = grace_period_s
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+            "deleteOptions": options,
+        }
+        response = await self.core.create_namespaced_pod_eviction(
+            name, namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        await discard(response, f"evict pod {namespace}/{name}")
+
+    async def list_pod_disruption_budgets(self) -> list[dict[str, Any]]:
+        response = await self.policy.list_pod_disruption_budget_for_all_namespaces(
+            _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        body = await read_json(response, "list poddisruptionbudgets")
+        return list((body or {}).get("items") or [])
+
     async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """Bind the pod to the node (a ``pods/binding`` subresource, as kube-scheduler's DefaultBinder makes)."""
 
@@ -109,15 +137,38 @@ class CapacityApi(EventApi, Protocol):
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
+class DefragApi(EventApi, Protocol):
+    """What the defragmentation controller reads and writes, besides its cluster view."""
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as the API server has it now; None if there is none of that name."""
+        ...
+
+    async def patch_pod_metadata(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def evict_pod(self, namespace: str, name: str, uid: str, grace_period_s: int | None) -> None:
+        """A policy/v1 Eviction of the pod with that uid (a precondition): the API server enforces the pod's
+        PodDisruptionBudget. 429 (``TooManyRequests``): a budget forbids it now; 404 or 409: no such pod (any
+        more, or another pod under the name)."""
+        ...
+
+    async def list_pod_disruption_budgets(self) -> list[dict[str, Any]]:
+        """Every policy/v1 PodDisruptionBudget of the cluster."""
+        ...
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+
+
 class KubeApi:
-    """:class:`LeaseApi`, :class:`ClusterApi`, :class:`CapacityApi`, :class:`BindingApi`, :class:`RouteApi` and
-    pod annotation patches, against a real API server."""
+    """:class:`LeaseApi`, :class:`ClusterApi`, :class:`CapacityApi`, :class:`BindingApi`, :class:`RouteApi`,
+    :class:`DefragApi` and pod annotation patches, against a real API server."""
 
     def __init__(self, api: ApiClient) -> None:
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.events = client.EventsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.policy = client.PolicyV1Api(api)
         self.instance = identity()
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -192,6 +243,34 @@ class KubeApi:
     async def patch_pod_metadata(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         response = await _merge_patch(self.core.patch_namespaced_pod, name, namespace, patch=patch)
         return cast(dict[str, Any], await read_json(response, f"patch pod {namespace}/{name}"))
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        response = await self.core.read_namespaced_pod(
+            name, namespace, _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        return cast(dict[str, Any] | None, await _read_unless_missing(response, f"get pod {namespace}/{name}"))
+
+    async def evict_pod(self, namespace: str, name: str, uid: str, grace_period_s: int | None) -> None:
+        options: dict[str, Any] = {"preconditions": {"uid": uid}}
+        if grace_period_s is not None:
+            options["gracePeriodSeconds"] = grace_period_s
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+            "deleteOptions": options,
+        }
+        response = await self.core.create_namespaced_pod_eviction(
+            name, namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        await discard(response, f"evict pod {namespace}/{name}")
+
+    async def list_pod_disruption_budgets(self) -> list[dict[str, Any]]:
+        response = await self.policy.list_pod_disruption_budget_for_all_namespaces(
+            _preload_content=False, _request_timeout=TIMEOUT_S
+        )
+        body = await read_json(response, "list poddisruptionbudgets")
+        return list((body or {}).get("items") or [])
 
     async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """POST ``pods/<name>/binding``; ``uid`` (if set) is a precondition: a pod re-created under the same name

@@ -66,6 +66,17 @@ CAPACITY_MODE_ANNOTATION = "mig-extender.io/capacity-mode"
 PROVISIONING_ANNOTATION = "mig-extender.io/provisioning"
 KARPENTER_EVENT_SOURCE = "karpenter"  # source.component of the core/v1 Events Karpenter's recorder writes
 
+# --- defragmentation (docs/defrag.md) ----------------------------------------------------------------------
+# On a running pod (label or annotation), "true": the defrag controller may evict it so that a waiting pod fits.
+DEFRAG_MOVABLE_LABEL = "mig-extender.io/movable"
+# On a waiting pod: the plan (JSON, docs/defrag.md), with the evictions done so far; in plan-only mode the plan
+# it would carry out, or why there is none.
+DEFRAG_PLAN_ANNOTATION = "mig-extender.io/defrag-plan"
+# On a waiting pod: the room held for it (JSON: node, GPUs, expiry); the filter keeps other MIG pods out of it.
+DEFRAG_RESERVATION_ANNOTATION = "mig-extender.io/defrag-reservation"
+# On a waiting pod: how its last plan ended (a line of text a person reads).
+DEFRAG_OUTCOME_ANNOTATION = "mig-extender.io/defrag-outcome"
+
 # --- the extender's own pods: which replica answers kube-scheduler (leader_only_verbs) -------------------------
 # On the replica that holds the Lease, "true": the Service's selector includes it, so kube-scheduler reaches it
 # alone. Written with LEADER_TERM_ANNOTATION (the Lease's acquireTime), by which the replica sees its own label
