@@ -44,34 +44,6 @@ class LeaseApi(Protocol):
 
 
 class BindingApi(Protocol):
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        response = await self.core.read_namespaced_pod(
-            name, namespace, _preload_content=False, _request_timeout=TIMEOUT_S
-        )
-        return cast(dict[str, Any] | None, await _read_unless_missing(response, f"get pod {namespace}/{name}"))
-
-    async def evict_pod(self, namespace: str, name: str, uid: str, grace_period_s: int | None) -> None:
-        options: dict[str, Any] = {"preconditions": {"uid": uid}}
-        if grace_period_s is not None:
-            options["gracePeriodSeconds"] = grace_period_s
-        body = {
-            "apiVersion": "policy/v1",
-            "kind": "Eviction",
-            "metadata": {"name": name, "namespace": namespace},
-            "deleteOptions": options,
-        }
-        response = await self.core.create_namespaced_pod_eviction(
-            name, namespace, cast(Any, body), _preload_content=False, _request_timeout=TIMEOUT_S
-        )
-        await discard(response, f"evict pod {namespace}/{name}")
-
-    async def list_pod_disruption_budgets(self) -> list[dict[str, Any]]:
-        response = await self.policy.list_pod_disruption_budget_for_all_namespaces(
-            _preload_content=False, _request_timeout=TIMEOUT_S
-        )
-        body = await read_json(response, "list poddisruptionbudgets")
-        return list((body or {}).get("items") or [])
-
     async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         """Bind the pod to the node (a ``pods/binding`` subresource, as kube-scheduler's DefaultBinder makes)."""
 
