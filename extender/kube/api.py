@@ -120,7 +120,7 @@ class DefragApi(EventApi, Protocol):
 
     async def evict_pod(self, namespace: str, name: str, uid: str, grace_period_s: int | None) -> None:
         """A policy/v1 Eviction of the pod with that uid (a precondition): the API server enforces the pod's
-        PodDisruptionBudget. 429 (``TooManyRequests``): a budget forbids it now; 404 or 409: no such pod (any
+        PodDisruptionBudget. An ``ApiError`` with status 429: a budget forbids it now; 404 or 409: no such pod (any
         more, or another pod under the name)."""
         ...
 

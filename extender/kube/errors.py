@@ -23,11 +23,7 @@ class Gone(ApiError):
     """HTTP 410: the resourceVersion (or a list's continue token) expired; only a re-list can continue."""
 
 
-class TooManyRequests(ApiError):
-    """HTTP 429: for an eviction, a PodDisruptionBudget does not allow it now."""
-
-
-_BY_STATUS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict, 410: Gone, 429: TooManyRequests}
+_BY_STATUS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict, 410: Gone}
 
 
 def error_for(status: int, message: str) -> ApiError:
