@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import operator
 import time
@@ -201,8 +202,11 @@ class SchedulingService:
         *,
         on_unschedulable: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.view = view
+        self.wall_clock = wall_clock
+        """Reservations expire by the API server's wall-clock times."""
         self.metrics = metrics
         scoring = settings.scoring
         self.policy = PolicyConfig(dynamic_allocator=scoring.dynamic_allocator)
@@ -374,7 +378,15 @@ class SchedulingService:
         self._observe(request)
         for labels, count in answer.per_label.items():
             self.metrics.filter_outcomes.labels(*labels).inc(count)
-        feasible = answer.passes.count(True)
+        result, passes = answer.result, answer.passes
+        if self.view.reservations:  # almost never: only while the defrag controller makes room for a pod
+            kept_out = self._reserved_for_others(request, names, passes)
+            if kept_out:
+                passes = [ok and name not in kept_out for name, ok in zip(names, passes)]
+                failed = {**result["FailedNodes"], **kept_out}
+                result = filter_result(args, passes, failed, result["FailedAndUnresolvableNodes"])
+                answer = None  # this pod's own answer: not the demand's to keep or to encode once
+        feasible = passes.count(True)
         if not feasible:
             self.on_unschedulable(uid)
         else:
@@ -382,10 +394,25 @@ class SchedulingService:
             self._awaiting_bind[uid] = (request.demand, keys)
             if feasible == 1:
                 # kube-scheduler binds a single feasible node without calling prioritize.
-                self._assume(request, names[answer.passes.index(True)], args.pod)
-        if answer.result["NodeNames"] is not None:
-            self._remember_passed(request, answer.result["NodeNames"], answer.passes)
-        return answer.result, answer
+                self._assume(request, names[passes.index(True)], args.pod)
+        if result["NodeNames"] is not None:
+            self._remember_passed(request, result["NodeNames"], passes)
+        return result, answer
+
+    def _reserved_for_others(self, request: _Request, names: list[str], passes: list[bool]) -> dict[str, str]:
+        """Passing candidates where the defrag controller holds room for another pod, with the reason.
+
+        The whole node is kept: which GPU a pod gets there is the device plugin's (or the DRA driver's) choice,
+        so a pod let onto the node could take the reserved GPU. The waiting pod itself passes."""
+        now = self.wall_clock()
+        kept_out: dict[str, str] = {}
+        for name, ok in zip(names, passes):
+            if ok:
+                held = [r for r in self.view.reservations.on(name).values() if r.pod_uid != request.uid]
+                held = [r for r in held if r.holds(now)]
+                if held:
+                    kept_out[name] = "; ".join(r.text() for r in held) + ": kept free for it (docs/defrag.md)"
+        return kept_out
 
     def _answer(self, request: _Request, args: ExtenderArgs) -> _FilterAnswer:
         """The filter answer computed afresh: result codes per node state, spread over the candidates."""

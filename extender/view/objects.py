@@ -14,6 +14,7 @@ from typing import Any
 
 from ..kube.names import (
     CAPACITY_REQUEST_SCHEDULER,
+    DEFRAG_MOVABLE_LABEL,
     DO_NOT_DISRUPT_ANNOTATION,
     NODE_GPUS_ANNOTATION,
     NODEPOOL_LABEL,
@@ -229,6 +230,42 @@ class NodeInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Disruption:
+    """What the defrag controller reads of a bound MIG pod to decide whether it may move it (docs/defrag.md)."""
+
+    owner_kind: str
+    """The kind of its controller (``ownerReferences`` with ``controller: true``); empty for a bare pod."""
+    owner_name: str
+    started: str
+    """``status.startTime`` (else ``metadata.creationTimestamp``) as the API server wrote it (RFC 3339)."""
+    opted_in: bool
+    """Label or annotation ``mig-extender.io/movable: "true"``."""
+    do_not_disrupt: bool
+    """Annotation ``karpenter.sh/do-not-disrupt: "true"``."""
+    deleting: bool
+    """``metadata.deletionTimestamp`` is set: it is on its way out already."""
+
+
+def _disruption(metadata: Mapping[str, Any], status: Mapping[str, Any], annotations: Mapping[str, str]) -> Disruption:
+    owner_kind = owner_name = ""
+    owners = metadata.get("ownerReferences")
+    for owner in owners if isinstance(owners, list) else []:
+        if isinstance(owner, Mapping) and owner.get("controller") is True:
+            owner_kind, owner_name = _shared(owner.get("kind") or ""), _own(owner.get("name") or "")
+            break
+    labels = metadata.get("labels")
+    label = labels.get(DEFRAG_MOVABLE_LABEL) if isinstance(labels, Mapping) else None
+    return Disruption(
+        owner_kind=owner_kind,
+        owner_name=owner_name,
+        started=_own(status.get("startTime") or metadata.get("creationTimestamp") or ""),
+        opted_in="true" in (label, annotations.get(DEFRAG_MOVABLE_LABEL)),
+        do_not_disrupt=annotations.get(DO_NOT_DISRUPT_ANNOTATION) == "true",
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PodInfo:
     uid: str
     namespace: str
@@ -248,6 +285,11 @@ class PodInfo:
     """For a pending pod that may ask for MIG through DRA (it has ``spec.resourceClaims`` or asks for GPU
     resources a DeviceClass may back): the parts of the Pod its claims are read from, so that the view can read
     them again when claims, templates or classes change (``ClusterView`` sets ``demand`` from them)."""
+    priority: int = 0
+    """``spec.priority`` (set from the PriorityClass at admission)."""
+    disruption: Disruption | None = None
+    """For a bound pod that may hold GPUs (device-plugin MIG or GPU resources, or resource claims): what decides
+    whether the defrag controller may move it. None for other pods, which it never moves."""
 
     @property
     def key(self) -> str:
@@ -311,7 +353,18 @@ class PodInfo:
             scheduler_name=_shared(spec.get("schedulerName") or "default-scheduler"),
             placement=_placement(spec),
             claims_source=_claims_source(raw, spec, status, demand),
+            priority=_priority(spec),
+            disruption=(
+                _disruption(metadata, status, annotations)
+                if spec.get("nodeName") and (demand.mig or demand.gpus or spec.get("resourceClaims"))
+                else None
+            ),
         )
+
+
+def _priority(spec: Mapping[str, Any]) -> int:
+    value = spec.get("priority")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _claims_source(

@@ -37,6 +37,7 @@ from .dra_objects import (
 )
 from .dra_store import DeviceKey, DraRecords, ObjectKey
 from .objects import NodeInfo, ObjectError, PodInfo
+from .reservations import ReservationIndex
 from .sources import Usage, build_node_state
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ class ClusterView:
         self._assumed_devices_on_node: dict[str, set[str]] = {}
         self._assumed_by_claim: dict[ObjectKey, set[str]] = {}
         self._in_use: dict[str, frozenset[DeviceKey]] = {}
+        self.reservations = ReservationIndex()
+        """Room the defrag controller holds for pending pods, by node (read from the pods' annotation)."""
         self._inventories: dict[str, Inventory] = {}
         self.sync = {kind: SyncState() for kind in Kind}
         self.counters = ViewCounters()
@@ -274,6 +277,7 @@ class ClusterView:
                 if pod.node_name and pod.is_active:
                     on_node.setdefault(pod.node_name, {})[pod.uid] = pod
             self.pods, self._pods_on_node = pods, on_node
+            self.reservations.rebuild(pods.values())
             for uid in [u for u in self._assumed if u in pods and pods[u].node_name]:
                 self._forget_assumed(uid)
             for uid in [u for u in self._assumed_devices if u not in pods]:
@@ -337,9 +341,11 @@ class ClusterView:
             self._changed(old.node_name)
         self._claim_pods.discard(pod.uid)
         if deleted:
+            self.reservations.forget(pod.uid, pod.key)
             self.unassume(pod.uid)
             return
         pod = self.pods[pod.uid] = self._with_claims(pod)
+        self.reservations.track(pod)
         if pod.node_name:
             # Bound: the pod's own demand now counts. Devices assumed for its claims stay until the claims
             # show their allocation (written before the binding, but seen on another stream) or expire.
@@ -383,7 +389,8 @@ class ClusterView:
         annotations = {**pod.annotations, **{k: v for k, v in changes.items() if v is not None}}
         for key in [k for k, v in changes.items() if v is None]:
             annotations.pop(key, None)
-        self.pods[pod_uid] = dataclasses.replace(pod, annotations=annotations)
+        self.pods[pod_uid] = pod = dataclasses.replace(pod, annotations=annotations)
+        self.reservations.track(pod)
 
     def _apply_dra(self, kind: Kind, event_type: str, raw: Mapping[str, Any]) -> None:
         record = self._read(_DRA_PARSERS[kind], raw)
