@@ -665,6 +665,80 @@ class _ProvisioningCollector(Collector):
         )
 
 
+@dataclass
+class DefragStats:
+    """What the defrag controller counts; it fills these in, :class:`_DefragCollector` exports them."""
+
+    plans: Tally[str] = field(default_factory=Tally)
+    """Plans by what became of them: started (on), found (plan-only: a new plan annotated), none (no plan)."""
+    evictions: int = 0
+    evictions_refused: Tally[str] = field(default_factory=Tally)
+    """Evictions the API server refused, by reason: budget (429, a PodDisruptionBudget), other."""
+    lost_pod_seconds: float = 0.0
+    """Run time of the evicted pods, summed (a moved pod is taken to restart from zero)."""
+    reservations: Tally[str] = field(default_factory=Tally)
+    """made; and how they ended: kept (the pod bound on the reserved node), elsewhere (bound on another node),
+    expired, refused (an eviction refused), deleted (the waiting pod went away), taken (another pod took the
+    room), changed (a planned pod or the waiting pod changed before the plan was done)."""
+    reservations_active: int = 0
+    room_taken: int = 0
+    """Pods seen bound in reserved room meanwhile (reported on the waiting pod and on them)."""
+    planned_evictions: dict[str, int] = field(default_factory=dict)
+    """Waiting pod (namespace/name) -> evictions of its current plan (plan-only: what it would do)."""
+    errors: int = 0
+
+
+class _DefragCollector(Collector):
+    def __init__(self, stats: DefragStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self.stats
+        yield _labelled(
+            CounterMetricFamily,
+            "mig_extender_defrag_plans",
+            "Defragmentation plans, by what became of them (started, found, none).",
+            "outcome",
+            s.plans,
+        )
+        yield CounterMetricFamily(
+            "mig_extender_defrag_evictions", "Pods evicted to make room for a waiting pod.", value=s.evictions
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "mig_extender_defrag_evictions_refused",
+            "Evictions the API server refused, by reason (budget: a PodDisruptionBudget, other).",
+            "reason",
+            s.evictions_refused,
+        )
+        yield CounterMetricFamily(
+            "mig_extender_defrag_lost_pod_seconds",
+            "Run time of the evicted pods, summed (a moved pod restarts from zero).",
+            value=s.lost_pod_seconds,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "mig_extender_defrag_reservations",
+            "Reservations made, and how they ended (kept, elsewhere, expired, refused, deleted, taken, changed).",
+            "outcome",
+            s.reservations,
+        )
+        yield GaugeMetricFamily(
+            "mig_extender_defrag_reservations_active", "Reservations holding room now.", value=s.reservations_active
+        )
+        yield CounterMetricFamily(
+            "mig_extender_defrag_room_taken", "Pods seen bound in reserved room meanwhile.", value=s.room_taken
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "mig_extender_defrag_planned_evictions",
+            "Evictions of each waiting pod's current plan (plan-only: what the controller would do).",
+            "pod",
+            s.planned_evictions,
+        )
+        yield CounterMetricFamily("mig_extender_defrag_errors", "Defrag reconciles that failed.", value=s.errors)
+
+
 def _labelled(
     kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
     name: str,
@@ -822,6 +896,10 @@ class Metrics:
     def register_relayout(self, stats: RelayoutStatsLike) -> None:
         """Export the re-layout controller's counts (only when it runs)."""
         self.registry.register(_RelayoutCollector(stats))
+
+    def register_defrag(self, stats: DefragStats) -> None:
+        """Export the defrag controller's counts (only when it runs)."""
+        self.registry.register(_DefragCollector(stats))
 
     def register_provisioning(self, stats: ProvisioningStats) -> None:
         """Export the provisioning loop's counts (only when it runs)."""
