@@ -19,6 +19,8 @@ from ..model.migparted import DEFAULT_CONFIG, MigPartedError
 from ..plotting import MatplotlibMissing, pyplot
 from . import migbench as mb
 from .baselines import policies_named
+from .consolidation import Consolidation
+from .defrag import DefragLimits
 from .engine import Mode, SimConfig, World
 from .migbench import PROFILE_SETS, WORKLOADS, ArrivalModel, Geometry
 from .run import plot, run, table, write_json
@@ -132,6 +134,19 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         help="churn: seconds a node stays empty before removal",
     )
     parser.add_argument("--no-autoscale", action="store_true", help="churn: fixed cluster")
+    parser.add_argument(
+        "--defrag",
+        choices=["on", "off"],
+        default="off",
+        help="churn: move running pods so that a pod that waited fits (the extender's defragmentation planner)",
+    )
+    parser.add_argument(
+        "--consolidation",
+        choices=[c.value for c in Consolidation],
+        default=Consolidation.WHEN_EMPTY.value,
+        help="churn, every policy: Karpenter's consolidation policy (WhenEmpty or WhenEmptyOrUnderutilized); "
+        "--scale-down-after is its consolidateAfter",
+    )
     parser.add_argument("--no-bound", action="store_true", help="skip the CP-SAT bound")
     parser.add_argument(
         "--work-conserving-bound",
@@ -298,6 +313,8 @@ def main(args: argparse.Namespace) -> int:
         scale_down_after_s=args.scale_down_after,
         autoscale=not args.no_autoscale,
         new_node_gpus=args.synthetic_gpus,
+        defrag=DefragLimits() if args.defrag == "on" else None,
+        consolidation=Consolidation(args.consolidation),
     )
     output = run(
         config,

@@ -35,6 +35,8 @@ from ..model.relayout import PlannerConfig, RelayoutPlan, free_supply, plan_reba
 from ..model.scoring import Scorer
 from ..model.state import GpuState, Instance, NodeState
 from .baselines import PolicySpec, plan_naive
+from .consolidation import Consolidation, Consolidator
+from .defrag import DefragLimits, Defragmenter, FragmentationMeter, churn_figures, push_next
 from .dra import DraFleet, Held
 from .workload import NodeSpec, SimPod
 
@@ -75,6 +77,11 @@ class SimConfig:
     new_node_gpus: int = 8
     curve_points: int = 200
     mig_parted: MigPartedConfig = DEFAULT_CONFIG
+    defrag: DefragLimits | None = None
+    """Churn: move running pods so that pods that waited fit (:mod:`.defrag`); None: off."""
+    consolidation: Consolidation = Consolidation.WHEN_EMPTY
+    """Churn: Karpenter's consolidation policy (:mod:`.consolidation`); nodes are removed after
+    ``scale_down_after_s`` (its consolidateAfter)."""
 
 
 @dataclass
@@ -102,6 +109,8 @@ class PolicyResult:
     curve: list[tuple[float, float]] = field(default_factory=list)
     """(submitted demand / capacity, allocated / capacity) during the run."""
     node_counts: list[tuple[float, int]] = field(default_factory=list)
+    churn_figures: dict[str, Any] = field(default_factory=dict)
+    """Churn: waits, evictions, lost work, fragmentation waits (:func:`.defrag.churn_figures`)."""
 
     @property
     def allocated_slice_ratio(self) -> float:
@@ -131,6 +140,7 @@ class PolicyResult:
             out["mean_wait_s"] = None if self.mean_wait_s is None else round(self.mean_wait_s, 3)
             out["nodes_added"] = self.nodes_added
             out["nodes_removed"] = self.nodes_removed
+            out.update(self.churn_figures)
         return out
 
 
@@ -459,6 +469,8 @@ class _Event(enum.IntEnum):
     ARRIVE = 3
     SCALE_UP_CHECK = 4
     SCALE_DOWN_CHECK = 5
+    DEFRAG = 6
+    CONSOLIDATE = 7
 
 
 @dataclass
@@ -494,6 +506,13 @@ class Churn:
         self.last = 0.0
         self.node_seconds = 0.0
         self.gpu_seconds = 0.0
+        self.started: dict[str, float] = {}
+        self.pod_of: dict[str, SimPod] = {}
+        self.fragmentation = FragmentationMeter(self)
+        self.defrag = Defragmenter(self, self.config.defrag) if self.config.defrag is not None else None
+        self.defrag_due: float | None = None
+        under = self.config.consolidation is Consolidation.WHEN_UNDERUTILIZED
+        self.consolidation = Consolidator(self, _Event.CONSOLIDATE) if under else None
 
     def push(self, when: float, kind: _Event, payload: Any) -> None:
         heapq.heappush(self.events, (when, int(kind), next(self.seq), payload))
@@ -503,6 +522,7 @@ class Churn:
 
     def advance(self, when: float) -> None:
         elapsed = when - self.last
+        self.fragmentation.elapse(elapsed)
         self.node_seconds += elapsed * (self.live_nodes() + self.starting)
         live_gpus = self.sim.result.capacity_slices / self.config.model.compute_slices
         self.gpu_seconds += elapsed * (live_gpus + self.starting * self.config.new_node_gpus)
@@ -529,12 +549,16 @@ class Churn:
                 sim.result.submitted_slices += pod.slices
                 self.pending[pod.name] = _Pending(pod, when)
                 self.push(when + self.config.scale_up_after_s, _Event.SCALE_UP_CHECK, pod.name)
+                self.waits_for_defrag(pod.name)
             elif kind == _Event.DEPART:
+                if payload[0] not in self.running:
+                    continue  # a pod moved away: it departs on its new run
                 self.depart(payload)
             elif kind == _Event.RELAYOUT_DONE:
                 node_id = payload
                 plan = self.changing.pop(node_id)
                 sim._enter(node_id, plan.apply(sim.nodes.pop(node_id)))
+                self.room_made(node_id)
                 version = self.node_version.get(node_id, 0)
                 self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, version))
             elif kind == _Event.NODE_READY:
@@ -549,18 +573,48 @@ class Churn:
             elif kind == _Event.SCALE_DOWN_CHECK:
                 self.scale_down(*payload)
                 continue
+            elif kind in (_Event.DEFRAG, _Event.CONSOLIDATE) and not self.disrupt(kind, payload):
+                continue  # nothing evicted: nothing new to schedule
             self.schedule_pending()
             if kind == _Event.NODE_READY:
                 self.scale_up()  # overdue pods that others beat to its room get nodes of their own
             sim.result.node_counts.append((when, self.live_nodes() + self.starting))
+        return self.finish(started)
+
+    def finish(self, started: float) -> PolicyResult:
+        sim = self.sim
         sim.result.pods_failed = len(self.pending)
         sim.result.node_hours = self.node_seconds / 3600.0
         sim.result.gpu_hours = self.gpu_seconds / 3600.0
         sim.result.mean_wait_s = sum(self.waits) / len(self.waits) if self.waits else None
+        sim.result.churn_figures = churn_figures(self)
         capacity = max(1, sim.result.capacity_slices)
         sim.result.curve.append((sim.result.submitted_slices / capacity, sim.result.allocated_slices / capacity))
         sim.result.seconds = time.perf_counter() - started
         return sim.result
+
+    # --- defragmentation and consolidation (.defrag, .consolidation) ------------------------------------
+
+    def waits_for_defrag(self, name: str) -> None:
+        if self.defrag is not None:
+            self.defrag.arrived(name, self.now)
+            push_next(self, self.defrag, _Event.DEFRAG)
+
+    def room_made(self, node_id: int) -> None:
+        """A re-layout is done: the pod a defragmentation plan made it for goes first."""
+        if self.defrag is not None and (first := self.defrag.relayout_done(node_id)) in self.pending:
+            self.pending = {first: self.pending[first], **self.pending}
+
+    def disrupt(self, kind: int, payload: Any) -> bool:
+        """A defragmentation or consolidation check; True if it evicted pods."""
+        if kind == _Event.DEFRAG:
+            assert self.defrag is not None
+            self.defrag_due = None
+            acted = self.defrag.check()
+            push_next(self, self.defrag, _Event.DEFRAG)
+            return acted
+        assert self.consolidation is not None
+        return self.consolidation.check(*payload)
 
     def schedule_pending(self) -> None:
         sim = self.sim
@@ -573,28 +627,57 @@ class Churn:
             if placed is None:
                 failed.add(waiting.pod.demand)
                 continue
-            del self.pending[name]
-            node_id, taken = placed
-            self.node_version[node_id] = self.node_version.get(node_id, 0) + 1
-            self.running[name] = (node_id, taken)
-            self.waits.append(self.now - waiting.since)
-            sim.result.waits.append((waiting.since, self.now - waiting.since))
-            self.push(self.now + waiting.pod.duration_s, _Event.DEPART, (name, waiting.pod.slices))
+            self.start(name, *placed)
         if self.pending and sim.config.relayout and sim.config.world is World.STATIC:
             demands = list(dict.fromkeys(p.pod.demand for p in self.pending.values()))[:32]
             for plan in sim.plan(demands, exclude=set(self.changing)):
-                node_id = sim.ids[plan.node]
-                self.changing[node_id] = plan
-                # Tainted while MIG Manager changes it: out of the groups, so it takes no pod meanwhile.
-                sim.nodes[node_id] = sim._leave(node_id)
-                sim.result.relayouts += 1
-                sim.result.relayout_gpus += len(plan.gpus)
-                self.push(self.now + self.config.relayout_delay_s, _Event.RELAYOUT_DONE, node_id)
+                self.start_relayout(sim.ids[plan.node], plan)
+
+    def start(self, name: str, node_id: int, taken: Taken) -> None:
+        """The pending pod ``name`` runs on ``node_id``, holding ``taken``, until its duration is over."""
+        waiting = self.pending.pop(name)
+        self.node_version[node_id] = self.node_version.get(node_id, 0) + 1
+        self.running[name] = (node_id, taken)
+        self.started[name] = self.now
+        self.pod_of[name] = waiting.pod
+        self.waits.append(self.now - waiting.since)
+        self.sim.result.waits.append((waiting.since, self.now - waiting.since))
+        self.push(self.now + waiting.pod.duration_s, _Event.DEPART, (name, waiting.pod.slices))
+        self.fragmentation.taken(waiting.pod, +1)
+        if self.defrag is not None:
+            self.defrag.placed(name)
+        if self.consolidation is not None:
+            self.consolidation.placed(name)
+            self.consolidation.changed(node_id)
+
+    def start_relayout(self, node_id: int, plan: RelayoutPlan) -> None:
+        sim = self.sim
+        self.changing[node_id] = plan
+        # Tainted while MIG Manager changes it: out of the groups, so it takes no pod meanwhile.
+        sim.nodes[node_id] = sim._leave(node_id)
+        sim.result.relayouts += 1
+        sim.result.relayout_gpus += len(plan.gpus)
+        self.push(self.now + self.config.relayout_delay_s, _Event.RELAYOUT_DONE, node_id)
+
+    def evict(self, name: str) -> SimPod:
+        """The running pod ``name`` is evicted (defragmentation, consolidation): its instances free now."""
+        pod = self.pod_of[name]
+        self.depart((name, pod.slices))
+        return pod
+
+    def requeue(self, pod: SimPod) -> None:
+        """An evicted pod's replacement waits, first in line: the move was planned where it fits now."""
+        self.pending = {pod.name: _Pending(pod, self.now), **self.pending}
+        self.push(self.now + self.config.scale_up_after_s, _Event.SCALE_UP_CHECK, pod.name)
 
     def depart(self, payload: tuple[str, int]) -> None:
         sim = self.sim
         name, slices = payload
         node_id, taken = self.running.pop(name)
+        self.started.pop(name, None)
+        self.fragmentation.taken(self.pod_of.pop(name), -1)
+        if self.consolidation is not None:
+            self.consolidation.changed(node_id)
         state = sim.released(sim.nodes[node_id], taken)
         if node_id in self.changing:
             sim.nodes[node_id] = state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -33,6 +34,8 @@ class RunOutput:
                 "mode": str(self.config.mode),
                 "gpu": self.config.model.name,
                 "relayout": self.config.relayout,
+                "defrag": None if self.config.defrag is None else dataclasses.asdict(self.config.defrag),
+                "consolidation": str(self.config.consolidation),
                 "rebalance": self.config.rebalance,
                 "arrival": self.config.arrival,
                 "seed": self.config.seed,
