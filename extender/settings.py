@@ -39,6 +39,7 @@ DynamicAllocator = Literal[Allocator.FIRST_FIT, Allocator.IDEAL]
 RelayoutMode = Literal["off", "plan-only", "on"]
 ProvisionMode = Literal["off", "plan-only", "requests", "overlay"]
 RequestResources = Literal["gpu", "mig"]
+HeadroomMode = Literal["off", "on"]
 LogFormat = Literal["text", "json"]
 
 RETIRED: dict[str, str] = {
@@ -623,6 +624,84 @@ class ProvisionSettings(Group):
 
 
 @dataclass(frozen=True)
+class HeadroomSettings(Group):
+    """Warm headroom: low-priority placeholder pods holding MIG room that real pods preempt (docs/headroom.md)."""
+
+    TITLE = "Warm headroom"
+
+    mode: HeadroomMode = setting(
+        "headroom",
+        "off",
+        "Keep placeholder pods (PriorityClass mig-extender-headroom, below every workload) asking for the MIG "
+        "profiles most likely to be asked next, so that an arriving pod preempts one at once instead of "
+        "waiting for a new node, and the evicted placeholder makes the autoscaler start that node. Off by "
+        "default: it holds GPUs that nothing uses. See docs/headroom.md.",
+    )
+    namespace: str = setting(
+        "headroom_namespace",
+        "mig-extender",
+        "Namespace of the placeholder pods: the extender's own, where its Role allows them.",
+    )
+    priority_class: str = setting(
+        "headroom_priority_class",
+        "mig-extender-headroom",
+        "PriorityClass of the placeholder pods (manifests ship it at -10, preemptionPolicy Never): below "
+        "every real workload, so that any pod that needs the room preempts them.",
+    )
+    lead_time_s: float = setting(
+        "headroom_lead_time_s",
+        420.0,
+        "Seconds from a pod finding no room to a new node running it (the autoscaler's delay, the node's "
+        "start-up and MIG Manager's layout): the headroom covers what is asked in that time.",
+        check=positive,
+    )
+    coverage: float = setting(
+        "headroom_coverage",
+        0.9,
+        "Per MIG shape, the probability that the pods arriving in one lead time all find a placeholder "
+        "(arrivals taken as Poisson at the recent rate).",
+        check=lambda v: None if 0 < v < 1 else f"must be strictly between 0 and 1, not {v}",
+    )
+    size: float = setting(
+        "headroom_size",
+        1.0,
+        "Multiplies the arrivals expected in one lead time: above 1 buys shorter waits with more idle GPUs.",
+        check=non_negative,
+    )
+    max_gpus: float = setting(
+        "headroom_max_gpus",
+        8.0,
+        "At most this many GPUs' compute slices held by placeholders, cluster-wide.",
+        check=non_negative,
+    )
+    max_fleet_share: float = setting(
+        "headroom_max_fleet_share",
+        0.1,
+        "And at most this share of the cluster's MIG GPUs (1: no bound but headroom_max_gpus).",
+        check=lambda v: None if 0 <= v <= 1 else f"must be within 0..1, not {v}",
+    )
+    rate_half_life_s: float = setting(
+        "headroom_rate_half_life_s",
+        1800.0,
+        "Half-life of the recent arrival rate the headroom is sized from: shorter follows bursts sooner "
+        "and forgets them sooner.",
+        check=positive,
+    )
+    interval_s: float = setting(
+        "headroom_interval_s",
+        30.0,
+        "How often the placeholders are planned again and reconciled.",
+        check=positive,
+    )
+    exclude_pools: str = setting(
+        "headroom_exclude_pools",
+        "",
+        "Comma-separated Karpenter NodePools (karpenter.sh/nodepool) whose nodes take no placeholder: pools "
+        "that should scale to zero when idle.",
+    )
+
+
+@dataclass(frozen=True)
 class LeaderElectionSettings(Group):
     """The Lease that lets one replica act at a time (client-go's leader election)."""
 
@@ -700,6 +779,7 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     relayout: RelayoutSettings = field(default_factory=RelayoutSettings)
     provisioning: ProvisionSettings = field(default_factory=ProvisionSettings)
+    headroom: HeadroomSettings = field(default_factory=HeadroomSettings)
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
 
     def __post_init__(self) -> None:
