@@ -37,6 +37,7 @@ ScoringStrategy = Literal["fragmentation", "fragmentation-spread", "packing", "s
 """The names of ``model.scoring.SCORERS`` (a test keeps the two in step)."""
 DynamicAllocator = Literal[Allocator.FIRST_FIT, Allocator.IDEAL]
 RelayoutMode = Literal["off", "plan-only", "on"]
+DefragMode = Literal["off", "plan-only", "on"]
 ProvisionMode = Literal["off", "plan-only", "requests", "overlay"]
 RequestResources = Literal["gpu", "mig"]
 HeadroomMode = Literal["off", "on"]
@@ -702,6 +703,88 @@ class HeadroomSettings(Group):
 
 
 @dataclass(frozen=True)
+class DefragSettings(Group):
+    """The defragmentation controller: evict a few movable pods so that a waiting one fits (docs/defrag.md)."""
+
+    TITLE = "Defragmentation controller"
+
+    mode: DefragMode = setting(
+        "defrag",
+        "off",
+        "Defragmentation controller: off, plan-only (annotate waiting pods with the evictions that would make "
+        "room, and export them) or on (reserve the room and evict those pods through the Eviction API). Off by "
+        "default: it evicts running pods. See docs/defrag.md.",
+    )
+    namespaces: str = setting(
+        "defrag_namespaces",
+        "",
+        "Comma-separated namespaces whose pods may be moved without opting in; elsewhere only pods labelled or "
+        "annotated mig-extender.io/movable=true are. Empty: none, so nothing is movable by default.",
+    )
+    min_wait_s: float = setting(
+        "defrag_min_wait_s",
+        120.0,
+        "A pod is planned for once its current verdict is this old: room that a leaving pod or a re-layout "
+        "frees soon is not bought with evictions.",
+        check=non_negative,
+    )
+    interval_s: float = setting(
+        "defrag_interval_s",
+        15.0,
+        "How often the controller plans and follows its plans.",
+        check=positive,
+    )
+    max_evictions: int = setting(
+        "defrag_max_evictions",
+        2,
+        "Pods one plan may evict at most.",
+        check=positive,
+    )
+    max_per_hour: int = setting(
+        "defrag_max_evictions_per_hour",
+        10,
+        "Pods evicted per hour at most, cluster-wide (a sliding window): a plan going beyond is not started.",
+        check=positive,
+    )
+    max_concurrent: int = setting(
+        "defrag_max_concurrent",
+        1,
+        "Plans (reservations) in progress at once, cluster-wide.",
+        check=positive,
+    )
+    pod_cooldown_s: float = setting(
+        "defrag_pod_cooldown_s",
+        3600.0,
+        "A pod that started less than this long ago is not moved. A moved pod comes back as a new pod, which "
+        "this keeps from being moved again in a row (across leader changes too: it is read from the pod).",
+        check=non_negative,
+    )
+    reservation_s: float = setting(
+        "defrag_reservation_s",
+        600.0,
+        "How long the room made for a waiting pod is kept from other MIG pods; a reservation whose pod has not "
+        "bound by then is released. It covers the evicted pods' termination and, on static GPUs, a re-layout.",
+        check=positive,
+    )
+    grace_period_s: int = setting(
+        "defrag_eviction_grace_period_s",
+        -1,
+        "gracePeriodSeconds of the evictions; -1: each pod's own terminationGracePeriodSeconds.",
+        check=lambda v: None if v >= -1 else f"must be -1 or more, not {v}",
+    )
+    max_plans_shown: int = setting(
+        "defrag_max_plans_shown",
+        50,
+        "Waiting pods whose plan the metrics name at most (one series per pod).",
+        check=non_negative,
+    )
+
+    @property
+    def movable_namespaces(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.namespaces.split(",") if n.strip())
+
+
+@dataclass(frozen=True)
 class LeaderElectionSettings(Group):
     """The Lease that lets one replica act at a time (client-go's leader election)."""
 
@@ -780,6 +863,7 @@ class Settings:
     relayout: RelayoutSettings = field(default_factory=RelayoutSettings)
     provisioning: ProvisionSettings = field(default_factory=ProvisionSettings)
     headroom: HeadroomSettings = field(default_factory=HeadroomSettings)
+    defrag: DefragSettings = field(default_factory=DefragSettings)
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
 
     def __post_init__(self) -> None:
@@ -797,6 +881,13 @@ class Settings:
                 Problem(
                     ("provision", "provision_pools_file"),
                     "provision: needs provision_pools_file (which NodePools to provision, with what layout)",
+                )
+            )
+        if self.defrag.mode != "off" and not self.annotator.enabled:
+            problems.append(
+                Problem(
+                    ("defrag", "annotate"),
+                    "defrag: needs annotate (it plans for pods by their verdict annotation and its age)",
                 )
             )
         if self.provisioning.mode != "off" and not self.annotator.enabled:

@@ -430,6 +430,8 @@ def test_extender_rbac_is_minimal() -> None:
         ("", "nodes"): {"get", "list", "watch", "patch"},  # the re-layout controller: label, taint
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "pods/binding"): {"create"},  # the bind verb
+        ("", "pods/eviction"): {"create"},  # the defrag controller: evictions the API server checks against PDBs
+        ("policy", "poddisruptionbudgets"): {"list"},  # ditto: planned within the budgets
         **{
             ("resource.k8s.io", kind): {"get", "list", "watch"}  # the DRA objects: read only
             for kind in ("resourceslices", "resourceclaims", "resourceclaimtemplates", "deviceclasses")
