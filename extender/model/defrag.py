@@ -29,9 +29,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .demand import PodDemand
-from .fit import FitResult, Verdict, fit
+from .fit import FitResult, Verdict
 from .placement import Placement
-from .policy import PolicyConfig, allocator_for
+from .policy import PolicyConfig, evaluate
 from .state import Fidelity, GpuState, Instance, MigStrategy, NodeState
 
 
@@ -132,7 +132,11 @@ def _modelled(node: NodeState) -> NodeState:
 
 
 def _fits(node: NodeState, demand: PodDemand, config: PolicyConfig, relayout: bool) -> FitResult | None:
-    result = fit(node, demand, allocator_for(node, config))
+    """The fit of ``demand`` on ``node`` now (or after re-partitioning idle static GPUs), else None.
+
+    Cached by node state (``evaluate``): the nodes as they are repeat across plans, and so do rooms.
+    """
+    result = evaluate(node, demand, config)
     if result.fits_now or (relayout and result.verdict is Verdict.RELAYOUT):
         return result
     return None
@@ -308,7 +312,7 @@ def _place_moved(
             if tries > _TARGET_SEARCH_LIMIT:
                 return None
             state = current[name]
-            result = fit(state, victim.demand, allocator_for(state, config))
+            result = evaluate(state, victim.demand, config)
             if not result.fits_now:
                 continue
             current[name] = state.with_used((p.gpu_index, p.placement) for p in result.plan)
@@ -324,6 +328,20 @@ def _place_moved(
 
     found = place(0)
     return None if found is None else tuple(found)
+
+
+def _fits_elsewhere(
+    demand: PodDemand,
+    node: str,
+    states: Mapping[str, NodeState],
+    config: PolicyConfig,
+    fits_on: dict[PodDemand, frozenset[str]],
+) -> bool:
+    """Whether ``demand`` alone fits now on some node other than ``node`` (memoised in ``fits_on``)."""
+    found = fits_on.get(demand)
+    if found is None:
+        found = fits_on[demand] = frozenset(n for n, s in states.items() if _fits(s, demand, config, False))
+    return bool(found - {node})
 
 
 def plan_room(
@@ -360,10 +378,18 @@ def plan_room(
     rooms = _rooms(states, victims, wanted, budgets, relayout, max_evictions)
     best: tuple[tuple[int, float, int], DefragPlan] | None = None
     room_found = False
+    # Where each moved pod's demand fits now, alone: a room whose pods cannot go anywhere but its own node is
+    # dropped before any search (most rooms, in a full cluster).
+    fits_on: dict[PodDemand, frozenset[str]] = {}
     for room in rooms:
         if best is not None and (len(room.victims), room.lost_s) > best[0][:2]:
             break
         moved = sorted((victims[u] for u in room.victims), key=lambda v: (-v.lost_s, v.uid))
+        if not all(_fits_elsewhere(v.demand, room.node, states, config, fits_on) for v in moved):
+            room_found = (
+                room_found or _fits(_emptied_room(states[room.node], moved), wanted, config, relayout) is not None
+            )
+            continue
         emptied = _emptied_room(states[room.node], moved)
         result = _fits(emptied, wanted, config, relayout)
         if result is None:
