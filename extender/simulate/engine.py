@@ -38,6 +38,7 @@ from .baselines import PolicySpec, plan_naive
 from .consolidation import Consolidation, Consolidator
 from .defrag import DefragLimits, Defragmenter, FragmentationMeter, churn_figures, push_next
 from .dra import DraFleet, Held
+from .headroom import Headroom, HeadroomSim
 from .workload import NodeSpec, SimPod
 
 
@@ -82,6 +83,8 @@ class SimConfig:
     consolidation: Consolidation = Consolidation.WHEN_EMPTY
     """Churn: Karpenter's consolidation policy (:mod:`.consolidation`); nodes are removed after
     ``scale_down_after_s`` (its consolidateAfter)."""
+    headroom: HeadroomSim | None = None
+    """Churn: placeholder pods that real pods preempt (:mod:`.headroom`); None: off."""
 
 
 @dataclass
@@ -513,6 +516,7 @@ class Churn:
         self.defrag_due: float | None = None
         under = self.config.consolidation is Consolidation.WHEN_UNDERUTILIZED
         self.consolidation = Consolidator(self, _Event.CONSOLIDATE) if under else None
+        self.headroom = Headroom(self, self.config.headroom) if self.config.headroom is not None else None
 
     def push(self, when: float, kind: _Event, payload: Any) -> None:
         heapq.heappush(self.events, (when, int(kind), next(self.seq), payload))
@@ -546,6 +550,8 @@ class Churn:
                     on_pod()
                 pod: SimPod = payload
                 sim.observe(pod, when)
+                if self.headroom is not None:
+                    self.headroom.observe(pod, when)
                 sim.result.submitted_slices += pod.slices
                 self.pending[pod.name] = _Pending(pod, when)
                 self.push(when + self.config.scale_up_after_s, _Event.SCALE_UP_CHECK, pod.name)
@@ -567,7 +573,7 @@ class Churn:
                 sim.result.nodes_added += 1
                 self.push(when + self.config.scale_down_after_s, _Event.SCALE_DOWN_CHECK, (node_id, 0))
             elif kind == _Event.SCALE_UP_CHECK:
-                if payload in self.pending:
+                if payload in self.pending or (self.headroom is not None and self.headroom.is_pending(payload)):
                     self.scale_up()
                 continue
             elif kind == _Event.SCALE_DOWN_CHECK:
@@ -588,6 +594,8 @@ class Churn:
         sim.result.gpu_hours = self.gpu_seconds / 3600.0
         sim.result.mean_wait_s = sum(self.waits) / len(self.waits) if self.waits else None
         sim.result.churn_figures = churn_figures(self)
+        if self.headroom is not None:
+            sim.result.churn_figures.update(self.headroom.figures())
         capacity = max(1, sim.result.capacity_slices)
         sim.result.curve.append((sim.result.submitted_slices / capacity, sim.result.allocated_slices / capacity))
         sim.result.seconds = time.perf_counter() - started
@@ -618,18 +626,27 @@ class Churn:
 
     def schedule_pending(self) -> None:
         sim = self.sim
+        if self.headroom is not None:
+            self.headroom.tick()
         failed: set[PodDemand] = set()
         for name in list(self.pending):
             waiting = self.pending[name]
             if waiting.pod.demand in failed:
                 continue
             placed = sim.place(waiting.pod)
+            if placed is None and self.headroom is not None:
+                placed = self.headroom.preempt(waiting.pod, waiting.since)
             if placed is None:
                 failed.add(waiting.pod.demand)
                 continue
             self.start(name, *placed)
-        if self.pending and sim.config.relayout and sim.config.world is World.STATIC:
-            demands = list(dict.fromkeys(p.pod.demand for p in self.pending.values()))[:32]
+        # Placeholders after the real pods: they take only the room left (the lowest priority).
+        held: list[PodDemand] = []
+        if self.headroom is not None:
+            self.headroom.schedule()
+            held = self.headroom.pending_demands()
+        if (self.pending or held) and sim.config.relayout and sim.config.world is World.STATIC:
+            demands = list(dict.fromkeys([*(p.pod.demand for p in self.pending.values()), *held]))[:32]
             for plan in sim.plan(demands, exclude=set(self.changing)):
                 self.start_relayout(sim.ids[plan.node], plan)
 
@@ -698,9 +715,10 @@ class Churn:
         if not self.config.autoscale:
             return
         in_flight = {d for plan in self.changing.values() for d in plan.hosts}
+        waiting = [*self.pending.values(), *(self.headroom.pending() if self.headroom is not None else ())]
         overdue = [
             p.pod.demand
-            for p in self.pending.values()
+            for p in waiting
             if self.now - p.since >= self.config.scale_up_after_s
             and p.pod.demand not in in_flight
             and not self.hosted_after_relayout(p.pod.demand)
