@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..controllers.defrag import DefragController
 from ..controllers.leader import LeaderElector
 from ..controllers.provisioning import ProvisioningController, load_pools
 from ..controllers.relayout import RelayoutController
@@ -86,7 +87,11 @@ def _controller_roots(
 ) -> dict[str, Coroutine[Any, Any, None]]:
     """The re-layout controller, the provisioning loop and (leader_only_verbs) the answers to kube-scheduler,
     under one leader election."""
-    modes = (("relayout", settings.relayout.mode), ("provision", settings.provisioning.mode))
+    modes = (
+        ("relayout", settings.relayout.mode),
+        ("provision", settings.provisioning.mode),
+        ("defrag", settings.defrag.mode),
+    )
     wanted = [name for name, mode in modes if mode != "off"]
     election = settings.leader_election
     if not wanted and not election.verbs:
@@ -138,12 +143,20 @@ def _controller_roots(
         provisioning = ProvisioningController(view, kube, settings.provisioning, pools, is_leader=leading)
         roots["provisioning"] = provisioning.run()
         metrics.register_provisioning(provisioning.stats)
+    if settings.defrag.mode != "off":
+        # Static GPUs are emptied for a re-layout only when the re-layout controller will re-partition them.
+        defrag = DefragController(
+            view, kube, settings.defrag, relayout=settings.relayout.mode == "on", is_leader=leading
+        )
+        roots["defrag"] = defrag.run()
+        metrics.register_defrag(defrag.stats)
     if annotator is not None and elector is not None:
         annotator.active = leading  # one replica writes verdicts, the same that acts on them
     log.info(
-        "controllers: relayout %s, provision %s (leader election %s)",
+        "controllers: relayout %s, provision %s, defrag %s (leader election %s)",
         settings.relayout.mode,
         settings.provisioning.mode,
+        settings.defrag.mode,
         "on" if elector else "off",
     )
     return roots
