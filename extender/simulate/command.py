@@ -143,6 +143,20 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
     parser.add_argument(
         "--consolidation",
         choices=[c.value for c in Consolidation],
+    parser.add_argument(
+        "--defrag-wait",
+        type=_seconds,
+        default=DefragLimits().wait_s,
+        metavar="S",
+        help="churn, --defrag on: seconds a pod waits before a plan (the extender's defrag_min_wait_s)",
+    )
+    parser.add_argument(
+        "--defrag-cooldown",
+        type=_seconds,
+        default=DefragLimits().pod_cooldown_s,
+        metavar="S",
+        help="churn, --defrag on: a pod that started less than this long ago is not moved (defrag_pod_cooldown_s)",
+    )
         default=Consolidation.WHEN_EMPTY.value,
         help="churn, every policy: Karpenter's consolidation policy (WhenEmpty or WhenEmptyOrUnderutilized); "
         "--scale-down-after is its consolidateAfter",
@@ -313,7 +327,11 @@ def main(args: argparse.Namespace) -> int:
         scale_down_after_s=args.scale_down_after,
         autoscale=not args.no_autoscale,
         new_node_gpus=args.synthetic_gpus,
-        defrag=DefragLimits() if args.defrag == "on" else None,
+        defrag=(
+            DefragLimits(wait_s=args.defrag_wait, pod_cooldown_s=args.defrag_cooldown)
+            if args.defrag == "on"
+            else None
+        ),
         consolidation=Consolidation(args.consolidation),
     )
     output = run(

@@ -7,9 +7,9 @@ lost: the simulator's pods have no checkpoints) and re-queued as pending pods, a
 room made for it before anything else can (the controller's reservation). A static room that needs a
 re-layout is re-partitioned by the policy's re-layout planner, the node tainted meanwhile as for any
 re-layout, and the waiting pod is first in line when it is done. Every pod counts as movable (as if every
-workload opted in), and one moved within ``pod_cooldown_s`` is not moved again; at most ``max_per_hour``
-evictions in a sliding hour, and at most ``max_at_once`` moved pods not yet running again. A pod that found
-no plan asks again every ``retry_s`` while it waits.
+workload opted in) once it has run ``pod_cooldown_s`` (so a moved pod is not moved again in a row); at most
+``max_per_hour`` evictions in a sliding hour, and at most ``max_concurrent`` plans in progress. A pod that
+found no plan asks again every ``retry_s`` while it waits.
 
 **Fragmentation waits.** A pending pod waits *on fragmentation* while the cluster's free compute and memory
 slices (every live node's, summed) would hold it but no node's layout does; ``fragmentation_wait_s`` sums
@@ -30,23 +30,30 @@ from ..model.defrag import DefragPlan, RunningPod, plan_room
 from ..model.demand import PodDemand
 from ..model.policy import evaluate
 from ..model.relayout import RelayoutPlan, plan_relayouts
+from ..settings import DefragSettings
 
 if TYPE_CHECKING:
     from .engine import Churn
     from .workload import SimPod
 
 
+_SETTINGS = DefragSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class DefragLimits:
-    """The controller's limits, as the simulator applies them."""
+    """The controller's limits (its settings' defaults), as the simulator applies them."""
 
-    wait_s: float = 60.0
-    max_evictions: int = 2
-    max_per_hour: int = 12
-    max_at_once: int = 4
-    pod_cooldown_s: float = 3600.0
-    retry_s: float = 60.0
-    """A pod without a plan asks again after this long (a plan looks at every node)."""
+    wait_s: float = _SETTINGS.min_wait_s
+    max_evictions: int = _SETTINGS.max_evictions
+    max_per_hour: int = _SETTINGS.max_per_hour
+    max_concurrent: int = _SETTINGS.max_concurrent
+    """Plans in progress at once: a plan is until its moved pods run again and its re-layout is done."""
+    pod_cooldown_s: float = _SETTINGS.pod_cooldown_s
+    """A pod that started less than this long ago is not moved."""
+    retry_s: float = _SETTINGS.interval_s * 4
+    """A pod without a plan asks again after this long: the controller plans every interval_s, the
+    simulator less often (a plan looks at every node)."""
 
 
 def _percentile(values: Sequence[float], share: float) -> float | None:
@@ -102,12 +109,6 @@ class FragmentationMeter:
                 self.pods.add(waiting.pod.name.split("#", 1)[0])
 
 
-@dataclass
-class _Moved:
-    pod: SimPod
-    evicted_s: float
-
-
 class Defragmenter:
     """Plans and carries out moves for pods that waited (module docstring)."""
 
@@ -115,10 +116,8 @@ class Defragmenter:
         self.churn = churn
         self.limits = limits
         self.evicted_at: deque[float] = deque()
-        self.moved_at: dict[str, float] = {}
-        """Original pod name -> when it was last moved (the cool-down)."""
-        self.in_flight: dict[str, _Moved] = {}
-        """Names of moved pods not running again yet."""
+        self.in_flight: dict[str, int] = {}
+        """Moved pods not running again yet -> their plan's number."""
         self.next_try: dict[str, float] = {}
         self.reserved: dict[int, str] = {}
         """Node id under re-layout for a plan -> the waiting pod it is for."""
@@ -156,18 +155,15 @@ class Defragmenter:
                 ran = True
         return ran
 
-    def _allowed(self, pod_name: str) -> bool:
-        moved = self.moved_at.get(pod_name.split("#", 1)[0])
-        return moved is None or self.churn.now - moved >= self.limits.pod_cooldown_s
-
     def _budget(self) -> int:
-        """Evictions the hourly and at-once limits still allow."""
+        """Evictions the hourly and concurrency limits still allow."""
         now = self.churn.now
         while self.evicted_at and now - self.evicted_at[0] >= 3600.0:
             self.evicted_at.popleft()
-        hourly = self.limits.max_per_hour - len(self.evicted_at)
-        at_once = self.limits.max_at_once - len(self.in_flight)
-        return min(self.limits.max_evictions, hourly, at_once)
+        in_progress = len(set(self.in_flight.values())) + len(self.reserved)  # a plan may count twice: safe
+        if in_progress >= self.limits.max_concurrent:
+            return 0
+        return min(self.limits.max_evictions, self.limits.max_per_hour - len(self.evicted_at))
 
     def _try(self, name: str) -> bool:
         import time
@@ -189,7 +185,7 @@ class Defragmenter:
                 continue
             node_name = sim.nodes[node_id].name
             started = churn.started.get(pod_name, churn.now)
-            movable = self._allowed(pod_name)
+            movable = churn.now - started >= self.limits.pod_cooldown_s
             for gpu, placement in taken.placements:
                 running.append(RunningPod(pod_name, pod_name, node_name, gpu, placement, started, 0, movable))
         begun = time.perf_counter()
@@ -220,11 +216,9 @@ class Defragmenter:
             self.lost_gpu_seconds += run_s * pod.slices / model.compute_slices
             self.evictions += 1
             self.evicted_at.append(churn.now)
-            original = uid.split("#", 1)[0]
-            self.moved_at[original] = churn.now
-            again = replace(pod, name=f"{original}#{self.evictions}", arrival_s=churn.now)
+            again = replace(pod, name=f"{uid.split('#', 1)[0]}#{self.evictions}", arrival_s=churn.now)
             churn.requeue(again)
-            self.in_flight[again.name] = _Moved(again, churn.now)
+            self.in_flight[again.name] = self.plans
         self.plans += 1
         state = sim.nodes[node_id]
         if plan.relayout:
