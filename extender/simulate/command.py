@@ -141,9 +141,6 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         help="churn: move running pods so that a pod that waited fits (the extender's defragmentation planner)",
     )
     parser.add_argument(
-        "--consolidation",
-        choices=[c.value for c in Consolidation],
-    parser.add_argument(
         "--defrag-wait",
         type=_seconds,
         default=DefragLimits().wait_s,
@@ -157,6 +154,9 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         metavar="S",
         help="churn, --defrag on: a pod that started less than this long ago is not moved (defrag_pod_cooldown_s)",
     )
+    parser.add_argument(
+        "--consolidation",
+        choices=[c.value for c in Consolidation],
         default=Consolidation.WHEN_EMPTY.value,
         help="churn, every policy: Karpenter's consolidation policy (WhenEmpty or WhenEmptyOrUnderutilized); "
         "--scale-down-after is its consolidateAfter",
@@ -328,9 +328,7 @@ def main(args: argparse.Namespace) -> int:
         autoscale=not args.no_autoscale,
         new_node_gpus=args.synthetic_gpus,
         defrag=(
-            DefragLimits(wait_s=args.defrag_wait, pod_cooldown_s=args.defrag_cooldown)
-            if args.defrag == "on"
-            else None
+            DefragLimits(wait_s=args.defrag_wait, pod_cooldown_s=args.defrag_cooldown) if args.defrag == "on" else None
         ),
         consolidation=Consolidation(args.consolidation),
     )
