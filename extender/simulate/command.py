@@ -14,14 +14,17 @@ from pathlib import Path
 
 from ..model.catalog import GpuModel
 from ..model.fragmentation import parse_mix
+from ..model.headroom import HeadroomConfig
 from ..model.migbench import SLOTS
 from ..model.migparted import DEFAULT_CONFIG, MigPartedError
 from ..plotting import MatplotlibMissing, pyplot
+from ..settings import HeadroomSettings
 from . import migbench as mb
 from .baselines import policies_named
 from .consolidation import Consolidation
 from .defrag import DefragLimits
 from .engine import Mode, SimConfig, World
+from .headroom import HeadroomSim
 from .migbench import PROFILE_SETS, WORKLOADS, ArrivalModel, Geometry
 from .run import plot, run, table, write_json
 from .workload import NodeSpec, WorkloadError, read_nodes, read_pods, synthetic_pods
@@ -161,6 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         help="churn, every policy: Karpenter's consolidation policy (WhenEmpty or WhenEmptyOrUnderutilized); "
         "--scale-down-after is its consolidateAfter",
     )
+    _add_headroom_arguments(parser)
     parser.add_argument("--no-bound", action="store_true", help="skip the CP-SAT bound")
     parser.add_argument(
         "--work-conserving-bound",
@@ -210,6 +214,71 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
     parser.add_argument("--plot", type=Path, metavar="FILE", help="write a PNG plot here (needs matplotlib)")
 
 
+def _share(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share within 0..1, not {value!r}")
+    return number
+
+
+def _add_headroom_arguments(parser: argparse.ArgumentParser) -> None:
+    """Warm headroom (churn), defaults as the extender's headroom_* settings; lead time: the run's own."""
+    defaults = HeadroomSettings()
+    parser.add_argument(
+        "--headroom",
+        choices=["on", "off"],
+        default="off",
+        help="churn: placeholder pods real pods preempt (ours MIG-shaped, every baseline the same compute as "
+        "whole GPUs), sized for the arrivals of --scale-up-after + --node-startup",
+    )
+    parser.add_argument(
+        "--headroom-size",
+        type=_seconds,
+        default=defaults.size,
+        metavar="X",
+        help="churn: multiplies the arrivals the headroom is sized for",
+    )
+    parser.add_argument(
+        "--headroom-coverage",
+        type=_share,
+        default=defaults.coverage,
+        metavar="P",
+        help="churn: per shape, the chance the arrivals of one lead time all find a placeholder",
+    )
+    parser.add_argument(
+        "--headroom-max-gpus",
+        type=_seconds,
+        default=defaults.max_gpus,
+        metavar="N",
+        help="churn: at most this many GPUs' compute held by placeholders",
+    )
+    parser.add_argument(
+        "--headroom-max-fleet-share",
+        type=_share,
+        default=defaults.max_fleet_share,
+        metavar="S",
+        help="churn: and at most this share of the fleet's GPUs (1: no share bound)",
+    )
+
+
+def headroom_from(args: argparse.Namespace) -> HeadroomSim | None:
+    """The run's headroom, or None when off; a bad combination raises ValueError naming it."""
+    if args.headroom != "on":
+        return None
+    defaults = HeadroomSettings()
+    planner = HeadroomConfig(
+        lead_time_s=args.scale_up_after + args.node_startup,
+        coverage=args.headroom_coverage,
+        max_gpus=args.headroom_max_gpus,
+        max_fleet_share=args.headroom_max_fleet_share,
+        size=args.headroom_size,
+    )
+    return HeadroomSim(planner, rate_half_life_s=defaults.rate_half_life_s, interval_s=defaults.interval_s)
+
+
 def unwritable(path: Path) -> str | None:
     """Why ``path`` cannot be written (without creating it), or None."""
     folder = path.parent
@@ -247,6 +316,8 @@ def _refusal(args: argparse.Namespace) -> str | None:
     for flag in ("geometry", "profile_set", "jobs", "offered_load", "arrival_model", "save_trace"):
         if getattr(args, flag) is not None:
             return f"--{flag.replace('_', '-')} applies to --workload and --trace runs only"
+    if args.headroom == "on" and args.mode != Mode.CHURN.value:
+        return "--headroom on needs --mode churn (placeholders wait for arrivals and are preempted by them)"
     if args.work_conserving_bound and (args.world == World.STATIC.value or args.mode != Mode.FILL.value):
         return (
             "--work-conserving-bound needs --mode fill and a dynamic world "
@@ -308,6 +379,7 @@ def main(args: argparse.Namespace) -> int:
             nodes = [NodeSpec(f"sim-{i:05d}", args.synthetic_gpus) for i in range(args.synthetic_nodes)]
         for index in range(max(args.synthetic_gpus, *(n.gpus for n in nodes))):
             DEFAULT_CONFIG.resolve(args.layout, model, index)  # a profile the model lacks: said now, not later
+        headroom = headroom_from(args)
     except (MigPartedError, WorkloadError, ValueError) as exc:  # CatalogError is a ValueError
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2
@@ -331,6 +403,7 @@ def main(args: argparse.Namespace) -> int:
             DefragLimits(wait_s=args.defrag_wait, pod_cooldown_s=args.defrag_cooldown) if args.defrag == "on" else None
         ),
         consolidation=Consolidation(args.consolidation),
+        headroom=headroom,
     )
     output = run(
         config,

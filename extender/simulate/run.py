@@ -36,6 +36,7 @@ class RunOutput:
                 "relayout": self.config.relayout,
                 "defrag": None if self.config.defrag is None else dataclasses.asdict(self.config.defrag),
                 "consolidation": str(self.config.consolidation),
+                "headroom": None if self.config.headroom is None else dataclasses.asdict(self.config.headroom),
                 "rebalance": self.config.rebalance,
                 "arrival": self.config.arrival,
                 "seed": self.config.seed,
