@@ -195,6 +195,7 @@ def _atomic_removals(
     several: bool,
     relayout: bool,
     max_evictions: int,
+    layouts_known: bool,
 ) -> set[frozenset[str]]:
     """Smallest sets of movable pods whose leaving frees one instance's worth of room on one GPU.
 
@@ -207,7 +208,7 @@ def _atomic_removals(
         if uids and None not in uids and len(uids) <= max_evictions and all(u in victims for u in uids):
             found.add(frozenset(u for u in uids if u is not None))
 
-    exact = node.fidelity in (Fidelity.EXACT, Fidelity.DRA)
+    exact = layouts_known or node.fidelity in (Fidelity.EXACT, Fidelity.DRA)
     whole_node: set[str | None] = set()
     for gpu in node.gpus:
         if not gpu.mig_enabled:
@@ -244,6 +245,7 @@ def _rooms(
     budgets: Mapping[str, int],
     relayout: bool,
     max_evictions: int,
+    layouts_known: bool,
 ) -> list[_Room]:
     """Candidate rooms (node, pods to move), cheapest first: unions of atomic removals within the limits."""
     holders: dict[str, dict[tuple[int, Placement], str]] = defaultdict(dict)
@@ -254,7 +256,9 @@ def _rooms(
     instances = sum(count for _, count in demand.mig)
     rooms: dict[tuple[str, frozenset[str]], _Room] = {}
     for name, node in nodes.items():
-        atoms = _atomic_removals(node, holders.get(name, {}), victims, profiles, instances > 1, relayout, max_evictions)
+        atoms = _atomic_removals(
+            node, holders.get(name, {}), victims, profiles, instances > 1, relayout, max_evictions, layouts_known
+        )
         ordered = sorted(atoms, key=lambda a: (len(a), sorted(a)))
         for size in range(1, min(instances, max_evictions) + 1):
             for combination in itertools.combinations(ordered, size):
@@ -355,12 +359,15 @@ def plan_room(
     max_evictions: int,
     relayout: bool = True,
     config: PolicyConfig = _FIRST_FIT,
+    layouts_known: bool = False,
 ) -> DefragPlan | NoPlan:
     """The smallest disruption that makes room for ``demand`` on one of ``nodes``, or why there is none.
 
     ``nodes`` are the nodes the waiting pod may use; ``running`` the MIG pods running there whose instance is
     known exactly. ``relayout``: static GPUs may be emptied for the re-layout controller to re-partition.
     ``config``: the node-side allocator of dynamic GPUs (kube-scheduler's first fit unless told otherwise).
+    ``layouts_known``: every static node's instances are known exactly, whatever its fidelity says (the
+    simulator), so single GPUs may be emptied for a re-layout.
     """
     budgets = budgets or {}
     wanted = plain_demand(demand)
@@ -375,7 +382,7 @@ def plan_room(
     victims = _victims(states, running, priority, now_s, budgets)
     if not victims:
         return NoPlan("no running pod may be moved (movable, priority at most the waiting pod's, budget allows)")
-    rooms = _rooms(states, victims, wanted, budgets, relayout, max_evictions)
+    rooms = _rooms(states, victims, wanted, budgets, relayout, max_evictions, layouts_known)
     best: tuple[tuple[int, float, int], DefragPlan] | None = None
     room_found = False
     # Where each moved pod's demand fits now, alone: a room whose pods cannot go anywhere but its own node is

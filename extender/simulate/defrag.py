@@ -21,7 +21,7 @@ no placement).
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,8 @@ class FragmentationMeter:
         self.compute_per_gpu = model.compute_slices
         self.used_memory = 0
         self.seconds = 0.0
+        self.by_profile: dict[str, float] = {}
+        """The same seconds per demand (``1x 7g.80gb``): what stops defragmentation differs by size."""
         self.pods: set[str] = set()
         self.needs: dict[PodDemand, tuple[int, int]] = {}
 
@@ -106,6 +108,8 @@ class FragmentationMeter:
             compute, memory = self.need(waiting.pod.demand)
             if compute <= free_compute and memory <= free_memory:
                 self.seconds += seconds
+                text = waiting.pod.demand.text()
+                self.by_profile[text] = self.by_profile.get(text, 0.0) + seconds
                 self.pods.add(waiting.pod.name.split("#", 1)[0])
 
 
@@ -128,6 +132,8 @@ class Defragmenter:
         self.replaced = 0
         """Placements of moved pods (not new pods: evictions per 100 pods counts pods of the workload)."""
         self.planning_s = 0.0
+        self.no_plan: Counter[str] = Counter()
+        """Attempts without a plan, by why (module docstring of :mod:`extender.model.defrag`)."""
 
     def arrived(self, name: str, when: float) -> None:
         self.next_try[name] = when + self.limits.wait_s
@@ -172,6 +178,7 @@ class Defragmenter:
         sim = churn.sim
         budget = self._budget()
         if budget < 1:
+            self.no_plan["limits: hourly or plans in progress"] += 1
             return False
         waiting = churn.pending[name]
         nodes = {}
@@ -198,9 +205,11 @@ class Defragmenter:
             max_evictions=budget,
             relayout=sim.config.relayout,
             config=sim.policy_config,
+            layouts_known=True,  # the simulator's static layouts are the model's own
         )
         self.planning_s += time.perf_counter() - begun
         if not isinstance(plan, DefragPlan):
+            self.no_plan[_why(plan.reason)] += 1
             return False
         return self._run(name, plan)
 
@@ -245,12 +254,26 @@ class Defragmenter:
 
     def figures(self) -> dict[str, Any]:
         return {
+            "defrag_no_plan": dict(self.no_plan.most_common()),
             "defrag_plans": self.plans,
             "defrag_relayout_plans": self.relayout_plans,
             "evictions_defrag": self.evictions,
             "lost_gpu_hours_defrag": round(self.lost_gpu_seconds / 3600.0, 4),
             "defrag_planning_s": round(self.planning_s, 2),
         }
+
+
+def _why(reason: str) -> str:
+    """A NoPlan reason without its pod's demand, so that attempts can be counted by cause."""
+    if "fit on no other node" in reason:
+        return "room made, moved pods fit nowhere else"
+    if "makes no room" in reason:
+        return "no room within the eviction limit"
+    if "may be moved" in reason:
+        return "no movable pod (cool-down)"
+    if "without moving" in reason:
+        return "fits without a move"
+    return reason
 
 
 def churn_figures(churn: Churn) -> dict[str, Any]:
@@ -271,6 +294,9 @@ def churn_figures(churn: Churn) -> dict[str, Any]:
         "lost_gpu_hours": round(lost / 3600.0, 4),
         "lost_share_of_gpu_hours": (round(lost / 3600.0 / result.gpu_hours, 6) if result.gpu_hours else None),
         "fragmentation_wait_s": round(churn.fragmentation.seconds, 3),
+        "fragmentation_wait_s_by_demand": {
+            k: round(v, 1) for k, v in sorted(churn.fragmentation.by_profile.items(), key=lambda kv: -kv[1])[:8]
+        },
         "fragmented_pods": len(churn.fragmentation.pods),
         "workload_pods_placed": placed,
     }

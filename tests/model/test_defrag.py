@@ -295,6 +295,28 @@ def test_plans(case: Case) -> None:
     check_plan(plan, case.cluster, wanted, priority=case.priority, budgets=budgets, max_evictions=case.max_evictions)
 
 
+def test_layouts_known_lets_a_single_gpu_be_emptied_on_an_estimated_node() -> None:
+    """The simulator knows its static layouts: one GPU emptied, not the whole node."""
+    cluster = spare(
+        Cluster().add(
+            "busy",
+            "1g.5gb@6=a",
+            "1g.5gb@6=b",
+            dynamic=False,
+            layout=["1g.5gb@0 1g.5gb@1 1g.5gb@2 1g.5gb@3 1g.5gb@4 1g.5gb@5"] * 2,
+            fidelity=Fidelity.LAYOUT,
+            ages={"a": 50},
+        )
+    )
+    wanted = demand("3g.20gb")
+    plans = [
+        plan_room(cluster.nodes, cluster.running, wanted, priority=0, now_s=NOW, max_evictions=2, layouts_known=known)
+        for known in (False, True)
+    ]
+    assert all(isinstance(p, DefragPlan) and p.relayout for p in plans)
+    assert [sorted({m.pod for m in p.moves}) for p in plans if isinstance(p, DefragPlan)] == [["a", "b"], ["a"]]
+
+
 def test_a_running_pod_the_node_does_not_show_is_not_moved() -> None:
     """The caller's record of a pod must match the node's state: a controller never acts on a guess."""
     cluster = spare(Cluster().add("busy", "1g.5gb@1=a 3g.20gb@4=b"))
