@@ -447,6 +447,9 @@ class DefragController:
             since = parse_time(pod.annotations.get(SINCE_ANNOTATION))
             if since is None or (now - since).total_seconds() < self.config.min_wait_s:
                 continue
+            ended = _outcome_time(pod.annotations.get(DEFRAG_OUTCOME_ANNOTATION))
+            if ended is not None and (now - ended).total_seconds() < self.config.min_wait_s:
+                continue  # its last plan ended just now: the cluster settles before another is made
             found.append(pod)
         return sorted(found, key=lambda p: (p.annotations.get(SINCE_ANNOTATION, ""), p.key))
 
@@ -757,6 +760,12 @@ class DefragController:
             await self.api.post_event(pod_reference(namespace, name, uid), reason, kind, note, EVENT_ACTION)
         except Exception as exc:  # events are best effort
             log.warning("event %s on pod %s/%s failed: %s", reason, namespace, name, exc)
+
+
+def _outcome_time(text: str | None) -> datetime.datetime | None:
+    """When the plan whose outcome annotation is ``text`` (``<outcome> <time>: <why>``) ended."""
+    parts = (text or "").split(" ", 2)
+    return parse_time(parts[1].rstrip(":")) if len(parts) > 1 else None
 
 
 def _count(table: dict[str, int], why: str) -> None:
