@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""The defragmentation goal (issue 21) over seeds: churn with and without ``--defrag``, every input and world.
+
+Runs ``mig-extender simulate --mode churn --policies mig-extender`` one process at a time (under ``nice``),
+seed after seed, so that a sweep cut short still covers every input and world for its first seeds. Each run's
+JSON goes to ``OUT/runs/``; a run whose JSON exists is not run again, so the sweep resumes where it stopped.
+After every run ``OUT/summary.json`` is rewritten: per input, world and variant the median and range of each
+figure over the seeds done, and per input and world the goal (BENCHMARKS.md, "Defragmentation"):
+fragmentation waits cut by at least half, at most 1 eviction per 100 pods placed, lost work under 1 % of the
+GPU-hours, and no more node-hours than without defragmentation (each as the median over seeds of the paired
+figures of one seed).
+
+    nice python scripts/defrag_sweep.py --trace-dir PATH --out /tmp/defrag-sweep --seeds 1-10 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+INPUTS = {
+    "inference": ["--synthetic", "inference", "--synthetic-nodes", "20", "--synthetic-pods", "5000"],
+    "trace": ["--nodes", "{trace}/openb_node_list_gpu_node.csv", "--pods", "{trace}/openb_pod_list_default.csv"],
+}
+WORLDS = ("static", "dynamic-first-fit", "dynamic-ideal")
+VARIANTS = {
+    "off": ["--defrag", "off"],
+    "on": ["--defrag", "on"],
+    "eager": ["--defrag", "on", "--defrag-wait", "60", "--defrag-cooldown", "600"],
+    "consolidation": ["--defrag", "off", "--consolidation", "when-underutilized"],
+}
+FIGURES = (
+    "mean_wait_s",
+    "p95_wait_s",
+    "max_wait_s",
+    "node_hours",
+    "gpu_hours",
+    "evictions",
+    "evictions_per_100_pods",
+    "lost_gpu_hours",
+    "lost_share_of_gpu_hours",
+    "fragmentation_wait_s",
+    "fragmented_pods",
+    "defrag_plans",
+    "seconds",
+)
+
+
+def seeds_of(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def command(input_name: str, world: str, variant: str, seed: int, trace: str, json_path: Path) -> list[str]:
+    args = [a.format(trace=trace) for a in INPUTS[input_name]]
+    return [
+        *("nice", "-n", "10", sys.executable, "-m", "extender", "simulate"),
+        *args,
+        *("--gpu", "H100-80GB", "--world", world, "--mode", "churn", "--policies", "mig-extender"),
+        *("--seed", str(seed), "--json", str(json_path)),
+        *VARIANTS[variant],
+    ]
+
+
+def figures_of(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text())["policies"]["mig-extender"])
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summary(out: Path, seeds: list[int], variants: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for input_name in INPUTS:
+        for world in WORLDS:
+            runs: dict[str, dict[int, dict[str, Any]]] = {}
+            for variant in variants:
+                for seed in seeds:
+                    path = out / "runs" / f"{input_name}-{world}-{variant}-{seed}.json"
+                    if path.exists():
+                        runs.setdefault(variant, {})[seed] = figures_of(path)
+            if not runs:
+                continue
+            entry: dict[str, Any] = {}
+            for variant, by_seed in runs.items():
+                entry[variant] = {
+                    f: spread([float(r[f]) for r in by_seed.values() if r.get(f) is not None])
+                    for f in FIGURES
+                    if any(r.get(f) is not None for r in by_seed.values())
+                }
+            entry["goal"] = {v: goal(runs.get("off", {}), runs[v]) for v in runs if v not in ("off", "consolidation")}
+            found[f"{input_name} / {world}"] = entry
+    return found
+
+
+def goal(off: dict[int, dict[str, Any]], on: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The goal's four figures over the seeds run both ways, and whether each is met (medians)."""
+    paired = sorted(set(off) & set(on))
+    if not paired:
+        return {}
+    cut = [
+        1 - on[s]["fragmentation_wait_s"] / off[s]["fragmentation_wait_s"]
+        for s in paired
+        if off[s]["fragmentation_wait_s"]
+    ]
+    node_hours = [on[s]["node_hours"] / off[s]["node_hours"] - 1 for s in paired]
+    evictions = [on[s]["evictions_per_100_pods"] or 0.0 for s in paired]
+    lost = [on[s]["lost_share_of_gpu_hours"] or 0.0 for s in paired]
+    med = statistics.median
+    return {
+        "seeds": len(paired),
+        "fragmentation_wait_cut": spread(cut) if cut else None,
+        "node_hours_change": spread(node_hours),
+        "evictions_per_100_pods": spread(evictions),
+        "lost_share_of_gpu_hours": spread(lost),
+        "met": {
+            "fragmentation_wait_cut_at_least_half": bool(cut) and med(cut) >= 0.5,
+            "at_most_1_eviction_per_100_pods": med(evictions) <= 1.0,
+            "lost_under_1_percent": med(lost) < 0.01,
+            "no_more_node_hours": med(node_hours) <= 0.0,
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trace-dir", required=True, help="folder of the Alibaba trace's csv files")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/defrag-sweep"))
+    parser.add_argument("--seeds", default="1-10", help="a seed or a range: 1-10")
+    parser.add_argument("--inputs", default=",".join(INPUTS))
+    parser.add_argument("--worlds", default=",".join(WORLDS))
+    parser.add_argument("--variants", default="off,on,eager", help=f"of {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    seeds = seeds_of(args.seeds)
+    inputs = args.inputs.split(",")
+    worlds = args.worlds.split(",")
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS] + [i for i in inputs if i not in INPUTS]
+    unknown += [w for w in worlds if w not in WORLDS]
+    if unknown:
+        print(f"defrag_sweep: unknown {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for input_name in inputs:
+            for world in worlds:
+                for variant in variants:
+                    path = args.out / "runs" / f"{input_name}-{world}-{variant}-{seed}.json"
+                    if path.exists():
+                        continue
+                    partial = path.with_suffix(".part")
+                    begun = time.monotonic()
+                    done = subprocess.run(
+                        command(input_name, world, variant, seed, args.trace_dir, partial),
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        check=False,
+                    )
+                    if done.returncode != 0:
+                        print(f"{path.name}: failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
+                        continue
+                    partial.rename(path)
+                    print(f"{path.name}: {time.monotonic() - begun:.0f} s", flush=True)
+                    text = json.dumps(summary(args.out, seeds, list(VARIANTS)), indent=1)
+                    (args.out / "summary.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
