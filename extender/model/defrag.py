@@ -98,6 +98,9 @@ class NoPlan:
 _FIRST_FIT = PolicyConfig()
 _TARGET_SEARCH_LIMIT = 2_000
 """Fits tried per room when placing its moved pods: backtracking over target nodes stays bounded."""
+_ROOMS_PER_NODE_LIMIT = 2_000
+"""Rooms built per node at most, smallest first: a pod asking several small instances on a node of many
+busy GPUs would otherwise combine thousands of removals (56 single-instance ones on an 8-GPU node)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,19 +263,21 @@ def _rooms(
             node, holders.get(name, {}), victims, profiles, instances > 1, relayout, max_evictions, layouts_known
         )
         ordered = sorted(atoms, key=lambda a: (len(a), sorted(a)))
-        for size in range(1, min(instances, max_evictions) + 1):
-            for combination in itertools.combinations(ordered, size):
-                chosen = frozenset().union(*combination)
-                if len(chosen) > max_evictions or (name, chosen) in rooms:
-                    continue
-                spent: Counter[str] = Counter()
-                for uid in chosen:
-                    group = victims[uid].budget
-                    if group is not None:
-                        spent[group] += 1
-                if any(budgets.get(group, 0) < count for group, count in spent.items()):
-                    continue
-                rooms[(name, chosen)] = _Room(name, chosen, sum(victims[u].lost_s for u in chosen))
+        combinations = itertools.chain.from_iterable(
+            itertools.combinations(ordered, size) for size in range(1, min(instances, max_evictions) + 1)
+        )
+        for combination in itertools.islice(combinations, _ROOMS_PER_NODE_LIMIT):
+            chosen = frozenset().union(*combination)
+            if len(chosen) > max_evictions or (name, chosen) in rooms:
+                continue
+            spent: Counter[str] = Counter()
+            for uid in chosen:
+                group = victims[uid].budget
+                if group is not None:
+                    spent[group] += 1
+            if any(budgets.get(group, 0) < count for group, count in spent.items()):
+                continue
+            rooms[(name, chosen)] = _Room(name, chosen, sum(victims[u].lost_s for u in chosen))
     return sorted(rooms.values(), key=lambda r: (len(r.victims), r.lost_s, r.node, sorted(r.victims)))
 
 
