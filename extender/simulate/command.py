@@ -158,6 +158,20 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         help="churn, --defrag on: a pod that started less than this long ago is not moved (defrag_pod_cooldown_s)",
     )
     parser.add_argument(
+        "--defrag-max-evictions",
+        type=_at_least_one,
+        default=DefragLimits().max_evictions,
+        metavar="N",
+        help="churn, --defrag on: pods one plan may move (defrag_max_evictions)",
+    )
+    parser.add_argument(
+        "--defrag-per-hour",
+        type=_at_least_one,
+        default=DefragLimits().max_per_hour,
+        metavar="N",
+        help="churn, --defrag on: pods moved per hour at most (defrag_max_evictions_per_hour)",
+    )
+    parser.add_argument(
         "--consolidation",
         choices=[c.value for c in Consolidation],
         default=Consolidation.WHEN_EMPTY.value,
@@ -353,6 +367,17 @@ def _migbench_refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _defrag_limits(args: argparse.Namespace) -> DefragLimits | None:
+    if args.defrag != "on":
+        return None
+    return DefragLimits(
+        wait_s=args.defrag_wait,
+        pod_cooldown_s=args.defrag_cooldown,
+        max_evictions=args.defrag_max_evictions,
+        max_per_hour=args.defrag_per_hour,
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     model: GpuModel = args.gpu
     refusal = _refusal(args)
@@ -399,9 +424,7 @@ def main(args: argparse.Namespace) -> int:
         scale_down_after_s=args.scale_down_after,
         autoscale=not args.no_autoscale,
         new_node_gpus=args.synthetic_gpus,
-        defrag=(
-            DefragLimits(wait_s=args.defrag_wait, pod_cooldown_s=args.defrag_cooldown) if args.defrag == "on" else None
-        ),
+        defrag=_defrag_limits(args),
         consolidation=Consolidation(args.consolidation),
         headroom=headroom,
     )

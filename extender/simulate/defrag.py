@@ -73,6 +73,8 @@ class FragmentationMeter:
         self.compute_per_gpu = model.compute_slices
         self.used_memory = 0
         self.seconds = 0.0
+        self.relayout_seconds = 0.0
+        """The part of ``seconds`` while a re-layout that hosts the pod's demand was under way."""
         self.by_profile: dict[str, float] = {}
         """The same seconds per demand (``1x 7g.80gb``): what stops defragmentation differs by size."""
         self.pods: set[str] = set()
@@ -104,10 +106,13 @@ class FragmentationMeter:
         free_compute = result.capacity_slices - result.allocated_slices
         gpus = result.capacity_slices // self.compute_per_gpu
         free_memory = gpus * self.memory_per_gpu - self.used_memory
+        hosted = {d for plan in churn.changing.values() for d in plan.hosts}
         for waiting in churn.pending.values():
             compute, memory = self.need(waiting.pod.demand)
             if compute <= free_compute and memory <= free_memory:
                 self.seconds += seconds
+                if waiting.pod.demand in hosted:
+                    self.relayout_seconds += seconds
                 text = waiting.pod.demand.text()
                 self.by_profile[text] = self.by_profile.get(text, 0.0) + seconds
                 self.pods.add(waiting.pod.name.split("#", 1)[0])
@@ -294,6 +299,7 @@ def churn_figures(churn: Churn) -> dict[str, Any]:
         "lost_gpu_hours": round(lost / 3600.0, 4),
         "lost_share_of_gpu_hours": (round(lost / 3600.0 / result.gpu_hours, 6) if result.gpu_hours else None),
         "fragmentation_wait_s": round(churn.fragmentation.seconds, 3),
+        "fragmentation_wait_relayout_s": round(churn.fragmentation.relayout_seconds, 3),
         "fragmentation_wait_s_by_demand": {
             k: round(v, 1) for k, v in sorted(churn.fragmentation.by_profile.items(), key=lambda kv: -kv[1])[:8]
         },
