@@ -57,6 +57,7 @@ from ..model.state import Fidelity, NodeState
 from ..settings import DefragSettings
 from ..view.objects import PodInfo
 from ..view.reservations import Reservation, ReservationError, parse_reservation
+from ..view.sources import AnnotationError, parse_gpus_annotation
 from ..view.store import ClusterView
 from .loop import reconcile_forever
 
@@ -639,8 +640,15 @@ class DefragController:
                     else:
                         _count(gathered.not_movable, "holding devices not known exactly (full GPUs, shared claims)")
                 continue
+            # The instances the agent lists, not the node's state: that also counts pods bound since the agent's
+            # last update, at estimated placements.
+            info = self.view.nodes.get(name)
+            try:
+                listed = parse_gpus_annotation(info.gpus_annotation) if info and info.gpus_annotation else ()
+            except AnnotationError:
+                listed = ()
             used: dict[str, list[tuple[int, Placement]]] = {}
-            for gpu in state.gpus:
+            for gpu in listed:
                 for instance in gpu.instances:
                     if instance.used:
                         used.setdefault(instance.profile.name, []).append((gpu.index, instance.placement))

@@ -300,11 +300,16 @@ async def test_namespaces_in_settings_make_pods_movable_without_opt_in() -> None
     assert parse_plan(annotation(fake, DEFRAG_PLAN_ANNOTATION) or "").moves
 
 
-async def test_which_pod_holds_which_instance_is_never_guessed() -> None:
-    # Two 1g.10gb pods and two 1g.10gb instances on one node: which pod holds slice 0 is not known.
+@pytest.mark.parametrize(
+    "listed_on_a",
+    [[("1g.10gb", 0), ("1g.10gb", 4)], [("1g.10gb", 0)]],
+    ids=["two pods, two instances of a profile", "a pod bound since the agent's last update"],
+)
+async def test_which_pod_holds_which_instance_is_never_guessed(listed_on_a: list[tuple[str, int]]) -> None:
+    # Two 1g.10gb pods on node a: which one holds slice 0 is not known.
     view = ClusterView()
     fake = DefragFake(view)
-    fake.add_node("a", [("1g.10gb", 0), ("1g.10gb", 4)])
+    fake.add_node("a", listed_on_a)
     fake.add_node("b", [("1g.10gb", 0)])
     fake.add_pod(small("small-a1", "a"))
     fake.add_pod(small("small-a2", "a"))
