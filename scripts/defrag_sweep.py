@@ -11,6 +11,7 @@ GPU-hours, and no more node-hours than without defragmentation (each as the medi
 figures of one seed).
 
     nice python scripts/defrag_sweep.py --trace-dir PATH --out /tmp/defrag-sweep --seeds 1-10 &
+    python scripts/defrag_sweep.py --trace-dir PATH --out /tmp/defrag-sweep --table   # the Markdown rows
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ WORLDS = ("static", "dynamic-first-fit", "dynamic-ideal")
 VARIANTS = {
     "off": ["--defrag", "off"],
     "on": ["--defrag", "on"],
-    "eager": ["--defrag", "on", "--defrag-wait", "60", "--defrag-cooldown", "600"],
+    # Earlier than the autoscaler (120 s), pods movable after 10 minutes, no plan losing over 30 minutes of run.
+    "eager": ["--defrag", "on", "--defrag-wait", "60", "--defrag-cooldown", "600", "--defrag-max-lost", "1800"],
     "consolidation": ["--defrag", "off", "--consolidation", "when-underutilized"],
 }
 FIGURES = (
@@ -129,6 +131,50 @@ def goal(off: dict[int, dict[str, Any]], on: dict[int, dict[str, Any]]) -> dict[
     }
 
 
+def _range(figure: dict[str, float] | None, spec: str, scale: float = 1.0) -> str:
+    if not figure:
+        return "-"
+    low, mid, high = (format(figure[k] * scale, spec) for k in ("min", "median", "max"))
+    return mid if low == high else f"{mid} ({low} to {high})"
+
+
+def table(found: dict[str, Any]) -> str:
+    """Markdown rows: per input, world and variant, medians (ranges) over the seeds done."""
+    head = (
+        "| input / world | variant | seeds | fragmentation wait, s | fragmented pods | mean wait, s | P95 wait, s "
+        "| node-hours | evictions / 100 pods | lost, % of GPU-h |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for name, entry in found.items():
+        for variant in VARIANTS:
+            figures = entry.get(variant)
+            if not figures:
+                continue
+            seeds = int(figures["node_hours"]["n"])
+            lines.append(
+                f"| {name} | {variant} | {seeds} | {_range(figures.get('fragmentation_wait_s'), ',.0f')} "
+                f"| {_range(figures.get('fragmented_pods'), '.0f')} | {_range(figures.get('mean_wait_s'), '.1f')} "
+                f"| {_range(figures.get('p95_wait_s'), '.0f')} | {_range(figures.get('node_hours'), ',.0f')} "
+                f"| {_range(figures.get('evictions_per_100_pods'), '.2f')} "
+                f"| {_range(figures.get('lost_share_of_gpu_hours'), '.2f', 100)} |"
+            )
+    lines += [
+        "",
+        "| input / world | variant | fragmentation wait cut | node-hours change | goal met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in found.items():
+        for variant, goal_figures in entry.get("goal", {}).items():
+            if not goal_figures:
+                continue
+            met = ", ".join(k for k, v in goal_figures["met"].items() if v) or "none"
+            lines.append(
+                f"| {name} | {variant} | {_range(goal_figures['fragmentation_wait_cut'], '.0%')} "
+                f"| {_range(goal_figures['node_hours_change'], '+.1%')} | {met} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trace-dir", required=True, help="folder of the Alibaba trace's csv files")
@@ -137,7 +183,11 @@ def main() -> int:
     parser.add_argument("--inputs", default=",".join(INPUTS))
     parser.add_argument("--worlds", default=",".join(WORLDS))
     parser.add_argument("--variants", default="off,on,eager", help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--table", action="store_true", help="print OUT/summary.json as Markdown rows and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads((args.out / "summary.json").read_text())))
+        return 0
     seeds = seeds_of(args.seeds)
     inputs = args.inputs.split(",")
     worlds = args.worlds.split(",")

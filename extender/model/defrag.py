@@ -365,6 +365,7 @@ def plan_room(
     relayout: bool = True,
     config: PolicyConfig = _FIRST_FIT,
     layouts_known: bool = False,
+    max_lost_s: float | None = None,
 ) -> DefragPlan | NoPlan:
     """The smallest disruption that makes room for ``demand`` on one of ``nodes``, or why there is none.
 
@@ -372,7 +373,8 @@ def plan_room(
     known exactly. ``relayout``: static GPUs may be emptied for the re-layout controller to re-partition.
     ``config``: the node-side allocator of dynamic GPUs (kube-scheduler's first fit unless told otherwise).
     ``layouts_known``: every static node's instances are known exactly, whatever its fidelity says (the
-    simulator), so single GPUs may be emptied for a re-layout.
+    simulator), so single GPUs may be emptied for a re-layout. ``max_lost_s``: no plan throws away more run
+    time than this (summed over its moved pods); None for no bound.
     """
     budgets = budgets or {}
     wanted = plain_demand(demand)
@@ -388,6 +390,10 @@ def plan_room(
     if not victims:
         return NoPlan("no running pod may be moved (movable, priority at most the waiting pod's, budget allows)")
     rooms = _rooms(states, victims, wanted, budgets, relayout, max_evictions, layouts_known)
+    costly = 0
+    if max_lost_s is not None:
+        kept = [r for r in rooms if r.lost_s <= max_lost_s]
+        costly, rooms = len(rooms) - len(kept), kept
     best: tuple[tuple[int, float, int], DefragPlan] | None = None
     room_found = False
     # Where each moved pod's demand fits now, alone: a room whose pods cannot go anywhere but its own node is
@@ -419,4 +425,6 @@ def plan_room(
         return best[1]
     if room_found:
         return NoPlan(f"room for {wanted.text()} can be made, but the pods it moves fit on no other node now")
+    if costly:
+        return NoPlan(f"room for {wanted.text()} only by moving pods that ran more than {max_lost_s:.0f} s in all")
     return NoPlan(f"moving at most {max_evictions} movable pod(s) makes no room for {wanted.text()} on any node")

@@ -172,6 +172,13 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         help="churn, --defrag on: pods moved per hour at most (defrag_max_evictions_per_hour)",
     )
     parser.add_argument(
+        "--defrag-max-lost",
+        type=_seconds,
+        metavar="S",
+        help="churn, --defrag on: no plan throws away more run time than this, summed over its moved pods "
+        "(moved pods restart from zero); default: no bound, as the controller",
+    )
+    parser.add_argument(
         "--consolidation",
         choices=[c.value for c in Consolidation],
         default=Consolidation.WHEN_EMPTY.value,
@@ -375,6 +382,7 @@ def _defrag_limits(args: argparse.Namespace) -> DefragLimits | None:
         pod_cooldown_s=args.defrag_cooldown,
         max_evictions=args.defrag_max_evictions,
         max_per_hour=args.defrag_per_hour,
+        max_lost_s=args.defrag_max_lost,
     )
 
 

@@ -51,6 +51,8 @@ class DefragLimits:
     """Plans in progress at once: a plan is until its moved pods run again and its re-layout is done."""
     pod_cooldown_s: float = _SETTINGS.pod_cooldown_s
     """A pod that started less than this long ago is not moved."""
+    max_lost_s: float | None = None
+    """No plan throws away more run time than this (the controller has no such bound: None)."""
     retry_s: float = _SETTINGS.interval_s * 4
     """A pod without a plan asks again after this long: the controller plans every interval_s, the
     simulator less often (a plan looks at every node)."""
@@ -211,6 +213,7 @@ class Defragmenter:
             relayout=sim.config.relayout,
             config=sim.policy_config,
             layouts_known=True,  # the simulator's static layouts are the model's own
+            max_lost_s=self.limits.max_lost_s,
         )
         self.planning_s += time.perf_counter() - begun
         if not isinstance(plan, DefragPlan):
@@ -274,6 +277,8 @@ def _why(reason: str) -> str:
         return "room made, moved pods fit nowhere else"
     if "makes no room" in reason:
         return "no room within the eviction limit"
+    if "ran more than" in reason:
+        return "only rooms that lose more than max_lost_s"
     if "may be moved" in reason:
         return "no movable pod (cool-down)"
     if "without moving" in reason:

@@ -317,6 +317,24 @@ def test_layouts_known_lets_a_single_gpu_be_emptied_on_an_estimated_node() -> No
     assert [sorted({m.pod for m in p.moves}) for p in plans if isinstance(p, DefragPlan)] == [["a", "b"], ["a"]]
 
 
+def test_max_lost_s_keeps_long_runs_in_place() -> None:
+    """Moved pods restart from zero: a bound on the run time thrown away leaves the old pod where it is."""
+    cluster = spare(
+        Cluster()
+        .add("busy", "1g.5gb@1=old 3g.20gb@4=big", ages={"old": 5_000}, movable=True)
+        .add("other", "1g.5gb@0=y1 1g.5gb@2=y2 3g.20gb@4=big2", ages={"y1": 10, "y2": 20})
+    )
+    wanted = demand("4g.20gb")
+    unbounded = plan_room(cluster.nodes, cluster.running, wanted, priority=0, now_s=NOW, max_evictions=2)
+    bounded = plan_room(
+        cluster.nodes, cluster.running, wanted, priority=0, now_s=NOW, max_evictions=2, max_lost_s=1_000
+    )
+    assert isinstance(unbounded, DefragPlan) and [m.pod for m in unbounded.moves] == ["old"]
+    assert isinstance(bounded, DefragPlan) and sorted(m.pod for m in bounded.moves) == ["y1", "y2"]
+    tight = plan_room(cluster.nodes, cluster.running, wanted, priority=0, now_s=NOW, max_evictions=2, max_lost_s=5)
+    assert isinstance(tight, NoPlan) and "ran more than 5 s" in tight.reason
+
+
 def test_a_running_pod_the_node_does_not_show_is_not_moved() -> None:
     """The caller's record of a pod must match the node's state: a controller never acts on a guess."""
     cluster = spare(Cluster().add("busy", "1g.5gb@1=a 3g.20gb@4=b"))
