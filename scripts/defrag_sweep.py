@@ -11,7 +11,7 @@ GPU-hours, and no more node-hours than without defragmentation (each as the medi
 figures of one seed).
 
     nice python scripts/defrag_sweep.py --trace-dir PATH --out /tmp/defrag-sweep --seeds 1-10 &
-    python scripts/defrag_sweep.py --trace-dir PATH --out /tmp/defrag-sweep --table   # the Markdown rows
+    python scripts/defrag_sweep.py --trace-dir PATH --out /tmp/defrag-sweep --seeds 1-10 --table
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ FIGURES = (
     "lost_gpu_hours",
     "lost_share_of_gpu_hours",
     "fragmentation_wait_s",
+    "fragmentation_wait_relayout_s",
     "fragmented_pods",
     "defrag_plans",
     "seconds",
@@ -183,10 +184,10 @@ def main() -> int:
     parser.add_argument("--inputs", default=",".join(INPUTS))
     parser.add_argument("--worlds", default=",".join(WORLDS))
     parser.add_argument("--variants", default="off,on,eager", help=f"of {', '.join(VARIANTS)}")
-    parser.add_argument("--table", action="store_true", help="print OUT/summary.json as Markdown rows and stop")
+    parser.add_argument("--table", action="store_true", help="print the runs done as Markdown rows and stop")
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads((args.out / "summary.json").read_text())))
+    if args.table:  # from the runs done so far, with the figures of this version of the script
+        print(table(summary(args.out, seeds_of(args.seeds), list(VARIANTS))))
         return 0
     seeds = seeds_of(args.seeds)
     inputs = args.inputs.split(",")
