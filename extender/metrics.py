@@ -666,6 +666,83 @@ class _ProvisioningCollector(Collector):
 
 
 @dataclass
+class HeadroomStats:
+    """What the headroom controller counts; :class:`_HeadroomCollector` exports them."""
+
+    planned: dict[str, int] = field(default_factory=dict)
+    """Placeholders the last plan wants, by MIG profile."""
+    held: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Placeholders that exist, by (profile, state): bound (holding room) or pending (waiting for a node)."""
+    created: int = 0
+    deleted: int = 0
+    """Deleted by the controller because the plan shrank."""
+    preempted: int = 0
+    """Bound placeholders gone without the controller deleting them (preempted by a real pod, or drained
+    with their node)."""
+    arrivals_per_s: float = 0.0
+    """The recent arrival rate the plan was sized from (MIG instances per second)."""
+    wait_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds real MIG pods waited, summed, by whether a placeholder of their profile was bound when the
+    controller first saw them pending (yes, no); read at the controller's interval."""
+    waits: Tally[str] = field(default_factory=Tally)
+    errors: int = 0
+
+
+class _HeadroomCollector(Collector):
+    def __init__(self, stats: HeadroomStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self.stats
+        yield _labelled(
+            GaugeMetricFamily,
+            "mig_extender_headroom_planned",
+            "Placeholders the last plan wants.",
+            "profile",
+            s.planned,
+        )
+        held = GaugeMetricFamily(
+            "mig_extender_headroom_placeholders",
+            "Placeholder pods, by profile and state (bound: holding room; pending: waiting for a node).",
+            labels=["profile", "state"],
+        )
+        for (profile, state), count in sorted(s.held.items()):
+            held.add_metric([profile, state], count)
+        yield held
+        yield CounterMetricFamily("mig_extender_headroom_created", "Placeholder pods created.", value=s.created)
+        yield CounterMetricFamily(
+            "mig_extender_headroom_deleted", "Placeholder pods deleted because the plan shrank.", value=s.deleted
+        )
+        yield CounterMetricFamily(
+            "mig_extender_headroom_preempted",
+            "Bound placeholders gone without the controller deleting them (preempted, or drained with their node).",
+            value=s.preempted,
+        )
+        yield GaugeMetricFamily(
+            "mig_extender_headroom_arrivals_per_second",
+            "The recent arrival rate of MIG instances the headroom is sized from.",
+            value=s.arrivals_per_s,
+        )
+        waited = CounterMetricFamily(
+            "mig_extender_headroom_pod_wait_seconds",
+            "Seconds real MIG pods waited, summed, by whether a placeholder of their profile was bound "
+            "when they were first seen pending.",
+            labels=["placeholder"],
+        )
+        counted = CounterMetricFamily(
+            "mig_extender_headroom_pod_waits",
+            "Real MIG pods whose wait is in mig_extender_headroom_pod_wait_seconds.",
+            labels=["placeholder"],
+        )
+        for label in ("no", "yes"):
+            waited.add_metric([label], s.wait_seconds.get(label, 0.0))
+            counted.add_metric([label], s.waits[label])
+        yield waited
+        yield counted
+        yield CounterMetricFamily("mig_extender_headroom_errors", "Reconciles that failed.", value=s.errors)
+
+
+@dataclass
 class DefragStats:
     """What the defrag controller counts; it fills these in, :class:`_DefragCollector` exports them."""
 
@@ -900,6 +977,10 @@ class Metrics:
     def register_defrag(self, stats: DefragStats) -> None:
         """Export the defrag controller's counts (only when it runs)."""
         self.registry.register(_DefragCollector(stats))
+
+    def register_headroom(self, stats: HeadroomStats) -> None:
+        """Export the headroom controller's counts (only when it runs)."""
+        self.registry.register(_HeadroomCollector(stats))
 
     def register_provisioning(self, stats: ProvisioningStats) -> None:
         """Export the provisioning loop's counts (only when it runs)."""

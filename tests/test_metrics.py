@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import extender.metrics as metrics_module
-from extender.metrics import DefragStats, Metrics, ProvisioningStats
+from extender.metrics import DefragStats, HeadroomStats, Metrics, ProvisioningStats
 from extender.model.accounting import SliceCounts, fragmentation_ratio, node_slices, slice_counts
 from extender.model.catalog import GpuModel, model_named
 from extender.model.demand import PodDemand
@@ -461,6 +461,7 @@ def exported_names(view: ClusterView) -> set[str]:
     stats.protections_released["in-use"] += 1
     m.register_provisioning(stats)
     m.register_defrag(DefragStats())
+    m.register_headroom(HeadroomStats())
     m.registry.register(GuardCollector(ConnectionGuard(read_timeout_s=1, max_connections=1)))
     m.registry.register(TlsCollector(TlsStats()))
     names = set()

@@ -27,11 +27,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..kube.api import CapacityApi
 from ..kube.names import MANAGED_BY_LABEL, NODEPOOL_LABEL
+from ..metrics import HeadroomStats
 from ..model.catalog import GpuModel
 from ..model.headroom import ArrivalRate, HeadroomConfig, HeadroomPlan, plan_headroom
 from ..settings import HeadroomSettings
@@ -43,24 +43,6 @@ log = logging.getLogger(__name__)
 HEADROOM_LABEL = "mig-extender.io/headroom"
 """On placeholder pods: the MIG profile the placeholder holds."""
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-
-
-@dataclass
-class HeadroomStats:
-    """What the headroom controller counts; :func:`extender.metrics.Metrics.register_headroom` exports it."""
-
-    planned: dict[str, int] = field(default_factory=dict)
-    """Placeholders the last plan wants, by profile."""
-    held: dict[tuple[str, str], int] = field(default_factory=dict)
-    """Placeholders that exist, by (profile, state): bound (holding room) or pending (waiting for a node)."""
-    created: int = 0
-    deleted: int = 0
-    """Deleted by the controller because the plan shrank."""
-    preempted: int = 0
-    """Bound placeholders that went away without the controller deleting them (preempted by a real pod, or
-    drained with their node)."""
-    arrivals_per_s: float = 0.0
-    errors: int = 0
 
 
 def placeholder_pod(profile: str, namespace: str, config: HeadroomSettings) -> dict[str, Any]:
@@ -125,6 +107,8 @@ class HeadroomController:
         self._bound: set[str] = set()
         """Names of the placeholders bound at the last reconcile."""
         self._deleting: set[str] = set()
+        self._waiting: dict[str, tuple[float, str]] = {}
+        """Real MIG pods seen pending: uid -> (first seen, "yes" if a placeholder of theirs was bound then)."""
 
     async def run(self) -> None:
         await reconcile_forever(self.reconcile, self.config.interval_s, self._count_error, "headroom")
@@ -145,6 +129,23 @@ class HeadroomController:
                     self.rate.observe(model.shape_of(profile), count, now)
         live = set(self.view.pods)
         self._seen &= live
+        self._waiting = {uid: seen for uid, seen in self._waiting.items() if uid in live}
+
+    def _time_waits(self, now: float) -> None:
+        """Each real MIG pod's wait, from first seen pending to first seen bound, by whether it had a
+        placeholder to take (one of its profile bound) when it was first seen."""
+        bound = {profile for profile, state in self.stats.held if state == "bound"}
+        for pod in self.view.pods.values():
+            if pod.demand.is_empty or HEADROOM_LABEL in pod.annotations or not pod.is_active:
+                continue
+            seen = self._waiting.get(pod.uid)
+            if pod.node_name is None and seen is None:
+                had = all(name in bound for name, _ in pod.demand.mig)
+                self._waiting[pod.uid] = (now, "yes" if had and pod.demand.mig else "no")
+            elif pod.node_name is not None and seen is not None and seen[0] >= 0:
+                self.stats.wait_seconds[seen[1]] = self.stats.wait_seconds.get(seen[1], 0.0) + now - seen[0]
+                self.stats.waits[seen[1]] += 1
+                self._waiting[pod.uid] = (-1.0, seen[1])  # timed once
 
     def _model(self) -> GpuModel | None:
         gpus: Counter[GpuModel] = Counter()
@@ -164,6 +165,7 @@ class HeadroomController:
             return
         now = self.clock()
         self._observe(now)
+        self._time_waits(now)
         model = self._model()
         pods = [p for p in await self.api.list_pods(self.config.namespace, HEADROOM_LABEL) if _is_placeholder(p)]
         if model is None:

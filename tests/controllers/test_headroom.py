@@ -120,3 +120,24 @@ async def test_a_follower_does_nothing() -> None:
 def test_headroom_off_is_refused() -> None:
     with pytest.raises(ValueError, match="headroom mode"):
         HeadroomController(ClusterView(), FakeApi(), HeadroomSettings(), dict)
+
+
+async def test_waits_are_timed_by_whether_a_placeholder_was_there_to_take() -> None:
+    view, api, clock, controller = setup(lead_time_s=420.0)
+    api.add_node("n1", "all-3g.40gb", gpus=8)
+    await controller.reconcile()
+    view.apply(Kind.PODS, "ADDED", pod("early", limits={MIG_3G: "1"}, uid="early"))  # nothing held yet
+    await controller.reconcile()
+    name = max(p["metadata"]["name"] for p in placeholders(api))
+    api.namespaced_pods[(NS, name)]["spec"]["nodeName"] = "n1"
+    clock.advance(30)
+    await controller.reconcile()  # the placeholder is bound now
+    view.apply(Kind.PODS, "ADDED", pod("late", limits={MIG_3G: "1"}, uid="late"))
+    clock.advance(30)
+    await controller.reconcile()
+    for who in ("early", "late"):
+        view.apply(Kind.PODS, "MODIFIED", pod(who, limits={MIG_3G: "1"}, uid=who, node_name="n1"))
+    clock.advance(30)
+    await controller.reconcile()
+    assert dict(controller.stats.waits) == {"no": 1, "yes": 1}
+    assert controller.stats.wait_seconds == {"no": 90.0, "yes": 30.0}
