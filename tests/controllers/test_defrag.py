@@ -23,6 +23,8 @@ from extender.kube.names import (
     DEFRAG_RESERVATION_ANNOTATION,
 )
 from extender.metrics import Metrics
+from extender.model.catalog import model_named
+from extender.model.dra.driver import DRIVER, dynamic_mig_slices
 from extender.server.scheduling import SchedulingService
 from extender.server.wire import parse_extender_args
 from extender.settings import DefragSettings, Settings
@@ -33,6 +35,8 @@ H100 = "NVIDIA-H100-80GB-HBM3"
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 LONG_AGO = "2026-01-01T09:00:00Z"
 NS = "ml"
+MODEL = model_named(H100)
+SMALL_AT_0 = "gpu-0-mig-1g10gb-19-0"
 
 
 def stamp(moment: datetime.datetime) -> str:
@@ -480,3 +484,85 @@ def test_the_filter_keeps_other_mig_pods_off_a_reserved_node_and_lets_the_waitin
     )
     view.apply(Kind.PODS, "MODIFIED", copy.deepcopy(raw))
     assert answer(other)["NodeNames"] == ["a", "b"]  # expired: holds nothing
+
+
+# --- DRA nodes: which pod holds which instance, from the claims' allocations -------------------------------
+
+MIG_CLASS: dict[str, Any] = {
+    "apiVersion": "resource.k8s.io/v1",
+    "kind": "DeviceClass",
+    "metadata": {"name": "mig.nvidia.com"},
+    "spec": {"selectors": [{"cel": {"expression": "device.attributes['gpu.nvidia.com'].type == 'mig'"}}]},
+}
+
+
+def dra_claim(
+    name: str, profile: str, *, node: str | None = None, device: str = "", pod_uid: str = ""
+) -> dict[str, Any]:
+    selector = f"device.attributes['{DRIVER}'].profile == '{profile}'"
+    claim: dict[str, Any] = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-claim-{name}"},
+        "spec": {
+            "devices": {
+                "requests": [
+                    {
+                        "name": "mig",
+                        "exactly": {
+                            "deviceClassName": "mig.nvidia.com",
+                            "selectors": [{"cel": {"expression": selector}}],
+                        },
+                    }
+                ]
+            }
+        },
+    }
+    if node is not None:
+        terms = [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+        claim["status"] = {
+            "allocation": {
+                "devices": {"results": [{"request": "mig", "driver": DRIVER, "pool": node, "device": device}]},
+                "nodeSelector": {"nodeSelectorTerms": terms},
+            },
+            "reservedFor": [{"resource": "pods", "name": "x", "uid": pod_uid}],
+        }
+    return claim
+
+
+def with_claim(raw: dict[str, Any], claim: str) -> dict[str, Any]:
+    raw["spec"]["resourceClaims"] = [{"name": "c0", "resourceClaimName": claim}]
+    container = raw["spec"]["containers"][0]
+    container["resources"] = {"claims": [{"name": "c0"}]}
+    return raw
+
+
+async def test_on_dra_nodes_the_claims_say_which_instance_each_pod_holds() -> None:
+    view = ClusterView()
+    fake = DefragFake(view)
+    labels = {"nvidia.com/gpu.product": H100, "nvidia.com/gpu.count": "1"}
+    view.replace(
+        Kind.NODES, [{"metadata": {"name": n, "resourceVersion": "1", "labels": labels}} for n in ("dra-a", "dra-b")]
+    )
+    view.replace(Kind.RESOURCE_SLICES, [*dynamic_mig_slices("dra-a", MODEL, 1), *dynamic_mig_slices("dra-b", MODEL, 1)])
+    view.replace(Kind.DEVICE_CLASSES, [MIG_CLASS])
+    view.replace(Kind.CLAIM_TEMPLATES, [])
+    view.replace(
+        Kind.RESOURCE_CLAIMS,
+        [
+            dra_claim("small-a", "1g.10gb", node="dra-a", device=SMALL_AT_0, pod_uid="uid-small-a"),
+            dra_claim("small-b", "1g.10gb", node="dra-b", device=SMALL_AT_0, pod_uid="uid-small-b"),
+            dra_claim("big", "4g.40gb"),
+        ],
+    )
+    for name, node in (("small-a", "dra-a"), ("small-b", "dra-b")):
+        fake.add_pod(with_claim(small(name, node), name))  # its claim replaces its MIG limits
+    fake.add_pod(with_claim(waiting(), "big"))
+    for node in ("dra-a", "dra-b"):
+        state = view.node_state(node)
+        assert state is not None and state.fidelity.value == "dra"
+    await controller(view, fake, "plan-only").reconcile()
+    plan = parse_plan(annotation(fake, DEFRAG_PLAN_ANNOTATION) or "")
+    (move,) = plan.moves
+    assert (move.pod, move.node, move.gpu) in (("ml/small-a", "dra-a", 0), ("ml/small-b", "dra-b", 0))
+    assert plan.node == move.node and move.target_node != move.node
