@@ -185,8 +185,18 @@ def plan_headroom(
     for order, profile in enumerate(model.base_profiles):
         shape = model.shape_of(profile)
         mean = expected.get(shape, 0.0)
-        for k in range(1, poisson_quantile(mean, config.coverage) + 1):
-            candidates.append((1.0 - _poisson_cdf(mean, k - 1), k, order, profile.name))
+        wanted = poisson_quantile(mean, config.coverage)
+        if mean > _POISSON_EXACT_UP_TO:
+            tails = [1.0 - _poisson_cdf(mean, k - 1) for k in range(1, wanted + 1)]
+        else:
+            term = cdf = math.exp(-mean)  # P(N = 0); P(N >= k) = 1 - P(N <= k - 1), summed as k grows
+            tails = []
+            for k in range(1, wanted + 1):
+                tails.append(max(0.0, 1.0 - cdf))
+                term *= mean / k
+                cdf += term
+        for k, tail in enumerate(tails, start=1):
+            candidates.append((tail, k, order, profile.name))
     # Most likely first; between equals the earlier of a shape, then the larger profile (base_profiles' order).
     candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
     budget = budget_slices(model, config, fleet_gpus)
