@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from ..controllers.defrag import DefragController
+from ..controllers.headroom import HeadroomController
 from ..controllers.leader import LeaderElector
 from ..controllers.provisioning import ProvisioningController, load_pools
 from ..controllers.relayout import RelayoutController
@@ -91,6 +92,7 @@ def _controller_roots(
         ("relayout", settings.relayout.mode),
         ("provision", settings.provisioning.mode),
         ("defrag", settings.defrag.mode),
+        ("headroom", settings.headroom.mode),
     )
     wanted = [name for name, mode in modes if mode != "off"]
     election = settings.leader_election
@@ -150,13 +152,18 @@ def _controller_roots(
         )
         roots["defrag"] = defrag.run()
         metrics.register_defrag(defrag.stats)
+    if settings.headroom.mode != "off":
+        headroom = HeadroomController(view, kube, settings.headroom, weights=service.weights, is_leader=leading)
+        roots["headroom"] = headroom.run()
+        metrics.register_headroom(headroom.stats)
     if annotator is not None and elector is not None:
         annotator.active = leading  # one replica writes verdicts, the same that acts on them
     log.info(
-        "controllers: relayout %s, provision %s, defrag %s (leader election %s)",
+        "controllers: relayout %s, provision %s, defrag %s, headroom %s (leader election %s)",
         settings.relayout.mode,
         settings.provisioning.mode,
         settings.defrag.mode,
+        settings.headroom.mode,
         "on" if elector else "off",
     )
     return roots
