@@ -210,8 +210,8 @@ def test_kustomizations_reference_existing_files_and_not_the_control_plane_confi
     assert {p.parent.name for p in kustomizations} >= {"common", "base", "extender-mode", "secondary-scheduler"}
     for path in kustomizations:
         (doc,) = load_docs(path)
-        # manifests/karpenter is a Component: added to an install with `components:`, not built alone.
-        assert doc["kind"] == ("Component" if path.parent.name == "karpenter" else "Kustomization")
+        # manifests/karpenter and headroom are Components: added to an install with `components:`, not built alone.
+        assert doc["kind"] == ("Component" if path.parent.name in ("karpenter", "headroom") else "Kustomization")
         assert "namespace" not in doc, f"{path}: a namespace override would move the Role in gpu-operator"
         for resource in doc["resources"]:
             target = (path.parent / resource).resolve()
@@ -420,6 +420,7 @@ def test_extender_rbac_is_minimal() -> None:
         ("mig-extender", "Role", "mig-extender-leader-election"),
         ("mig-extender", "Role", "mig-extender-provisioning"),  # only with the karpenter Component
         ("", "ClusterRole", "mig-extender-provisioning"),  # list NodeClaims, ditto
+        ("mig-extender", "Role", "mig-extender-headroom"),  # only with the headroom Component
     }
     cluster = {
         (rule["apiGroups"][0], resource): set(rule["verbs"])
@@ -455,6 +456,9 @@ def test_extender_rbac_is_minimal() -> None:
         ("pods/status", ()): {"patch"},  # their PodScheduled=False/Unschedulable condition
         ("configmaps", ("mig-extender-pools",)): {"get"},  # the owner of the capacity requests
     }
+    assert rules_of("Role", "mig-extender-headroom") == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete"]}  # its placeholders, ditto
+    ]
     assert rules_of("ClusterRole", "mig-extender-provisioning") == [
         {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims", "nodepools"], "verbs": ["list"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},  # Karpenter's, on waiting MIG pods
@@ -557,3 +561,13 @@ def test_relayout_is_off_in_both_deployment_modes_with_a_leader_identity(name: s
     env = {e["name"]: e for e in extender["env"]}
     assert env["MIG_EXTENDER_RELAYOUT"]["value"] == "off"
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_the_headroom_priority_class_is_below_every_workload_and_never_preempts() -> None:
+    from extender.settings import HeadroomSettings
+
+    (priority_class,) = [doc for _, doc in objects("PriorityClass")]
+    assert priority_class["metadata"]["name"] == HeadroomSettings().priority_class
+    assert priority_class["value"] < 0  # pods without a PriorityClass get 0
+    assert priority_class["preemptionPolicy"] == "Never"
+    assert priority_class["globalDefault"] is False
