@@ -243,7 +243,6 @@ class DefragController:
         """Waiting pod uid -> the plan (or reason) last written on it in plan-only mode."""
         self.reported: set[tuple[str, str]] = set()
         """(waiting pod uid, newcomer uid) already reported as in the reserved room."""
-        self._leading = False
 
     async def run(self) -> None:
         await reconcile_forever(self.reconcile, self.config.interval_s, self._count_error, "defrag")
@@ -253,11 +252,9 @@ class DefragController:
 
     async def reconcile(self) -> None:
         if not self.is_leader():
-            self._leading = False
             self.shown.clear()
             self.stats.reservations_active = 0
             return
-        self._leading = True
         if self.config.mode == "on":
             # Pending pods holding room, and pods that bound while no replica led (their plan is ended).
             for pod in [p for p in self.view.pods.values() if DEFRAG_RESERVATION_ANNOTATION in p.annotations]:
@@ -273,6 +270,9 @@ class DefragController:
             reservation = parse_reservation(pod, text)
         except ReservationError as exc:
             await self._end(pod, None, "changed", f"its reservation annotation is unreadable ({exc}); removed")
+            return
+        if not pod.is_active:  # it ended (Failed, Succeeded) without running here: nothing more is evicted for it
+            await self._end(pod, reservation, "deleted", f"the pod is {pod.phase}", warning=True)
             return
         if pod.node_name:
             if pod.node_name == reservation.node:
