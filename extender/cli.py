@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import os
 import re
@@ -99,9 +100,16 @@ def cmd_layouts(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``serve`` runs on (setting ``event_loop``); None: the standard library's."""
+    if name == "uvloop":
+        import uvloop
 
+        return uvloop.new_event_loop
+    return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     from .server.run import ListenError, configure_logging, serve
 
     overrides = {name: getattr(args, name) for name in [*SPECS, *RETIRED]}
@@ -121,7 +129,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     configure_logging(settings.logging)
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.server.event_loop)) as runner:
+            return runner.run(serve(settings))
     except (SnapshotError, ConfigError) as exc:
         print(f"mig-extender: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ import asyncio
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 from aiohttp import web
@@ -81,9 +81,9 @@ class _GuardedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         if not self.guard.admit(self):
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(_raw_response("503 Service Unavailable", "too many connections (setting max_connections)"))
-            transport.close()
+            _answer_and_close(
+                transport, _raw_response("503 Service Unavailable", "too many connections (setting max_connections)")
+            )
             return
         self.admitted = True
         self.inner.connection_made(transport)
@@ -144,11 +144,16 @@ class _GuardedConnection(asyncio.Protocol):
         if self.phase is not _Phase.READING or self.transport is None:
             return
         self.guard.stats.header_timeouts += 1
-        assert isinstance(self.transport, asyncio.WriteTransport)
-        self.transport.write(
-            _raw_response("408 Request Timeout", "request headers not received in time (setting read_timeout_s)")
+        _answer_and_close(
+            self.transport,
+            _raw_response("408 Request Timeout", "request headers not received in time (setting read_timeout_s)"),
         )
-        self.transport.close()
+
+
+def _answer_and_close(transport: asyncio.BaseTransport, response: bytes) -> None:
+    # A stream transport; not an asyncio.WriteTransport instance on every loop (uvloop's derive from neither).
+    cast(asyncio.WriteTransport, transport).write(response)
+    transport.close()
 
 
 class ConnectionGuard:
