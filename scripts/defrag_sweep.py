@@ -35,6 +35,11 @@ VARIANTS = {
     "on": ["--defrag", "on"],
     # Earlier than the autoscaler (120 s), pods movable after 10 minutes, no plan losing over 30 minutes of run.
     "eager": ["--defrag", "on", "--defrag-wait", "60", "--defrag-cooldown", "600", "--defrag-max-lost", "1800"],
+    # Only before the autoscaler starts a node for the pod (its check at 120 s): tries at 30 and 90 s.
+    "early": [
+        *("--defrag", "on", "--defrag-wait", "30", "--defrag-cooldown", "600"),
+        *("--defrag-max-lost", "1800", "--defrag-give-up", "119"),
+    ],
     "consolidation": ["--defrag", "off", "--consolidation", "when-underutilized"],
 }
 FIGURES = (

@@ -179,6 +179,13 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         "(moved pods restart from zero); default: no bound, as the controller",
     )
     parser.add_argument(
+        "--defrag-give-up",
+        type=_seconds,
+        metavar="S",
+        help="churn, --defrag on: no plan for a pod that waited longer than this (e.g. --scale-up-after: only "
+        "before the autoscaler starts a node for it); default: as long as it waits",
+    )
+    parser.add_argument(
         "--consolidation",
         choices=[c.value for c in Consolidation],
         default=Consolidation.WHEN_EMPTY.value,
@@ -383,6 +390,7 @@ def _defrag_limits(args: argparse.Namespace) -> DefragLimits | None:
         max_evictions=args.defrag_max_evictions,
         max_per_hour=args.defrag_per_hour,
         max_lost_s=args.defrag_max_lost,
+        give_up_s=args.defrag_give_up,
     )
 
 

@@ -53,6 +53,9 @@ class DefragLimits:
     """A pod that started less than this long ago is not moved."""
     max_lost_s: float | None = None
     """No plan throws away more run time than this (the controller has no such bound: None)."""
+    give_up_s: float | None = None
+    """No plan for a pod that has waited longer than this (None: as long as it waits). Set to the autoscaler's
+    delay, defragmentation only races the new node: a room made once that node is on its way leaves it idle."""
     retry_s: float = _SETTINGS.interval_s * 4
     """A pod without a plan asks again after this long: the controller plans every interval_s, the
     simulator less often (a plan looks at every node)."""
@@ -163,7 +166,11 @@ class Defragmenter:
             if name not in churn.pending:
                 self.next_try.pop(name, None)
                 continue
-            self.next_try[name] = now + self.limits.retry_s
+            waited = now - churn.pending[name].since
+            if self.limits.give_up_s is not None and waited + self.limits.retry_s > self.limits.give_up_s:
+                self.next_try.pop(name)  # this is its last try
+            else:
+                self.next_try[name] = now + self.limits.retry_s
             if self._try(name):
                 ran = True
         return ran
