@@ -104,8 +104,33 @@ def summary(out: Path, seeds: list[int], variants: list[str]) -> dict[str, Any]:
                     if any(r.get(f) is not None for r in by_seed.values())
                 }
             entry["goal"] = {v: goal(runs.get("off", {}), runs[v]) for v in runs if v not in ("off", "consolidation")}
+            entry["why"] = {v: why(by_seed) for v, by_seed in runs.items()}
             found[f"{input_name} / {world}"] = entry
     return found
+
+
+def why(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """What stops defragmentation: attempts without a plan by cause (summed over seeds), the share of the
+    fragmentation waits spent during a re-layout for the pod, and those waits by demand (summed)."""
+    causes: dict[str, int] = {}
+    demands: dict[str, float] = {}
+    shares = []
+    for figures in by_seed.values():
+        for cause, count in (figures.get("defrag_no_plan") or {}).items():
+            causes[cause] = causes.get(cause, 0) + count
+        for demand, seconds in (figures.get("fragmentation_wait_s_by_demand") or {}).items():
+            demands[demand] = demands.get(demand, 0.0) + seconds
+        if figures.get("fragmentation_wait_s") and figures.get("fragmentation_wait_relayout_s") is not None:
+            shares.append(figures["fragmentation_wait_relayout_s"] / figures["fragmentation_wait_s"])
+    total = sum(demands.values()) or 1.0
+    return {
+        "no_plan": dict(sorted(causes.items(), key=lambda kv: -kv[1])),
+        "plans": sum(int(f.get("defrag_plans") or 0) for f in by_seed.values()),
+        "fragmentation_wait_in_relayout_share": spread(shares) if shares else None,
+        "fragmentation_wait_share_by_demand": {
+            d: round(v / total, 3) for d, v in sorted(demands.items(), key=lambda kv: -kv[1])[:4]
+        },
+    }
 
 
 def goal(off: dict[int, dict[str, Any]], on: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -178,6 +203,17 @@ def table(found: dict[str, Any]) -> str:
                 f"| {name} | {variant} | {_range(goal_figures['fragmentation_wait_cut'], '.0%')} "
                 f"| {_range(goal_figures['node_hours_change'], '+.1%')} | {met} |"
             )
+    lines += [
+        "",
+        "| input / world | variant | plans | tries without a plan, by cause | in re-layouts | by demand |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in found.items():
+        for variant, reasons in entry.get("why", {}).items():
+            causes = ", ".join(f"{c} {n:,}" for c, n in reasons["no_plan"].items()) or "-"
+            demands = ", ".join(f"{d} {v:.0%}" for d, v in reasons["fragmentation_wait_share_by_demand"].items())
+            share = _range(reasons["fragmentation_wait_in_relayout_share"], ".0%")
+            lines.append(f"| {name} | {variant} | {reasons['plans']} | {causes} | {share} | {demands} |")
     return "\n".join(lines)
 
 
