@@ -346,6 +346,8 @@ def _refusal(args: argparse.Namespace) -> str | None:
             return f"--{flag.replace('_', '-')} applies to --workload and --trace runs only"
     if args.headroom == "on" and args.mode != Mode.CHURN.value:
         return "--headroom on needs --mode churn (placeholders wait for arrivals and are preempted by them)"
+    if args.headroom == "on" and args.consolidation != Consolidation.WHEN_EMPTY.value:
+        return "--headroom on is modelled with --consolidation when-empty only"
     if args.work_conserving_bound and (args.world == World.STATIC.value or args.mode != Mode.FILL.value):
         return (
             "--work-conserving-bound needs --mode fill and a dynamic world "

@@ -61,6 +61,9 @@ class Headroom:
     """The placeholders of one churn run: planned, placed, preempted, removed."""
 
     def __init__(self, churn: Churn, config: HeadroomSim) -> None:
+        if churn.consolidation is not None:
+            # It drains nodes by their running pods and would remove one under its placeholders.
+            raise ValueError("headroom with consolidation when-underutilized is not modelled")
         self.churn = churn
         self.sim = churn.sim
         self.config = config

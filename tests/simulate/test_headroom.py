@@ -102,3 +102,9 @@ def test_the_cli_refuses_a_coverage_of_one(capsys: pytest.CaptureFixture[str]) -
     args = ["simulate", "--synthetic", "inference", "--mode", "churn", "--headroom", "on", "--headroom-coverage", "1"]
     assert main(args) == 2
     assert "headroom coverage: 1.0 is not strictly between 0 and 1" in capsys.readouterr().err
+
+
+def test_headroom_with_consolidation_of_underutilized_nodes_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["simulate", "--synthetic", "inference", "--mode", "churn", "--headroom", "on"]
+    assert main([*args, "--consolidation", "when-underutilized"]) == 2
+    assert "when-empty only" in capsys.readouterr().err
