@@ -134,7 +134,8 @@ def summary(args: argparse.Namespace) -> int:
         lines += [f"#### {name}, {world}", ""]
         lines.append("| variant | policy | seeds | " + " | ".join(label for _, label, _ in FIGURES) + " |")
         lines.append("|---|---|---|" + "---|" * len(FIGURES))
-        for (variant, policy), rows in sorted(runs.items()):
+        # By median node-hours: ours at each headroom size and every baseline on one axis, the trade-off curve.
+        for (variant, policy), rows in sorted(runs.items(), key=lambda kv: (_median(kv[1], "node_hours"), kv[0])):
             cells = [_cell([float(r[f] or 0.0) for r in rows], digits) for f, _, digits in FIGURES]
             lines.append(f"| {variant} | {policy} | {len(rows)} | " + " | ".join(cells) + " |")
         baselines = {k: v for k, v in runs.items() if k[1] != OURS}
