@@ -19,13 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,9 +42,57 @@ from tests.e2e.harness import NAMESPACE, ControlPlane, Extender, Kube, default_b
 MIX = ("nvidia.com/mig-1g.10gb", "nvidia.com/mig-1g.10gb", "nvidia.com/mig-2g.20gb", "nvidia.com/mig-3g.40gb")
 
 
-def bound_count(kube: Kube) -> int:
-    data = kube.call("GET", f"/api/v1/namespaces/{NAMESPACE}/pods?fieldSelector=spec.nodeName!=")
-    return len(data["items"])
+class BoundPods:
+    """The pods of the namespace bound so far, followed by one watch stream.
+
+    Polling a list instead would cost the API server and etcd a read of every pod each time, more often the
+    longer a round lasts: the slower variant would pay more per pod for the benchmark's own reads."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.bound: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        listed = plane.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods?limit=1")[1]
+        self._version = listed["metadata"]["resourceVersion"]
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.bound)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.bound.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            url = f"{self.plane.server}/api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion={self._version}"
+            request = urllib.request.Request(url)
+            request.add_header("Authorization", f"Bearer {self.plane.token}")
+            try:
+                with urllib.request.urlopen(request, context=self.plane.ssl_context(), timeout=30) as stream:
+                    for line in stream:
+                        self._apply(json.loads(line))
+            except (OSError, ValueError):
+                time.sleep(0.2)  # a cut or an idle timeout: watch again from the last version seen
+
+    def _apply(self, event: dict[str, object]) -> None:
+        pod = event.get("object")
+        if not isinstance(pod, dict) or event.get("type") == "ERROR":
+            return
+        metadata = pod.get("metadata") or {}
+        self._version = metadata.get("resourceVersion", self._version)
+        name = metadata.get("name")
+        with self._lock:
+            if event.get("type") == "DELETED":
+                self.bound.discard(name)
+            elif (pod.get("spec") or {}).get("nodeName"):
+                self.bound.add(name)
 
 
 def create_pods(kube: Kube, count: int) -> None:
@@ -64,6 +116,23 @@ def process_name(name: str) -> str:
     return name.partition("[")[0]
 
 
+_REQUEST_TOTAL = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def api_requests(plane: ControlPlane) -> Counter[str]:
+    """kube-apiserver's requests served so far, by verb and resource (``POST pods/binding``), from its metrics."""
+    status, text = plane.request("GET", "/metrics")
+    counts: Counter[str] = Counter()
+    if status != 200 or not isinstance(text, str):
+        return counts
+    for match in _REQUEST_TOTAL.finditer(text):
+        labels = dict(_LABEL.findall(match["labels"]))
+        resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        counts[f"{labels.get('verb', '?')} {resource or labels.get('path', '?')}"] += int(float(match["value"]))
+    return counts
+
+
 def one_round(
     plane: ControlPlane,
     kube: Kube,
@@ -72,23 +141,27 @@ def one_round(
     extender_url: str | None,
     qps: int | None,
     others: Callable[[], dict[str, int]],
-) -> tuple[float, dict[str, float]]:
-    """Seconds until every pod is bound, and each process's CPU seconds over that time."""
+    bound: BoundPods,
+) -> tuple[float, dict[str, float], Counter[str]]:
+    """Seconds until every pod is bound, each process's CPU seconds over that time, and the API requests."""
     kube.call("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", ok=(200,))
     while kube.call("GET", f"/api/v1/namespaces/{NAMESPACE}/pods?limit=1")["items"]:
         time.sleep(0.2)
+    bound.clear()
     create_pods(kube, pods)
     before = {name: cpu_seconds(pid) for name, pid in {**plane.pids(), **others()}.items()}
+    requests_before = api_requests(plane)
     started = time.monotonic()
     handle = start_scheduler(plane, workdir, "extender", extender_url, qps=qps)
     try:
-        while bound_count(kube) < pods:
+        while bound.count() < pods:
             if time.monotonic() - started > 900:
-                raise SystemExit(f"only {bound_count(kube)} of {pods} pods bound after 900 s")
+                raise SystemExit(f"only {bound.count()} of {pods} pods bound after 900 s")
             time.sleep(0.25)
         elapsed = time.monotonic() - started
         after = {name: cpu_seconds(pid) for name, pid in {**plane.pids(), **others()}.items()}
-        return elapsed, {process_name(name): spent - before.get(name, 0.0) for name, spent in after.items()}
+        spent = {process_name(name): seconds - before.get(name, 0.0) for name, seconds in after.items()}
+        return elapsed, spent, api_requests(plane) - requests_before
     finally:
         plane.stop_scheduler(handle)
 
@@ -110,6 +183,13 @@ def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(profiler.pid, signal.SIGKILL)
         profiler.wait()
+
+
+def requests_per_pod(rounds: list[Counter[str]], pods: int) -> dict[str, float]:
+    """Median over rounds of the API requests per scheduled pod, by verb and resource (0.01 and up)."""
+    keys = {key for counts in rounds for key in counts}
+    per_pod = {key: round(statistics.median(counts[key] for counts in rounds) / pods, 2) for key in keys}
+    return dict(sorted(((k, v) for k, v in per_pod.items() if v >= 0.01), key=lambda item: -item[1]))
 
 
 def cpu_per_pod(rounds: list[dict[str, float]], pods: int) -> dict[str, float]:
@@ -148,17 +228,23 @@ def main() -> None:
             assert extender.process is not None
             extender_pid = extender.process.pid
             profiler = start_profiler(extender_pid, args.profile) if args.profile else None
+            bound = BoundPods(plane)
             try:
                 times: dict[str, list[float]] = {"without": [], "with": []}
                 cpu: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
+                requests: dict[str, list[Counter[str]]] = {"without": [], "with": []}
                 for _ in range(args.rounds):
                     for label, url in (("without", None), ("with", extender.url)):
                         # The extender runs in both (its watches see the pods): its CPU counts only in "with".
                         others = (lambda: {"extender": extender_pid}) if url else dict
-                        seconds, spent = one_round(plane, kube, workdir, args.pods, url, args.qps, others)
+                        seconds, spent, served = one_round(
+                            plane, kube, workdir, args.pods, url, args.qps, others, bound
+                        )
                         times[label].append(seconds)
                         cpu[label].append(spent)
+                        requests[label].append(served)
             finally:
+                bound.close()
                 if profiler is not None:
                     stop_profiler(profiler)
                 extender.stop()
@@ -178,6 +264,8 @@ def main() -> None:
         "cpu_ms_per_pod_without": cpu_per_pod(cpu["without"], args.pods),
         "cpu_ms_per_pod_with": cpu_per_pod(cpu["with"], args.pods),
         "cpu_s_per_round": cpu,
+        "api_requests_per_pod_without": requests_per_pod(requests["without"], args.pods),
+        "api_requests_per_pod_with": requests_per_pod(requests["with"], args.pods),
     }
     with_cpu = result["cpu_ms_per_pod_with"]
     assert isinstance(with_cpu, dict)
