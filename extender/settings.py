@@ -800,8 +800,9 @@ class LeaderElectionSettings(Group):
     enabled: bool = setting(
         "leader_election",
         True,
-        "Hold a Lease before the re-layout controller, the provisioning loop or the defrag controller acts, so "
-        "one replica acts at a time. Only used when one of them is on, or with leader_only_verbs.",
+        "Hold a Lease before the re-layout controller, the provisioning loop, the defrag controller or the "
+        "headroom controller acts, so one replica acts at a time. Only used when one of them is on, or with "
+        "leader_only_verbs.",
     )
     verbs: bool = setting(
         "leader_only_verbs",
