@@ -119,8 +119,10 @@ class ReservationIndex:
 
     def track(self, pod: PodInfo) -> None:
         """The pod was added or changed: it holds room while it is pending with a readable reservation."""
-        self.forget(pod.uid, pod.key)
         text = pod.annotations.get(DEFRAG_RESERVATION_ANNOTATION)
+        if text is None and not self.invalid and pod.uid not in self._by_pod:
+            return  # every pod event comes here: the common case costs two lookups
+        self.forget(pod.uid, pod.key)
         if text is None or pod.node_name or not pod.is_active:
             return
         try:
