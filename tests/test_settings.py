@@ -79,6 +79,26 @@ def test_a_problem_of_two_settings_names_both_sources(tmp_path: Path) -> None:
         load_settings({"port": "eighty"}, environ={})
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"defrag": "on", "annotate": "false"}, "defrag: needs annotate"),
+        ({"defrag": "sometimes"}, "defrag: 'sometimes' is not off, plan-only or on"),
+        ({"defrag_max_evictions": "0"}, "defrag_max_evictions: must be positive, not 0"),
+        ({"defrag_eviction_grace_period_s": "-2"}, "defrag_eviction_grace_period_s: must be -1 or more, not -2"),
+    ],
+)
+def test_defrag_settings_are_checked(values: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(values, environ={})
+
+
+def test_defrag_namespaces_are_a_comma_separated_list() -> None:
+    settings = load_settings({"defrag": "plan-only", "defrag_namespaces": " ml, batch ,,"}, environ={})
+    assert settings.defrag.movable_namespaces == frozenset({"ml", "batch"})
+    assert load_settings(environ={}).defrag.movable_namespaces == frozenset()
+
+
 def test_unknown_keys_in_the_config_file_are_rejected(tmp_path: Path) -> None:
     config = tmp_path / "settings.yaml"
     config.write_text("prot: 9000\n")
