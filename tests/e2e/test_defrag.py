@@ -31,6 +31,7 @@ import pytest
 
 from extender.model.catalog import model_named
 from tests.e2e.harness import NAMESPACE, ControlPlane, Extender, Kube, free_port, start_scheduler, wait_for
+from tests.e2e.test_faults import figures  # noqa: F401 (the fixture: measured figures, as a JSON line)
 
 pytestmark = pytest.mark.defrag
 
@@ -293,7 +294,11 @@ def wait_annotation(kube: Kube, pod: str, key: str, timeout: float = 60) -> str:
 
 
 def test_plan_only_moves_nothing_and_on_evicts_exactly_the_planned_pod(
-    plane: ControlPlane, cluster: Kube, schedulers: list[object], workdir: Path
+    plane: ControlPlane,
+    cluster: Kube,
+    schedulers: list[object],
+    workdir: Path,
+    figures: dict[str, Any],  # noqa: F811
 ) -> None:
     kube = cluster
     lease = f"defrag-{free_port()}"
@@ -315,7 +320,9 @@ def test_plan_only_moves_nothing_and_on_evicts_exactly_the_planned_pod(
 
         extender.extra_args = defrag_args("on", lease)
         extender.restart()
+        started = time.monotonic()
         node = kube.wait_bound("large", timeout=90)
+        bound_s = time.monotonic() - started
         # The plan it carried out (made afresh by the new process: the same one, unless the two pods tie).
         carried = json.loads(annotations(kube, "large")[PLAN])
         (move,) = carried["moves"]
@@ -335,6 +342,11 @@ def test_plan_only_moves_nothing_and_on_evicts_exactly_the_planned_pod(
         assert {"DefragPlanned", "DefragEvicted", "DefragDone"} <= reasons
         assert "DefragEvicted" in {e["reason"] for e in kube.events_for(planned)}
         assert metric_value(extender, "mig_extender_defrag_evictions_total") == 1
+        figures.update(
+            bound_after_on_s=bound_s,
+            evictions=1,
+            lost_pod_s=metric_value(extender, "mig_extender_defrag_lost_pod_seconds_total"),
+        )
     finally:
         extender.stop()
 
