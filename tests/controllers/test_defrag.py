@@ -566,3 +566,18 @@ async def test_on_dra_nodes_the_claims_say_which_instance_each_pod_holds() -> No
     (move,) = plan.moves
     assert (move.pod, move.node, move.gpu) in (("ml/small-a", "dra-a", 0), ("ml/small-b", "dra-b", 0))
     assert plan.node == move.node and move.target_node != move.node
+
+
+async def test_the_counts_are_exported() -> None:
+    view, fake = cluster()
+    defrag = controller(view, fake)
+    metrics = Metrics(view)
+    metrics.register_defrag(defrag.stats)
+    await defrag.reconcile()
+    get = metrics.registry.get_sample_value
+    assert get("mig_extender_defrag_plans_total", {"outcome": "started"}) == 1
+    assert get("mig_extender_defrag_evictions_total") == 1
+    assert get("mig_extender_defrag_reservations_total", {"outcome": "made"}) == 1
+    assert get("mig_extender_defrag_reservations_active") == 1
+    assert get("mig_extender_defrag_lost_pod_seconds_total") == pytest.approx(3 * 3600)
+    assert get("mig_extender_defrag_planned_evictions", {"pod": "ml/large"}) == 1
