@@ -30,7 +30,18 @@ from typing import Any
 import pytest
 
 from extender.model.catalog import model_named
-from tests.e2e.harness import NAMESPACE, ControlPlane, Extender, Kube, free_port, start_scheduler, wait_for
+from tests.e2e.harness import (
+    K8S_VERSION,
+    K8S_VERSIONS,
+    NAMESPACE,
+    ControlPlane,
+    Extender,
+    Kube,
+    free_port,
+    running_plane,
+    start_scheduler,
+    wait_for,
+)
 from tests.e2e.test_faults import figures  # noqa: F401 (the fixture: measured figures, as a JSON line)
 
 pytestmark = pytest.mark.defrag
@@ -45,6 +56,18 @@ PLAN = "mig-extender.io/defrag-plan"
 RESERVATION = "mig-extender.io/defrag-reservation"
 OUTCOME = "mig-extender.io/defrag-outcome"
 MODEL = model_named(H100)
+
+
+@pytest.fixture(scope="module", params=K8S_VERSIONS)
+def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """Every test here on each release built (the Eviction API and the disruption controller are theirs): the
+    default one is the session's plane, another runs for this module's tests only."""
+    version: str = request.param
+    if version == K8S_VERSION:
+        yield request.getfixturevalue("default_plane")
+        return
+    with running_plane(tmp_path_factory.mktemp(f"plane-{version}-"), version) as control_plane:
+        yield control_plane
 
 
 class NodeAgent(threading.Thread):
