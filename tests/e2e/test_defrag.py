@@ -11,6 +11,7 @@ bound pod's instance in its node's ``mig-extender.io/gpus`` annotation and marks
 - ``on``: exactly the planned pod is evicted; its replacement binds on the other node (the reserved node is
   kept from it); the waiting pod binds where the room was made; nothing else lands there meanwhile.
 - a PodDisruptionBudget that allows no disruption: nothing is evicted, and the pod says why.
+- a 429 from the Eviction API (a plan carried out once the budget allows nothing): the plan ends cleanly.
 - a leader change mid-plan: the plan and reservation a previous leader wrote, with one eviction done (its pod
   already replaced by the ReplicaSet) and one to do, are taken up by a new leader: it evicts the one left,
   once, and touches nothing else.
@@ -478,3 +479,45 @@ def metrics(extender: Extender) -> str:
 
 def metric_value(extender: Extender, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics(extender).splitlines() if line.startswith(name + " "))
+
+
+def test_a_429_from_the_eviction_api_ends_a_plan_cleanly(
+    plane: ControlPlane, cluster: Kube, schedulers: list[object], workdir: Path
+) -> None:
+    """A plan made while the budget allowed a disruption, carried out once it allows none: the API server answers
+    the eviction 429, and the plan ends with the reservation released and the reason on the pods."""
+    kube = cluster
+    lease = f"defrag-{free_port()}"
+    extender = Extender(plane, workdir, defrag_args("off", lease))
+    extender.start()
+    try:
+        schedulers.append(start_scheduler(plane, workdir, "extender", extender.url))
+        before = spread_small_pods(kube)
+        create_pdb(kube, "small", 0)
+        kube.create_pod("large", {MIG_4G: 1})
+        wait_for("large unschedulable", lambda: (c := kube.scheduled_condition("large")) and c["status"] == "False", 60)
+        name, node = sorted(before.items())[0]
+        other = next(n for n in NODES if n != node)
+        uid = pods_of(kube, "small")[name]["metadata"]["uid"]
+        move = {"pod": f"{NAMESPACE}/{name}", "uid": uid, "node": node, "gpu": 0, "startedSeconds": 0}
+        move["to"] = {"node": other, "gpu": 0, "placement": "1g.10gb@1"}
+        plan = {"node": node, "gpus": [0], "relayout": False, "lostSeconds": 0, "planned": "", "moves": [move]}
+        reservation = {"node": node, "gpus": [0], "started": "2026-01-01T00:00:00Z", "expires": "2099-01-01T00:00:00Z"}
+        annotations_patch = {PLAN: json.dumps({**plan, "evicted": []}), RESERVATION: json.dumps(reservation)}
+        kube.call(
+            "PATCH",
+            f"/api/v1/namespaces/{NAMESPACE}/pods/large",
+            {"metadata": {"annotations": annotations_patch}},
+            content_type=MERGE,
+        )
+        extender.extra_args = defrag_args("on", lease)
+        extender.restart()
+        outcome = wait_annotation(kube, "large", OUTCOME)
+        assert outcome.startswith("refused") and "429" in outcome, outcome
+        assert RESERVATION not in annotations(kube, "large")
+        assert running_on(kube, "small") == before, "nothing evicted"
+        assert "DefragStopped" in {e["reason"] for e in kube.events_for("large")}
+        assert "DefragEvictionRefused" in {e["reason"] for e in kube.events_for(name)}
+        assert metric_value(extender, "mig_extender_defrag_evictions_total") == 0
+    finally:
+        extender.stop()
