@@ -225,6 +225,7 @@ class DefragController:
         config: DefragSettings,
         *,
         relayout: bool = False,
+        policy: PolicyConfig = _POLICY,
         is_leader: Callable[[], bool] = lambda: True,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
@@ -235,6 +236,8 @@ class DefragController:
         self.config = config
         self.relayout = relayout
         """The re-layout controller is on: static GPUs may be emptied for it to re-partition."""
+        self.policy = policy
+        """The extender's own (its dynamic allocator): what fits is judged as the filter judges it."""
         self.is_leader = is_leader
         self.now = now
         self.stats = DefragStats()
@@ -407,7 +410,7 @@ class DefragController:
         state = self.view.node_state(reservation.node)
         if not newcomers or planned_left or state is None or plan.relayout:
             return
-        if not evaluate(state, pod.demand, _POLICY).fits_now:
+        if not evaluate(state, pod.demand, self.policy).fits_now:
             names = ", ".join(p.key for p in newcomers)
             await self._end(
                 pod,
@@ -494,6 +497,7 @@ class DefragController:
                     budgets=gathered.budgets,
                     max_evictions=limit,
                     relayout=self.relayout,
+                    config=self.policy,
                 )
             if isinstance(result, NoPlan):
                 self.stats.planned_evictions.pop(pod.key, None)

@@ -148,7 +148,12 @@ def _controller_roots(
     if settings.defrag.mode != "off":
         # Static GPUs are emptied for a re-layout only when the re-layout controller will re-partition them.
         defrag = DefragController(
-            view, kube, settings.defrag, relayout=settings.relayout.mode == "on", is_leader=leading
+            view,
+            kube,
+            settings.defrag,
+            relayout=settings.relayout.mode == "on",
+            policy=service.policy,
+            is_leader=leading,
         )
         roots["defrag"] = defrag.run()
         metrics.register_defrag(defrag.stats)
