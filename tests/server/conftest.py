@@ -14,7 +14,7 @@ LISTENER_TESTS = frozenset({"test_slow_clients.py", "test_tls.py", "test_metrics
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     if item.path.name in LISTENER_TESTS:
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-    return None  # the default loop
+    return {"asyncio": asyncio.new_event_loop}  # the others on the standard loop (a hook must name one)
