@@ -8,8 +8,10 @@ Each run is what ``mig-extender simulate --mode churn`` does (the trace: ``--nod
 inference mix: ``--synthetic inference --synthetic-nodes 20 --synthetic-pods 5000``), ``--headroom on
 --headroom-size X`` for the variants that have a size, everything else at its default. A variant is a set of
 policies and a size: ``off`` (all, no headroom), ``onX`` (all, size X), ``oursX`` (ours only, size X; the
-points of the trade-off curve). Each (input, world, seed, variant) is one JSON document in DIR, written when
-done and skipped when present, so an interrupted sweep resumes and a partial one can be summarised.
+points of the trade-off curve), ``shapedX`` (ours only, MIG-shaped placeholders in the dynamic worlds too).
+The summary names each run by what it held: no headroom, MIG-shaped placeholders or whole GPUs, and the
+size. Each (input, world, seed, variant) is one JSON document in DIR, written when done and skipped when
+present, so an interrupted sweep resumes and a partial one can be summarised.
 Runs one simulation at a time, seed-major (every input and world of seed 1, then seed 2...).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -45,14 +48,14 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _variant(name: str) -> tuple[str, float | None]:
-    """(policies, headroom size or None)."""
+def _variant(name: str) -> tuple[str, float | None, bool]:
+    """(policies, headroom size or None, ours MIG-shaped in the dynamic worlds too)."""
     if name == "off":
-        return "all", None
-    for prefix, policies in (("ours", OURS), ("on", "all")):
+        return "all", None, False
+    for prefix, policies, shaped in (("ours", OURS, False), ("shaped", OURS, True), ("on", "all", False)):
         if name.startswith(prefix):
-            return policies, float(name[len(prefix) :])
-    raise ValueError(f"unknown variant {name!r}: off, onX or oursX")
+            return policies, float(name[len(prefix) :]), shaped
+    raise ValueError(f"unknown variant {name!r}: off, onX, oursX or shapedX")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -79,7 +82,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                     if path.exists():
                         continue
                     pods = pods if pods is not None else pods_of(seed)
-                    policies, size = _variant(variant)
+                    policies, size, shaped = _variant(variant)
                     headroom = None
                     if size is not None:
                         planner = HeadroomConfig(
@@ -89,7 +92,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                             max_fleet_share=defaults.max_fleet_share,
                             size=size,
                         )
-                        headroom = HeadroomSim(planner, defaults.rate_half_life_s, defaults.interval_s)
+                        headroom = HeadroomSim(planner, defaults.rate_half_life_s, defaults.interval_s, shaped)
                     config = SimConfig(model=model, world=World(world), mode=Mode.CHURN, seed=seed, headroom=headroom)
                     started = time.perf_counter()
                     result = run(config, policies_named(policies), nodes, pods, {"input": name}, with_bound=False)
@@ -105,16 +108,24 @@ def _load(folder: Path) -> dict[tuple[str, str], dict[tuple[str, str], list[dict
     for path in files:
         document = json.loads(path.read_text())
         run_info = document["run"]
-        variant = path.stem.rsplit("-", 1)[1]
         key = (run_info["input"], run_info["world"])
+        headroom = run_info.get("headroom")
         for policy, figures in document["policies"].items():
+            # Named by what was run (the file's name says what was asked): no headroom, or its kind and size.
+            variant = "off"
+            if headroom is not None:
+                size = headroom["planner"]["size"]
+                variant = f"{'MIG-shaped' if figures.get('headroom') == 'mig-shaped' else 'whole GPUs'} x{size:g}"
             table.setdefault(key, {}).setdefault((variant, policy), []).append({"seed": run_info["seed"], **figures})
     return table
 
 
 def _seed_of(path: Path) -> int:
     """The seed in a document's name (``trace-static-s3-on1.json``)."""
-    return int(path.stem.rsplit("-s", 1)[1].split("-")[0])
+    found = re.search(r"-s(\d+)-[a-z]+[0-9.]*$", path.stem)
+    if found is None:
+        raise ValueError(f"{path.name} is not a document of this sweep (INPUT-WORLD-sSEED-VARIANT.json)")
+    return int(found.group(1))
 
 
 def _cell(values: list[float], digits: int) -> str:

@@ -2,11 +2,15 @@
 
 Every ``interval_s`` the planner (:func:`extender.model.headroom.plan_headroom`) sizes the headroom from the
 policy's demand distribution and the recent arrival rate, over one lead time (the autoscaler's delay plus a
-node's start-up); placeholders are added or removed to match. Ours keeps MIG-shaped placeholders, one pod per
-planned instance. Every baseline keeps the same compute as whole GPUs, shape-blind (a cluster-overprovisioner
-Deployment): in the dynamic worlds a pod asking for the GPU's largest profile (the whole GPU); in the static
-world, where a MIG GPU only offers its layout's instances, a pod asking for the instances of one GPU of the
-start layout. Placeholders are placed by the policy like any pod, after the real pods, and never counted in
+node's start-up); placeholders are added or removed to match. In the static world ours keeps MIG-shaped
+placeholders, one pod per planned instance: a layout is fixed there, and a pod can only take an instance of
+its own profile. In the dynamic worlds, where a GPU is partitioned for the pods it gets, ours keeps the
+planned compute as whole GPUs (a pod asking for the GPU's largest profile): evicting one frees room for any
+profile, which measured better than MIG-shaped placeholders there (BENCHMARKS.md, "Warm headroom";
+``shaped`` keeps them MIG-shaped). Every baseline keeps the same compute as whole GPUs, shape-blind (a
+cluster-overprovisioner Deployment): in the dynamic worlds the GPU's largest profile; in the static world,
+where a MIG GPU only offers its layout's instances, a pod asking for the instances of one GPU of the start
+layout. Placeholders are placed by the policy like any pod, after the real pods, and never counted in
 the waits, the demand distribution or the arrival rate.
 
 A real pod that no node hosts preempts placeholders at once: on each node holding some, they are evicted one
@@ -45,6 +49,8 @@ class HeadroomSim:
     planner: HeadroomConfig
     rate_half_life_s: float = 1800.0
     interval_s: float = 30.0
+    shaped: bool = False
+    """Ours keeps MIG-shaped placeholders in the dynamic worlds too (by default only in the static world)."""
 
 
 @dataclass
@@ -69,7 +75,7 @@ class Headroom:
         self.config = config
         self.model = churn.config.model
         self.rate = ArrivalRate(config.rate_half_life_s)
-        self.shaped = self.sim.policy.planner == "ours"
+        self.shaped = self.sim.policy.planner == "ours" and (config.shaped or churn.config.world == "static")
         self.whole_demand = self._whole_gpu_demand()
         self.holders: dict[str, _Placeholder] = {}
         self.on_node: dict[int, dict[str, None]] = {}

@@ -43,7 +43,7 @@ def test_a_pod_takes_the_placeholder_at_once_and_the_autoscaler_replaces_it(worl
     # the evicted placeholder went pending and got a node of its own (120 s check + 300 s start-up)
     assert (without.nodes_added, with_headroom.nodes_added) == (0, 1)
     assert with_headroom.pods_placed == 2  # placeholders are not counted as pods
-    assert figures["headroom"] == ("mig-shaped" if policy == "mig-extender" else "whole-gpus")
+    assert figures["headroom"] == "whole-gpus"  # dynamic worlds: whole GPUs for every policy, ours included
 
 
 def test_without_room_the_placeholder_saves_the_wait_for_a_node() -> None:
@@ -108,3 +108,21 @@ def test_headroom_with_consolidation_of_underutilized_nodes_is_refused(capsys: p
     args = ["simulate", "--synthetic", "inference", "--mode", "churn", "--headroom", "on"]
     assert main([*args, "--consolidation", "when-underutilized"]) == 2
     assert "when-empty only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("world", "shaped", "kind"),
+    [
+        (World.STATIC, False, "mig-shaped"),  # a fixed layout: a pod takes an instance of its own profile
+        (World.DYNAMIC_IDEAL, False, "whole-gpus"),
+        (World.DYNAMIC_IDEAL, True, "mig-shaped"),
+    ],
+)
+def test_ours_keeps_mig_shaped_placeholders_where_layouts_are_fixed(world: World, shaped: bool, kind: str) -> None:
+    planner = HeadroomConfig(lead_time_s=420.0, max_gpus=1.0, max_fleet_share=1.0, size=1000.0)
+    config = SimConfig(
+        model=H100, world=world, mode=Mode.CHURN, seed=1, new_node_gpus=2, headroom=HeadroomSim(planner, shaped=shaped)
+    )
+    pods = synthetic_pods(H100, "inference", 50, 1, mean_interarrival_s=20, mean_duration_s=1800)
+    (ours,) = run(config, policies_named("mig-extender"), [NodeSpec("n0", 2)], pods, {}).results
+    assert ours.churn_figures["headroom"] == kind
