@@ -468,3 +468,34 @@ def test_plans_keep_every_promise_and_are_minimal(
     assert isinstance(plan, DefragPlan), plan.reason
     check_plan(plan, cluster, wanted, priority=priority, budgets=budgets, max_evictions=max_evictions)
     assert (plan.evictions, plan.lost_s) == (expected[0], pytest.approx(expected[1]))
+
+
+def test_dra_nodes_are_planned_on_their_gpus_and_the_claim_fits_once_the_pod_has_gone() -> None:
+    """DRA nodes (NVIDIA's DynamicMIG ResourceSlices, devices held by claims): the room is planned on the GPU
+    states, and the waiting pod's claim is then allocated by the allocator model on the node itself."""
+    from extender.model.policy import evaluate
+    from extender.simulate.dra import DraFleet
+
+    h100 = model_named("H100-80GB")
+    fleet = DraFleet(h100)
+    config = PolicyConfig()
+    nodes: dict[str, NodeState] = {}
+    running: list[RunningPod] = []
+    held = {}
+    for name, pod in (("n0", "a"), ("n1", "b")):
+        state = fleet.node(name, 1)
+        result = evaluate(state, fleet.demand(demand("1g.10gb")), config)
+        assert result.fits_now
+        nodes[name], held[pod] = fleet.taken(state, result)
+        (planned,) = result.plan
+        running.append(
+            RunningPod(pod, f"default/{pod}", name, planned.gpu_index, planned.placement, NOW - 100, 0, True)
+        )
+    whole = demand("7g.80gb")
+    assert not any(evaluate(n, fleet.demand(whole), config).fits_now for n in nodes.values())
+    plan = plan_room(nodes, running, fleet.demand(whole), priority=0, now_s=NOW, max_evictions=1)
+    assert isinstance(plan, DefragPlan), plan
+    (move,) = plan.moves
+    assert move.target_node != plan.node and plan.gpus == (0,)
+    emptied = fleet.released(nodes[plan.node], held[move.pod])
+    assert evaluate(emptied, fleet.demand(whole), config).fits_now
