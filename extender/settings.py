@@ -766,6 +766,13 @@ class DefragSettings(Group):
         "this keeps from being moved again in a row (across leader changes too: it is read from the pod).",
         check=non_negative,
     )
+    max_lost_s: float = setting(
+        "defrag_max_lost_s",
+        0.0,
+        "No plan throws away more run time than this, summed over the pods it moves (a moved pod restarts from "
+        "zero unless the workload checkpoints): long-running pods stay where they are. 0: no bound.",
+        check=non_negative,
+    )
     reservation_s: float = setting(
         "defrag_reservation_s",
         600.0,

@@ -496,6 +496,7 @@ class DefragController:
                     now_s=self.now().timestamp(),
                     budgets=gathered.budgets,
                     max_evictions=limit,
+                    max_lost_s=self.config.max_lost_s or None,
                     relayout=self.relayout,
                     config=self.policy,
                 )

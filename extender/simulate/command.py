@@ -175,8 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         "--defrag-max-lost",
         type=_seconds,
         metavar="S",
+        default=DefragLimits().max_lost_s,
         help="churn, --defrag on: no plan throws away more run time than this, summed over its moved pods "
-        "(moved pods restart from zero); default: no bound, as the controller",
+        "(moved pods restart from zero; defrag_max_lost_s, default no bound)",
     )
     parser.add_argument(
         "--defrag-give-up",

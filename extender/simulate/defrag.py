@@ -51,8 +51,8 @@ class DefragLimits:
     """Plans in progress at once: a plan is until its moved pods run again and its re-layout is done."""
     pod_cooldown_s: float = _SETTINGS.pod_cooldown_s
     """A pod that started less than this long ago is not moved."""
-    max_lost_s: float | None = None
-    """No plan throws away more run time than this (the controller has no such bound: None)."""
+    max_lost_s: float | None = _SETTINGS.max_lost_s or None
+    """No plan throws away more run time than this (None: no bound)."""
     give_up_s: float | None = None
     """No plan for a pod that has waited longer than this (None: as long as it waits). Set to the autoscaler's
     delay, defragmentation only races the new node: a room made once that node is on its way leaves it idle."""

@@ -277,6 +277,17 @@ async def test_pods_that_may_not_move_make_no_plan_and_the_pod_says_why(
     assert fake.evicted == [] and annotation(fake, DEFRAG_RESERVATION_ANNOTATION) is None
 
 
+@pytest.mark.parametrize(("max_lost_s", "planned"), [(0.0, True), (4 * 3600, True), (2 * 3600, False)])
+async def test_defrag_max_lost_s_keeps_pods_that_ran_longer_in_place(max_lost_s: float, planned: bool) -> None:
+    view, fake = cluster()  # each small pod has run 3 h: moving one throws that away
+    await controller(view, fake, max_lost_s=max_lost_s).reconcile()
+    shown = json.loads(annotation(fake, DEFRAG_PLAN_ANNOTATION) or "{}")
+    if planned:
+        assert len(fake.evicted) == 1 and "reason" not in shown
+    else:
+        assert fake.evicted == [] and "ran more than 7200 s" in shown["reason"], shown
+
+
 async def test_a_node_marked_do_not_disrupt_keeps_its_pods() -> None:
     view = ClusterView()
     fake = DefragFake(view)
