@@ -71,6 +71,9 @@ ALLOWED = [
     Ask("get", "deviceclasses", name="mig.nvidia.com", group="resource.k8s.io"),
     # the bind verb: kube-scheduler hands the binding of the pod it placed to the extender
     Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="binding"),
+    # defragmentation (docs/defrag.md): evictions, which the API server checks against PodDisruptionBudgets
+    Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="eviction"),
+    Ask("list", "poddisruptionbudgets", namespace="team-a", group="policy"),
     # verdict annotations on pending pods, re-layout labels and taints on nodes
     Ask("patch", "pods", namespace="team-a", name="trainer-0"),
     Ask("patch", "nodes", name="gpu-a"),
@@ -113,7 +116,6 @@ DENIED = [
     Ask("delete", "pods", namespace="team-a", name="trainer-0"),
     Ask("patch", "pods", namespace="team-a", name="trainer-0", subresource="status"),
     Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="exec"),
-    Ask("create", "pods", namespace="team-a", name="trainer-0", subresource="eviction"),
     Ask("update", "pods", namespace="team-a", name="trainer-0"),
     # nodes: no delete, no replace, no kubelet API
     Ask("delete", "nodes", name="gpu-a"),
