@@ -116,7 +116,9 @@ def _load(folder: Path) -> dict[tuple[str, str], dict[tuple[str, str], list[dict
             if headroom is not None:
                 size = headroom["planner"]["size"]
                 variant = f"{'MIG-shaped' if figures.get('headroom') == 'mig-shaped' else 'whole GPUs'} x{size:g}"
-            table.setdefault(key, {}).setdefault((variant, policy), []).append({"seed": run_info["seed"], **figures})
+            rows = table.setdefault(key, {}).setdefault((variant, policy), [])
+            if all(r["seed"] != run_info["seed"] for r in rows):  # the same run asked twice counts once
+                rows.append({"seed": run_info["seed"], **figures})
     return table
 
 
