@@ -48,6 +48,26 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 @dataclass
+class DecayedCounts:
+    """Counts per shape that halve every ``half_life_s``: what was seen recently weighs most."""
+
+    half_life_s: float
+    counts: dict[str, float] = field(default_factory=dict)
+    _last: float | None = None
+
+    def decay_to(self, now: float) -> None:
+        if self._last is not None and now > self._last:
+            factor = 0.5 ** ((now - self._last) / self.half_life_s)
+            self.counts = {k: v * factor for k, v in self.counts.items() if v * factor > 1e-9}
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def add(self, shape: str, count: int, now: float) -> None:
+        self.decay_to(now)
+        self.counts[shape] = self.counts.get(shape, 0.0) + count
+
+
+@dataclass
 class DemandDistribution:
     """D: shares of recent MIG requests per profile shape, decayed over time, blended with a prior.
 
@@ -58,27 +78,21 @@ class DemandDistribution:
     prior: Mapping[str, float] = field(default_factory=lambda: dict(NAMED_MIXES["uniform"]))
     prior_weight: float = 20.0
     half_life_s: float = 3600.0
-    _counts: dict[str, float] = field(default_factory=dict)
-    _last: float | None = None
+    _seen: DecayedCounts = field(init=False)
 
-    def _decay_to(self, now: float) -> None:
-        if self._last is not None and now > self._last:
-            factor = 0.5 ** ((now - self._last) / self.half_life_s)
-            self._counts = {k: v * factor for k, v in self._counts.items() if v * factor > 1e-9}
-        if self._last is None or now > self._last:
-            self._last = now
+    def __post_init__(self) -> None:
+        self._seen = DecayedCounts(self.half_life_s)
 
     def observe(self, shape: str, count: int, now: float) -> None:
-        self._decay_to(now)
-        self._counts[shape] = self._counts.get(shape, 0.0) + count
+        self._seen.add(shape, count, now)
 
     def weights(self, now: float | None = None) -> dict[str, float]:
         """Normalised shares per shape (they sum to 1)."""
         if now is not None:
-            self._decay_to(now)
+            self._seen.decay_to(now)
         prior_total = sum(self.prior.values()) or 1.0
         blended = {k: self.prior_weight * v / prior_total for k, v in self.prior.items()}
-        for shape, count in self._counts.items():
+        for shape, count in self._seen.counts.items():
             blended[shape] = blended.get(shape, 0.0) + count
         total = sum(blended.values()) or 1.0
         return {k: v / total for k, v in sorted(blended.items()) if v > 0}

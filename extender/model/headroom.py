@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from .catalog import GpuModel
+from .fragmentation import DecayedCounts
 
 # Above this mean the Poisson sums are replaced by the normal approximation (exp(-mean) underflows near 745).
 _POISSON_EXACT_UP_TO = 200.0
@@ -66,37 +67,29 @@ class ArrivalRate:
     """
 
     half_life_s: float = 1800.0
-    _counts: dict[str, float] = field(default_factory=dict)
-    _last: float | None = None
+    _seen: DecayedCounts = field(init=False)
     _first: float | None = None
 
     def __post_init__(self) -> None:
         if not self.half_life_s > 0:
             raise ValueError(f"arrival rate half-life must be positive, not {self.half_life_s}")
-
-    def _decay_to(self, now: float) -> None:
-        if self._last is not None and now > self._last:
-            factor = 0.5 ** ((now - self._last) / self.half_life_s)
-            self._counts = {k: v * factor for k, v in self._counts.items() if v * factor > 1e-9}
-        if self._last is None or now > self._last:
-            self._last = now
+        self._seen = DecayedCounts(self.half_life_s)
 
     def observe(self, shape: str, count: int, now: float) -> None:
         if self._first is None:
             self._first = now
-        self._decay_to(now)
-        self._counts[shape] = self._counts.get(shape, 0.0) + count
+        self._seen.add(shape, count, now)
 
     def per_second(self, now: float) -> dict[str, float]:
         """Instances per second per shape, as of ``now``."""
-        self._decay_to(now)
+        self._seen.decay_to(now)
         if self._first is None:
             return {}
         tau = self.half_life_s / math.log(2)
         seen = max(0.0, now - self._first)
         window = tau * (1.0 - math.exp(-seen / tau)) if seen > 0 else 0.0
         window = max(window, 1.0)  # a burst at one instant: read over one second, not zero
-        return {shape: count / window for shape, count in sorted(self._counts.items())}
+        return {shape: count / window for shape, count in sorted(self._seen.counts.items())}
 
     def total_per_second(self, now: float) -> float:
         return sum(self.per_second(now).values())
