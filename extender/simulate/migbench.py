@@ -670,17 +670,12 @@ class MigbenchRun:
             if not upcoming:
                 break
             nxt = min(upcoming)
-            self.integrate(nxt - self.now)
-            self.now = nxt
+            self.advance(nxt)
             while self.finishes and self.finishes[0][0] == nxt:
                 _, job_id = heapq.heappop(self.finishes)
-                self.cluster.release(self.running.pop(job_id).choice)
+                self.finish(job_id)
             while index < len(jobs) and jobs[index].arrival_ms == nxt:
-                job = jobs[index]
-                self.pending.append(job)
-                profile = self.wanted[job.job_id]
-                if profile is not None:
-                    self.cluster.arrived(profile, nxt)
+                self.arrive(jobs[index])
                 index += 1
             self.schedule()
             if not self.running and index >= len(jobs) and self.pending:
@@ -710,19 +705,41 @@ class MigbenchRun:
                         self.fragmented.add(job.job_id)
                     i += 1
                     continue
-                self.cluster.place(choice)
-                start = self.now + CREATE_MS
-                runtime = job.duration_ms if job.profile else runtime_ms(job.compute_core_ms, profile.compute_percent)
-                finish = start + runtime + DELETE_MS
-                self.running[job.job_id] = _Running(finish, choice)
-                heapq.heappush(self.finishes, (finish, job.job_id))
-                self.waits.append(start - job.arrival_ms)
-                self.profile_counts[profile.name] = self.profile_counts.get(profile.name, 0) + 1
-                del self.pending[i]
+                self.start(job, choice, profile)
                 known.clear()
                 progress = True
             if not progress:
                 return
+
+    def arrive(self, job: Job) -> None:
+        """``job`` arrives now: it waits in the queue."""
+        self.pending.append(job)
+        profile = self.wanted[job.job_id]
+        if profile is not None:
+            self.cluster.arrived(profile, self.now)
+
+    def start(self, job: Job, choice: Any, profile: SlotProfile) -> int:
+        """``job`` is placed now at ``choice`` on ``profile`` (the one allocated, which sets its run time):
+        it leaves the queue and holds its slots until the returned finish time."""
+        self.cluster.place(choice)
+        start = self.now + CREATE_MS
+        runtime = job.duration_ms if job.profile else runtime_ms(job.compute_core_ms, profile.compute_percent)
+        finish = start + runtime + DELETE_MS
+        self.running[job.job_id] = _Running(finish, choice)
+        heapq.heappush(self.finishes, (finish, job.job_id))
+        self.waits.append(start - job.arrival_ms)
+        self.profile_counts[profile.name] = self.profile_counts.get(profile.name, 0) + 1
+        self.pending.remove(job)
+        return finish
+
+    def finish(self, job_id: str) -> None:
+        """``job_id`` finishes now: its slots are free again."""
+        self.cluster.release(self.running.pop(job_id).choice)
+
+    def advance(self, to_ms: int) -> None:
+        """Virtual time moves to ``to_ms``: the state since the last event is integrated."""
+        self.integrate(to_ms - self.now)
+        self.now = to_ms
 
     def integrate(self, dt: int) -> None:
         if dt <= 0:
