@@ -1,0 +1,95 @@
+"""scripts/migbench_replay.py without a control plane: the slices it publishes, what each job asks, its errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from extender.model.catalog import model_named
+from extender.simulate.migbench import Job
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_replay() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("migbench_replay_script", REPO / "scripts" / "migbench_replay.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["migbench_replay_script"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+replay = load_replay()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "pool_device", "where"),
+    [
+        ("migbench", ("n1", "gpu3-mig-3g40gb-4"), (1, 3, "3g.40gb", 4)),
+        ("migbench", ("n0", "gpu0-mig-7g80gb-0"), (0, 0, "7g.80gb", 0)),
+        ("nvidia", ("n1", "gpu-2-mig-1g20gb-15-6"), (1, 2, "1g.20gb", 6)),
+        ("nvidia", ("n0", "gpu-0-mig-3g40gb-9-4"), (0, 0, "3g.40gb", 4)),
+    ],
+)
+def test_each_published_device_is_found_where_its_counters_say(
+    fmt: str, pool_device: tuple[str, str], where: tuple[int, int, str, int]
+) -> None:
+    table = replay.device_table(fmt, ["n0", "n1"], 4)
+    assert table[pool_device] == replay.Device(*where)
+
+
+def test_migbench_slices_are_its_two_per_node_with_13_devices_per_gpu() -> None:
+    counters, devices = replay.migbench_slices("w", 2)
+    assert (
+        counters["spec"]["pool"] == devices["spec"]["pool"] == {"name": "w", "generation": 1, "resourceSliceCount": 2}
+    )
+    assert [s["name"] for s in counters["spec"]["sharedCounters"]] == ["gpu-0-counter-set", "gpu-1-counter-set"]
+    assert len(counters["spec"]["sharedCounters"][0]["counters"]) == 7
+    names = [d["name"] for d in devices["spec"]["devices"]]
+    assert len(names) == 26 and names[:2] == ["gpu0-mig-1g10gb-0", "gpu0-mig-1g10gb-1"]
+    assert names[7:13] == [
+        "gpu0-mig-2g20gb-0",
+        "gpu0-mig-2g20gb-2",
+        "gpu0-mig-2g20gb-4",
+        "gpu0-mig-3g40gb-0",
+        "gpu0-mig-3g40gb-4",
+        "gpu0-mig-7g80gb-0",
+    ]
+
+
+def test_a_job_asks_for_its_memory_or_the_drivers_smallest_profile_holding_it() -> None:
+    model = model_named("H100-80GB")
+    ten = Job("a", 0, compute_core_ms=14_000, memory_mb=10_240)
+    assert replay.requested_mib("migbench", ten, model) == 10_240
+    assert replay.requested_mib("nvidia", ten, model) == model.find_profile("1g.10gb").memory_mib == 9_984
+    claim, pod = replay.job_objects(ten, 10_240)
+    (request,) = claim["spec"]["devices"]["requests"]
+    assert request["exactly"]["deviceClassName"] == "mig.nvidia.com"
+    assert "compareTo(quantity('10240Mi')) >= 0" in request["exactly"]["selectors"][0]["cel"]["expression"]
+    assert pod["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimName": "a"}]
+
+
+def test_too_large_a_job_is_a_clear_error() -> None:
+    with pytest.raises(replay.ReplayError, match="no H100-80GB profile holds 90000 MB"):
+        replay.requested_mib("nvidia", Job("big", 0, compute_core_ms=1, memory_mb=90_000), model_named("H100-80GB"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--backends", "hami"], "unknown backend hami"),
+        (["--backends", ","], "unknown backend (none)"),
+        (["--settle-ms", "0"], "must be at least 1"),
+        (["--trace", "/nonexistent/trace.jsonl"], "nonexistent"),
+    ],
+)
+def test_bad_arguments_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        replay.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
