@@ -381,6 +381,8 @@ class ReplayConfig:
     settle_s: float = SETTLE_MS / 1000
     poll_s: float = POLL_MS / 1000
     timeout_s: float = SCHEDULING_TIMEOUT_MS / 1000
+    progress: bool = False
+    """A line on stderr every 100 events."""
 
 
 @dataclass
@@ -433,7 +435,7 @@ class Replay:
         return Outcome(self.backend, metrics, self.records, round(time.monotonic() - started, 1))
 
     def _loop(self) -> None:
-        run, jobs, index = self.run, self.jobs, 0
+        run, jobs, index, events = self.run, self.jobs, 0, 0
         while index < len(jobs) or run.pending or run.running:
             upcoming = [jobs[index].arrival_ms] if index < len(jobs) else []
             if run.finishes:
@@ -451,6 +453,14 @@ class Replay:
                 index += 1
             self._settle(time.monotonic())
             self._mark_request_fragmented()
+            events += 1
+            if self.config.progress and events % 100 == 0:
+                print(
+                    f"{self.backend}: {events} events, virtual {run.now / 1000:.0f} s, {len(run.waits)} started, "
+                    f"{len(run.pending)} waiting",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if not run.running and index >= len(jobs) and run.pending:
                 first = min(j.job_id for j in run.pending)
                 raise ReplayError(f"{self.backend}: {len(run.pending)} jobs unallocated after settling; first {first}")
@@ -635,8 +645,58 @@ def summary_line(outcome: Outcome) -> str:
     )
 
 
+SUMMARY_KEYS = (
+    ("gpc_utilization", "GPC utilisation %", 100.0),
+    ("stranded_capacity", "stranded %", 100.0),
+    ("physical_fragmentation", "physical frag. %", 100.0),
+    ("request_fragmented_jobs", "request-fragmented jobs", 1.0),
+    ("wait_mean_s", "mean wait s", 1.0),
+    ("wait_p95_s", "P95 wait s", 1.0),
+    ("wait_p99_s", "P99 wait s", 1.0),
+    ("makespan_s", "makespan s", 1.0),
+    ("throughput_per_h", "jobs/h", 1.0),
+    ("scheduling_latency_mean_ms", "mean scheduling ms", 1.0),
+)
+
+
+def summarize(documents: Sequence[Mapping[str, Any]]) -> str:
+    """Median (min-max) of every figure per backend over the runs given, and the paired figures of the
+    extender against kube-scheduler alone (differences; the latency as a ratio) where a run has both."""
+    backends = sorted({name for d in documents for name in d["backends"]})
+    lines = [
+        f"{len(documents)} runs: seeds {', '.join(str(d['seed']) for d in documents)}; format {documents[0]['format']}"
+    ]
+    lines.append("| figure | " + " | ".join(backends) + " | paired: mig-extender - kube-scheduler |")
+    lines.append("|---|" + "---|" * (len(backends) + 1))
+    for key, label, scale in SUMMARY_KEYS:
+        cells = []
+        for backend in backends:
+            values = [d["backends"][backend][key] * scale for d in documents if backend in d["backends"]]
+            values = [v for v in values if v is not None]
+            cells.append(_median_range(values))
+        pairs = [
+            (d["backends"]["mig-extender"][key], d["backends"]["kube-scheduler"][key])
+            for d in documents
+            if {"mig-extender", "kube-scheduler"} <= d["backends"].keys()
+        ]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if key == "scheduling_latency_mean_ms":
+            paired = _median_range([a / b for a, b in pairs if b], "x")
+        else:
+            paired = _median_range([(a - b) * scale for a, b in pairs])
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {paired} |")
+    return "\n".join(lines)
+
+
+def _median_range(values: Sequence[float], unit: str = "") -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f}{unit} ({min(values):.2f}-{max(values):.2f})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--summarize", type=Path, nargs="+", metavar="JSON", help="only summarize earlier runs' --json")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workload", default="migbench-offered", choices=("migbench-offered", "migbench-saturated"))
     parser.add_argument("--jobs", type=int, default=500)
@@ -651,6 +711,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="logs and data of the control planes (default: a temporary dir)")
     parser.add_argument("--json", type=Path, help="write the figures of every backend here")
     args = parser.parse_args(argv)
+    if args.summarize:
+        try:
+            print(summarize([json.loads(path.read_text()) for path in args.summarize]))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            parser.error(f"cannot summarize: {err}")
+        return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown or not backends:
@@ -661,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = trace_for(args)
     except (OSError, ValueError) as err:
         parser.error(str(err))
-    config = ReplayConfig(args.fmt, args.nodes, args.gpus, args.settle_ms / 1000, args.poll_ms / 1000)
+    config = ReplayConfig(args.fmt, args.nodes, args.gpus, args.settle_ms / 1000, args.poll_ms / 1000, progress=True)
     with tempfile.TemporaryDirectory(prefix="migbench-replay-") as scratch:
         workdir = args.workdir or Path(scratch)
         try:
