@@ -26,10 +26,12 @@ is the wall time from the start of the settle to the allocation being seen.
 Slices: ``--format migbench`` publishes MIGBench's own fake inventory (``internal/agent/agent.go``: 7
 ``memory-slice-<i>`` counters per GPU, no memory cap, devices ``gpu<g>-mig-<profile>-<start>``); ``--format
 nvidia`` NVIDIA's DRA driver's DynamicMIG slices (:mod:`extender.model.dra.driver`: 8 memory slices as the
-hardware has them). Claims ask as MIGBench's adapter asks (``internal/adapter/adapter.go``): class
-``mig.nvidia.com``, ``type == 'mig'`` and memory at least the job's. The driver's profiles have a little less
-memory than their names say (1g.10gb: 9,984 MiB), so in that format a job asks for the memory of the driver's
-smallest profile that MIGBench's resolution gives it, not for ``memoryMB`` itself (which no 1g.10gb holds).
+hardware has them). ``--requests memory`` (the default in MIGBench's format) asks as MIGBench's adapter
+(``internal/adapter/adapter.go``): class ``mig.nvidia.com``, ``type == 'mig'`` and memory at least the job's (in
+the driver's format, the memory of the driver's profile MIGBench's resolution names: its 1g.10gb has 9,984 MiB,
+not 10,240). ``--requests profile`` (the default in the driver's format) asks for that profile by name: there,
+the first device with 20 GB in the driver's name order is a 1g.20gb, so a memory request for a 2g.20gb job gets
+one compute slice on two memory slices and runs half as fast.
 
 Metrics are MIGBench's (:class:`extender.simulate.migbench.MigbenchRun`): GPC utilisation, stranded capacity
 and the rest, per backend under ``backends.<name>`` of ``--json``, with ``scheduling_latency_mean_ms``.
@@ -238,27 +240,34 @@ def publish(kube: Kube, fmt: str, nodes: Sequence[str], gpus: int) -> None:
 # --- what each job asks ----------------------------------------------------------------------------------------
 
 
-def requested_mib(fmt: str, job: Job, model: GpuModel) -> int:
-    """The memory a job's claim asks for: MIGBench's ``memoryMB``, or in the driver's format the memory of the
-    driver's profile that MIGBench's resolution names (the driver's 1g.10gb has 9,984 MiB, not 10,240)."""
-    if fmt == "migbench":
-        return job.memory_mb
-    profile = resolve(COMMON_PROFILES, job.memory_mb, job.min_compute_percent)
-    found = model.find_profile(profile.name) if profile is not None else None
-    if found is None or found.memory_mib is None:
-        raise ReplayError(f"{job.job_id}: no {model.name} profile holds {job.memory_mb} MB")
-    return found.memory_mib
+REQUESTS = ("memory", "profile")
 
 
-def job_objects(job: Job, memory_mib: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The claim and the pod of one job, as MIGBench's adapter writes them for the NVIDIA DRA backend."""
+def selector(job: Job, requests: str, fmt: str, model: GpuModel) -> str:
+    """The CEL selector of a job's claim. ``memory``: as MIGBench's adapter asks (``type == 'mig'`` and memory
+    at least the job's; in the driver's format the memory of the driver's profile MIGBench's resolution names,
+    since the driver's 1g.10gb has 9,984 MiB, not 10,240). ``profile``: that profile by name."""
     if job.profile:
-        expression = f"device.attributes['{DRIVER}'].profile == '{job.profile}'"
-    else:
-        expression = (
-            f"device.attributes['{DRIVER}'].type == 'mig' && "
-            f"device.capacity['{DRIVER}'].memory.compareTo(quantity('{memory_mib}Mi')) >= 0"
-        )
+        return f"device.attributes['{DRIVER}'].profile == '{job.profile}'"
+    resolved = resolve(COMMON_PROFILES, job.memory_mb, job.min_compute_percent)
+    if resolved is None:
+        raise ReplayError(f"{job.job_id}: no profile of the run holds {job.memory_mb} MB")
+    if requests == "profile":
+        return f"device.attributes['{DRIVER}'].profile == '{resolved.name}'"
+    memory = job.memory_mb
+    if fmt == "nvidia":
+        found = model.find_profile(resolved.name)
+        if found is None or found.memory_mib is None:
+            raise ReplayError(f"{job.job_id}: {model.name} has no profile {resolved.name} with a known memory")
+        memory = found.memory_mib
+    return (
+        f"device.attributes['{DRIVER}'].type == 'mig' && "
+        f"device.capacity['{DRIVER}'].memory.compareTo(quantity('{memory}Mi')) >= 0"
+    )
+
+
+def job_objects(job: Job, expression: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The claim and the pod of one job, as MIGBench's adapter writes them for the NVIDIA DRA backend."""
     request = {"deviceClassName": "mig.nvidia.com", "selectors": [{"cel": {"expression": expression}}]}
     claim = {
         "apiVersion": "resource.k8s.io/v1",
@@ -381,6 +390,8 @@ class ReplayConfig:
     settle_s: float = SETTLE_MS / 1000
     poll_s: float = POLL_MS / 1000
     timeout_s: float = SCHEDULING_TIMEOUT_MS / 1000
+    requests: str = "memory"
+    """How claims ask (:func:`selector`)."""
     progress: bool = False
     """A line on stderr every 100 events."""
 
@@ -466,8 +477,8 @@ class Replay:
                 raise ReplayError(f"{self.backend}: {len(run.pending)} jobs unallocated after settling; first {first}")
 
     def _submit(self, job: Job) -> None:
-        memory = requested_mib(self.config.fmt, job, self.model)
-        claim, pod = job_objects(job, memory)
+        expression = selector(job, self.config.requests, self.config.fmt, self.model)
+        claim, pod = job_objects(job, expression)
         self.kube.call("POST", f"{RESOURCE}/namespaces/{NAMESPACE}/resourceclaims", claim)
         self.kube.call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
 
@@ -702,6 +713,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--trace", type=Path, help="replay this MIGBench JSONL trace instead of generating one")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="migbench")
+    parser.add_argument(
+        "--requests",
+        choices=REQUESTS,
+        help="claims ask for memory (MIGBench's adapter; the default in its format) or for the profile MIGBench's "
+        "resolution names (the default in the driver's: the first device holding 20 GB there is a 1g.20gb)",
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, of {', '.join(BACKENDS)}")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--gpus", type=int, default=4, help="GPUs per node")
@@ -727,7 +744,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = trace_for(args)
     except (OSError, ValueError) as err:
         parser.error(str(err))
-    config = ReplayConfig(args.fmt, args.nodes, args.gpus, args.settle_ms / 1000, args.poll_ms / 1000, progress=True)
+    requests = args.requests or ("memory" if args.fmt == "migbench" else "profile")
+    config = ReplayConfig(
+        args.fmt, args.nodes, args.gpus, args.settle_ms / 1000, args.poll_ms / 1000, requests=requests, progress=True
+    )
     with tempfile.TemporaryDirectory(prefix="migbench-replay-") as scratch:
         workdir = args.workdir or Path(scratch)
         try:
@@ -742,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workload": args.workload if not args.trace else str(args.trace),
             "seed": args.seed,
             "format": args.fmt,
+            "requests": requests,
             "nodes": args.nodes,
             "gpus_per_node": args.gpus,
             "jobs": len(jobs),

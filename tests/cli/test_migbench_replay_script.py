@@ -62,21 +62,28 @@ def test_migbench_slices_are_its_two_per_node_with_13_devices_per_gpu() -> None:
     ]
 
 
-def test_a_job_asks_for_its_memory_or_the_drivers_smallest_profile_holding_it() -> None:
+def test_a_job_asks_for_its_memory_or_the_profile_its_memory_resolves_to() -> None:
     model = model_named("H100-80GB")
     ten = Job("a", 0, compute_core_ms=14_000, memory_mb=10_240)
-    assert replay.requested_mib("migbench", ten, model) == 10_240
-    assert replay.requested_mib("nvidia", ten, model) == model.find_profile("1g.10gb").memory_mib == 9_984
-    claim, pod = replay.job_objects(ten, 10_240)
+    memory = "device.attributes['gpu.nvidia.com'].type == 'mig' && device.capacity['gpu.nvidia.com'].memory"
+    assert replay.selector(ten, "memory", "migbench", model) == f"{memory}.compareTo(quantity('10240Mi')) >= 0"
+    assert replay.selector(ten, "memory", "nvidia", model) == f"{memory}.compareTo(quantity('9984Mi')) >= 0"
+    fifteen = Job("b", 0, compute_core_ms=28_000, memory_mb=15_000)
+    assert (
+        replay.selector(fifteen, "profile", "nvidia", model)
+        == "device.attributes['gpu.nvidia.com'].profile == '2g.20gb'"
+    )
+    claim, pod = replay.job_objects(ten, "true")
     (request,) = claim["spec"]["devices"]["requests"]
-    assert request["exactly"]["deviceClassName"] == "mig.nvidia.com"
-    assert "compareTo(quantity('10240Mi')) >= 0" in request["exactly"]["selectors"][0]["cel"]["expression"]
+    assert request["exactly"] == {"deviceClassName": "mig.nvidia.com", "selectors": [{"cel": {"expression": "true"}}]}
     assert pod["spec"]["resourceClaims"] == [{"name": "gpu", "resourceClaimName": "a"}]
 
 
 def test_too_large_a_job_is_a_clear_error() -> None:
-    with pytest.raises(replay.ReplayError, match="no H100-80GB profile holds 90000 MB"):
-        replay.requested_mib("nvidia", Job("big", 0, compute_core_ms=1, memory_mb=90_000), model_named("H100-80GB"))
+    with pytest.raises(replay.ReplayError, match="no profile of the run holds 90000 MB"):
+        replay.selector(
+            Job("big", 0, compute_core_ms=1, memory_mb=90_000), "memory", "nvidia", model_named("H100-80GB")
+        )
 
 
 @pytest.mark.parametrize(
