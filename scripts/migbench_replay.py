@@ -515,7 +515,10 @@ class Replay:
         waiting = {j.job_id for j in self.run.pending}
         for job_id in sorted(waiting & allocations.keys()):
             job = self.by_id[job_id]
-            (key,) = allocations[job_id]
+            results = allocations[job_id]
+            if len(results) != 1:
+                raise ReplayError(f"claim {job_id} was allocated {len(results)} {DRIVER} devices, not one")
+            (key,) = results
             device = self.devices.get(key)
             if device is None:
                 raise ReplayError(f"claim {job_id} was allocated {key[1]} of pool {key[0]}, which was never published")
