@@ -673,13 +673,29 @@ SUMMARY_KEYS = (
 )
 
 
+def merged(documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One document per (seed, format, requests): the backends of runs of the same trace side by side, each
+    backend's figures marked with the run they came from (``run``), so that a latency ratio is taken within one."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for number, document in enumerate(documents):
+        requests = document.get("requests") or ("memory" if document["format"] == "migbench" else "profile")
+        key = (document["seed"], document["format"], requests, document["workload"])
+        into = out.setdefault(key, {**document, "backends": {}})
+        for name, figures in document["backends"].items():
+            if name in into["backends"]:
+                raise ValueError(f"seed {document['seed']}: two runs of {name}")
+            into["backends"][name] = {**figures, "run": number}
+    return sorted(out.values(), key=lambda d: d["seed"])
+
+
 def summarize(documents: Sequence[Mapping[str, Any]]) -> str:
     """Median (min-max) of every figure per backend over the runs given, and the paired figures of the
-    extender against kube-scheduler alone (differences; the latency as a ratio) where a run has both."""
+    extender against kube-scheduler alone on the same trace (differences; the scheduling latency as a ratio,
+    only where one run had both, since wall times of different runs are not comparable)."""
+    documents = merged(documents)
     backends = sorted({name for d in documents for name in d["backends"]})
-    lines = [
-        f"{len(documents)} runs: seeds {', '.join(str(d['seed']) for d in documents)}; format {documents[0]['format']}"
-    ]
+    seeds = ", ".join(str(d["seed"]) for d in documents)
+    lines = [f"{len(documents)} traces: seeds {seeds}; format {documents[0]['format']}"]
     lines.append("| figure | " + " | ".join(backends) + " | paired: mig-extender - kube-scheduler |")
     lines.append("|---|" + "---|" * (len(backends) + 1))
     for key, label, scale in SUMMARY_KEYS:
@@ -688,11 +704,10 @@ def summarize(documents: Sequence[Mapping[str, Any]]) -> str:
             values = [d["backends"][backend][key] * scale for d in documents if backend in d["backends"]]
             values = [v for v in values if v is not None]
             cells.append(_median_range(values))
-        pairs = [
-            (d["backends"]["mig-extender"][key], d["backends"]["kube-scheduler"][key])
-            for d in documents
-            if {"mig-extender", "kube-scheduler"} <= d["backends"].keys()
-        ]
+        both = [d["backends"] for d in documents if {"mig-extender", "kube-scheduler"} <= d["backends"].keys()]
+        if key == "scheduling_latency_mean_ms":
+            both = [b for b in both if b["mig-extender"]["run"] == b["kube-scheduler"]["run"]]
+        pairs = [(b["mig-extender"][key], b["kube-scheduler"][key]) for b in both]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         if key == "scheduling_latency_mean_ms":
             paired = _median_range([a / b for a, b in pairs if b], "x")

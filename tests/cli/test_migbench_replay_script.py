@@ -100,3 +100,32 @@ def test_bad_arguments_are_named(argv: list[str], message: str, capsys: pytest.C
         replay.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _run(seed: int, **backends: dict[str, float]) -> dict[str, object]:
+    keys = [key for key, _, _ in replay.SUMMARY_KEYS]
+    return {
+        "seed": seed,
+        "format": "migbench",
+        "workload": "migbench-offered",
+        "backends": {
+            name.replace("_", "-"): {k: figures.get(k, 1.0) for k in keys} for name, figures in backends.items()
+        },
+    }
+
+
+def test_the_summary_pairs_runs_of_one_trace_and_takes_latency_ratios_within_one_run() -> None:
+    together = _run(
+        1,
+        kube_scheduler={"gpc_utilization": 0.85, "scheduling_latency_mean_ms": 40.0},
+        mig_extender={"gpc_utilization": 0.88, "scheduling_latency_mean_ms": 48.0},
+    )
+    alone = _run(2, kube_scheduler={"gpc_utilization": 0.90, "scheduling_latency_mean_ms": 10.0})
+    other = _run(2, mig_extender={"gpc_utilization": 0.91, "scheduling_latency_mean_ms": 90.0})
+    text = replay.summarize([together, alone, other])
+    assert text.startswith("2 traces: seeds 1, 2")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
+    assert rows["GPC utilisation %"].endswith("| 2.00 (1.00-3.00) |")  # seed 1: +3, seed 2: +1
+    assert rows["mean scheduling ms"].endswith("| 1.20x (1.20-1.20) |")  # seed 2's runs were apart: left out
+    with pytest.raises(ValueError, match="seed 2: two runs of mig-extender"):
+        replay.merged([other, other])
