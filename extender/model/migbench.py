@@ -68,6 +68,38 @@ COMMON_NAMES: tuple[str, ...] = ("1g.10gb", "2g.20gb", "3g.40gb", "7g.80gb")
 COMMON_PROFILES: tuple[SlotProfile, ...] = tuple(p for p in PROFILES if p.name in COMMON_NAMES)
 
 
+def _catalog_model(name: str, profiles: Sequence[SlotProfile]) -> GpuModel:
+    """``profiles`` as a catalog model: each takes as many memory slices as GPC slots (no memory sum is kept,
+    so the slots alone decide), as many instances as its starts allow side by side, no GPU instance profile id,
+    and the memory and compute share MIGBench lists as memory and multiprocessors."""
+    return GpuModel(
+        name=name,
+        memory_slices=SLOTS,
+        compute_slices=SLOTS,
+        profiles=tuple(
+            Profile(
+                p.name,
+                None,
+                p.gpc,
+                p.gpc,
+                len(p.starts),
+                p.starts,
+                memory_mib=p.memory_mb,
+                multiprocessors=p.compute_percent,
+            )
+            for p in profiles
+        ),
+        pci_device_ids=(),
+        description=f"MIGBench's fake H100: {SLOTS} GPC slots, no memory-slice mask, no memory sum",
+    )
+
+
+MIGBENCH_H100 = _catalog_model("MIGBench-H100", COMMON_PROFILES)
+"""The GPU MIGBench's agent publishes for kube-scheduler's DRA allocator (``internal/agent/state.go`` H100State:
+the common profiles on 7 slots, where 3g@0 + 1g@3 + 3g@4 is legal). Not in :data:`~.catalog.MODELS`: no real
+GPU is this one, and no product name or label names it; :mod:`.dra.migbench_format` publishes and recognises it."""
+
+
 def ordered(profiles: Sequence[SlotProfile]) -> tuple[SlotProfile, ...]:
     """By (GPC, memory, name): the order MIGBench draws weights in and resolves memory requests in."""
     return tuple(sorted(profiles, key=lambda p: (p.gpc, p.memory_gb, p.name)))

@@ -14,6 +14,12 @@ start of the catalog's profile, its size) and its name (minor, profile, GI profi
 disagrees is left out with a warning, never guessed. A product the catalog does not know leaves the node
 unmodelled (:class:`UnknownProduct`).
 
+MIGBench's fake H100s (:mod:`.migbench_format`) carry no product name: a MIG device is read as a
+:data:`~extender.model.migbench.MIGBENCH_H100` when it is named ``gpu<g>-mig-<profile>-<start>`` and consumes only
+``memory-slice-<i>`` of one counter set ``gpu-<g>-counter-set`` that offers exactly that model's 7 slots; its
+profile, placement, name and ``index`` attribute must then agree as above. No other device lacks a product name
+and is named so (NVIDIA's driver names devices ``gpu-<minor>-...``), so no setting is needed to tell them apart.
+
 The parse of a pool is cached by the identity of its slices, so that a change of allocations alone only
 recomputes which devices are used; and shared between pools of one shape (every device's name, type, product,
 profile, counters and capacities alike, and their UUIDs alike up to renaming), so that the nodes of one kind
@@ -34,11 +40,14 @@ from cachetools import LRUCache
 
 from ..caches import CACHES
 from ..catalog import CatalogError, GpuModel, Profile, parse_product_label
+from ..migbench import MIGBENCH_H100
 from ..placement import Placement, PlacementError, occupancy_of
 from ..state import Fidelity, GpuState, Instance, NodeState, UnknownProduct, intern_key
 from . import cel
 from .allocator import Outcome, PreparedPools, Result, allocate, prepare
 from .driver import DRIVER
+from .migbench_format import DEVICE_NAME as _MIGBENCH_NAME
+from .migbench_format import INDEX, slot_counter
 from .types import AllocatedDevice, ClaimSpec, Device, DeviceClass, Pool, ResourceSlice
 
 DeviceKey = tuple[str, str, str]
@@ -95,9 +104,9 @@ class DraGpu:
 
     @property
     def predictable(self) -> bool:
-        """Whether the allocator's device order is known: DynamicMIG slices list devices sorted by name, and from
-        Kubernetes 1.36 the allocator walks pools and slices in name order. Pre-created devices come in Go map
-        order, different at each publication."""
+        """Whether the allocator's device order is known: DynamicMIG slices list devices sorted by name (MIGBench's
+        one device slice by GPU, profile name and start), and from Kubernetes 1.36 the allocator walks pools and
+        slices in name order. Pre-created devices come in Go map order, different at each publication."""
         return self.dynamic
 
 
@@ -297,6 +306,8 @@ class _Parser:
         self.warnings: list[str] = []
         self.unknown: set[str] = set()
         self.models: dict[str, GpuModel | None] = {}
+        self.migbench_sets: dict[str, bool] = {}
+        """Counter set -> whether it offers exactly MIGBench's slots."""
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
@@ -317,6 +328,8 @@ class _Parser:
                 self.warn(f"{where}: no {TYPE} attribute: left out")
             return None  # VFIO passthrough and other kinds hold no MIG
         product = device.attribute(PRODUCT)
+        if product is None and kind == "mig" and _MIGBENCH_NAME.match(device.name):
+            return self._migbench(device, where)
         if not isinstance(product, str):
             self.warn(f"{where}: no {PRODUCT} attribute: left out")
             return None
@@ -349,7 +362,33 @@ class _Parser:
             device.name, int(match.group(1)), model, counter_set, uuid if isinstance(uuid, str) else "", None
         )
 
-    def _mig(self, device: Device, where: str, model: GpuModel, counter_set: str) -> _Candidate | None:
+    def _migbench(self, device: Device, where: str) -> _Candidate | None:
+        """A device named as MIGBench names its fake H100's, without a product name (see the module's docstring)."""
+        consumes = device.consumes
+        if len(consumes) != 1 or _COUNTER_SET.match(consumes[0].counter_set) is None:
+            self.warn(f"{where}: named as MIGBench's devices but consumes no single gpu-<g>-counter-set: left out")
+            return None
+        counter_set = consumes[0].counter_set
+        # A valid pool declares what its devices consume: a set of the 7 slots alone is consumed in slots alone.
+        if not self._migbench_counter_set(counter_set):
+            self.warn(
+                f"{where}: counter set {counter_set} does not offer exactly memory-slice-0.."
+                f"{MIGBENCH_H100.memory_slices - 1} as MIGBench's does: left out"
+            )
+            return None
+        return self._mig(device, where, MIGBENCH_H100, counter_set, migbench=True)
+
+    def _migbench_counter_set(self, name: str) -> bool:
+        found = self.migbench_sets.get(name)
+        if found is None:
+            slots = tuple((slot_counter(i), _ONE) for i in range(MIGBENCH_H100.memory_slices))
+            declared = next((c.counters for c in self.pool.counter_sets if c.name == name), None)
+            found = self.migbench_sets[name] = declared is not None and sorted(declared) == sorted(slots)
+        return found
+
+    def _mig(
+        self, device: Device, where: str, model: GpuModel, counter_set: str, *, migbench: bool = False
+    ) -> _Candidate | None:
         profile_name = device.attribute(PROFILE)
         if not isinstance(profile_name, str):
             self.warn(f"{where}: a MIG device without a {PROFILE} attribute: left out")
@@ -378,7 +417,10 @@ class _Parser:
             )
             return None
         placement = _placement(start, profile)
-        minor = self._mig_name_minor(device.name, where, profile_name, profile, placement)
+        if migbench:
+            minor = self._migbench_name_minor(device, where, profile_name, placement)
+        else:
+            minor = self._mig_name_minor(device.name, where, profile_name, profile, placement)
         if minor is None:
             return None
         parent = device.attribute(PARENT_UUID)
@@ -403,6 +445,23 @@ class _Parser:
                     return int(minor)
         self.warn(
             f"{where}: the name does not match the device ({profile_name} at memory slice {placement.start}): left out"
+        )
+        return None
+
+    def _migbench_name_minor(self, device: Device, where: str, profile_name: str, placement: Placement) -> int | None:
+        match = _MIGBENCH_NAME.match(device.name)
+        if match is not None:
+            minor, spelled, start = match.groups()
+            index = device.attribute(INDEX)
+            if (
+                spelled == profile_name.replace(".", "")
+                and int(start) == placement.start
+                and (index is None or (type(index) is int and index == int(minor)))
+            ):
+                return int(minor)
+        self.warn(
+            f"{where}: the name or {INDEX} does not match the device ({profile_name} at slot {placement.start}): "
+            "left out"
         )
         return None
 
@@ -704,7 +763,7 @@ _SHAPES: dict[tuple[object, ...], _Shape] = {}
 # for 8 DynamicMIG H100s (the key and the parse).
 _SHAPES_LIMIT = 64
 CACHES.register_table("inventory._SHAPES", lambda: _SHAPES, lambda: _SHAPES_LIMIT)
-_READ = (TYPE, PRODUCT, PROFILE, UUID, PARENT_UUID)
+_READ = (TYPE, PRODUCT, PROFILE, UUID, PARENT_UUID, INDEX)
 """The attributes the parse reads."""
 _UUIDS = frozenset((UUID, PARENT_UUID))
 _FULL_NAME_LIKE = re.compile(r"^gpu-\d+$")

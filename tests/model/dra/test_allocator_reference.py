@@ -3,9 +3,10 @@
 tests/dra_reference is a Go program around k8s.io/dynamic-resource-allocation v0.36.3 ``structured.NewAllocator``
 with the features kube-scheduler v1.36.3 enables by default (built by scripts/build-dra-reference.sh). Each case
 is a cluster's ResourceSlices as NVIDIA's driver publishes them (DynamicMIG and pre-created MIG, random GPU
-models and counts, sometimes a second node, an incomplete or invalid pool, an older generation, taints,
-another driver, a pool with binding conditions), devices in use, DeviceClasses and one to three claims of one
-to three requests (profiles and capacities by CEL, counts, firstAvailable, All, adminAccess, tolerations,
+models and counts) or as MIGBench's agent publishes its fake H100s (two slices, 7 slots, no full GPU), with
+sometimes a second node, an incomplete or invalid pool, an older generation, taints, another driver, a pool with
+binding conditions; devices in use, DeviceClasses and one to three claims of one to three requests (profiles
+and capacities by CEL, counts, firstAvailable, All, adminAccess, tolerations,
 matchAttribute and distinctAttribute constraints). The same JSON goes through the view's parser and the
 model; both answers must be equal: the same devices in the same order, or the same unschedulable reason, or
 both an error.
@@ -27,8 +28,10 @@ import pytest
 from extender.model.catalog import MODELS, GpuModel
 from extender.model.dra.allocator import Outcome, PreparedPools, Result, allocate, prepare
 from extender.model.dra.driver import DRIVER, dynamic_mig_slices, static_mig_slices
+from extender.model.dra.migbench_format import migbench_slices
 from extender.model.dra.pools import pools_of
 from extender.model.dra.types import DeviceClass, Pool
+from extender.model.migbench import MIGBENCH_H100
 from extender.model.placement import Placement
 from extender.view.dra_objects import parse_device_class, parse_resource_claim, parse_resource_slice
 
@@ -62,6 +65,7 @@ CAPACITY_SELECTORS = [
     "device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('20Gi')) >= 0",
     "device.capacity['gpu.nvidia.com'].multiprocessors.isLessThan(quantity('40'))",
     "device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('40Gi')) < 0",
+    "device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('15000Mi')) >= 0",
 ]
 
 
@@ -113,6 +117,8 @@ def random_layout(rng: random.Random, model: GpuModel) -> list[Placement]:
 
 
 def node_slices(rng: random.Random, node: str, model: GpuModel, gpus: int, generation: int) -> list[dict[str, Any]]:
+    if model is MIGBENCH_H100:
+        return migbench_slices(node, gpus, generation=generation)
     if rng.random() < 0.75:
         return dynamic_mig_slices(node, model, gpus, generation=generation)
     layouts = [random_layout(rng, model) for _ in range(gpus)]
@@ -120,7 +126,7 @@ def node_slices(rng: random.Random, node: str, model: GpuModel, gpus: int, gener
 
 
 def make_cluster(rng: random.Random, number: int) -> Cluster:
-    model = rng.choice(MODELS)
+    model = rng.choice((*MODELS, MIGBENCH_H100))
     gpus = rng.choice([1, 1, 1, 2, 2, 3, 4, 8])
     slices = node_slices(rng, NODE, model, gpus, generation=1)
     if rng.random() < 0.1:  # an older generation still listed
