@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from extender.model.catalog import GpuModel, model_named  # noqa: E402
 from extender.model.dra.driver import dynamic_mig_slices  # noqa: E402
+from extender.model.dra.migbench_format import migbench_device_class, migbench_slices  # noqa: E402
 from extender.model.migbench import COMMON_PROFILES, PROFILES, Candidate, SlotPolicy, SlotProfile, resolve  # noqa: E402
 from extender.model.placement import Placement  # noqa: E402
 from extender.simulate.migbench import (  # noqa: E402
@@ -89,7 +90,6 @@ from tests.e2e.harness import (  # noqa: E402
 BACKENDS = ("kube-scheduler", "mig-extender")
 FORMATS = ("migbench", "nvidia")
 DRIVER = "gpu.nvidia.com"
-RESOURCE_API = "resource.k8s.io/v1"
 H100 = "H100-80GB"
 SETTLE_MS = 500  # MIGBench's settleMS and pollMS defaults (internal/controlplane/run.go)
 POLL_MS = 50
@@ -103,65 +103,6 @@ class ReplayError(RuntimeError):
 
 
 # --- the cluster: nodes, slices, where each device is --------------------------------------------------------
-
-
-def migbench_device_class() -> dict[str, Any]:
-    expression = f"device.driver == '{DRIVER}' && device.attributes['{DRIVER}'].type == 'mig'"
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "DeviceClass",
-        "metadata": {"name": "mig.nvidia.com"},
-        "spec": {"selectors": [{"cel": {"expression": expression}}]},
-    }
-
-
-def migbench_slices(node: str, gpus: int) -> list[dict[str, Any]]:
-    """MIGBench's fake inventory of one node (``internal/agent/agent.go``): a counter slice with 7
-    ``memory-slice-<i>`` counters per GPU and a device slice with every profile at every legal start."""
-    pool = {"name": node, "generation": 1, "resourceSliceCount": 2}
-    one = {"value": "1"}
-    counter_sets = [
-        {"name": f"gpu-{g}-counter-set", "counters": {f"memory-slice-{i}": one for i in range(7)}} for g in range(gpus)
-    ]
-    devices = []
-    for g in range(gpus):
-        for profile in sorted(COMMON_PROFILES, key=lambda p: p.name):
-            for start in profile.starts:
-                devices.append(
-                    {
-                        "name": f"gpu{g}-mig-{profile.name.replace('.', '')}-{start}",
-                        "attributes": {
-                            f"{DRIVER}/type": {"string": "mig"},
-                            f"{DRIVER}/profile": {"string": profile.name},
-                            f"{DRIVER}/index": {"int": g},
-                        },
-                        "capacity": {
-                            f"{DRIVER}/memory": {"value": f"{profile.memory_mb}Mi"},
-                            f"{DRIVER}/multiprocessors": {"value": str(profile.compute_percent)},
-                        },
-                        "consumesCounters": [
-                            {
-                                "counterSet": f"gpu-{g}-counter-set",
-                                "counters": {f"memory-slice-{s}": one for s in range(start, start + profile.gpc)},
-                            }
-                        ],
-                    }
-                )
-    spec = {"driver": DRIVER, "nodeName": node, "pool": pool}
-    return [
-        {
-            "apiVersion": RESOURCE_API,
-            "kind": "ResourceSlice",
-            "metadata": {"name": f"{node}-h100-counters"},
-            "spec": {**spec, "sharedCounters": counter_sets},
-        },
-        {
-            "apiVersion": RESOURCE_API,
-            "kind": "ResourceSlice",
-            "metadata": {"name": f"{node}-h100-devices"},
-            "spec": {**spec, "devices": devices},
-        },
-    ]
 
 
 @dataclass(frozen=True, slots=True)
