@@ -1,7 +1,7 @@
 """MIGBench's workloads over many seeds, both geometries: mean, median and range of every policy's figures.
 
     python scripts/migbench_sweep.py [--workload migbench-saturated] [--seeds 20] [--first-seed 20260914]
-        [--geometries migbench,catalog] [--json out.json]
+        [--geometries migbench,catalog,migbench-dra] [--json out.json]
 
 Each seed is one trace (MIGBench's generator, :mod:`extender.simulate.migbench`), replayed by every policy of
 each geometry on MIGBench's cluster (2 nodes x 4 H100), exactly as ``mig-extender simulate --workload W
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--workload", choices=WORKLOADS, default="migbench-saturated")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--geometries", default="migbench,catalog")
+    parser.add_argument("--geometries", default="migbench,catalog,migbench-dra")
     parser.add_argument("--json", type=Path, help="write every seed's figures here")
     args = parser.parse_args()
     geometries = [Geometry(g.strip()) for g in args.geometries.split(",") if g.strip()]

@@ -218,7 +218,8 @@ def add_arguments(parser: argparse.ArgumentParser, gpu_model: Callable[[str], Gp
         "--geometry",
         choices=[g.value for g in Geometry],
         help="catalog: the GPU model's real placements (default); migbench: 7 GPC slots and a summed memory "
-        "cap per GPU, MIGBench's model",
+        "cap per GPU, MIGBench's model; migbench-dra: MIGBench's fake DRA slices (7 slots, no memory cap), its "
+        "metric's 80 GB sum",
     )
     migbench.add_argument(
         "--profile-set",

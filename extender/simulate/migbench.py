@@ -61,7 +61,9 @@ from ..model.catalog import GpuModel, Profile
 from ..model.demand import PodDemand
 from ..model.migbench import (
     COMMON_PROFILES,
+    MIGBENCH_H100,
     PROFILES,
+    SLOTS,
     Candidate,
     GpuFigures,
     SlotGpu,
@@ -69,6 +71,7 @@ from ..model.migbench import (
     SlotProfile,
     catalog_figures,
     choose,
+    compute_mask,
     ordered,
     resolve,
     runtime_ms,
@@ -119,6 +122,9 @@ class ArrivalModel(enum.StrEnum):
 class Geometry(enum.StrEnum):
     CATALOG = "catalog"
     MIGBENCH = "migbench"
+    MIGBENCH_DRA = "migbench-dra"
+    """MIGBench's fake DRA inventory: placements on 7 slots with no memory cap (what its slices let
+    kube-scheduler's allocator do), the figures by its metric (the 80 GB sum)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,8 +494,13 @@ class CatalogCluster:
         profiles: tuple[SlotProfile, ...],
         policy: SlotPolicy | PolicySpec,
         seed: int,
+        *,
+        allocator_inside: bool = False,
     ) -> None:
         self.model = model
+        self.allocator_inside = allocator_inside
+        """The policy picks the node; inside it kube-scheduler's allocator takes the first fit (lowest GPU, then
+        lowest start: the driver's slices list devices so) instead of the placement the policy prefers."""
         self.catalog = catalog_profiles(model, profiles)
         self.run_profiles = tuple(self.catalog[p.name] for p in ordered(profiles))
         self.slot_policy = policy if isinstance(policy, SlotPolicy) else None
@@ -508,6 +519,8 @@ class CatalogCluster:
             if picked is None:
                 return None
             node_id, result = picked
+            if self.allocator_inside:
+                return self._first_fit(node_id, wanted)
             return node_id, tuple((p.gpu_index, p.placement) for p in result.plan)
         candidates: list[Candidate] = []
         for position, node_id in enumerate(self.order):
@@ -520,6 +533,14 @@ class CatalogCluster:
         if chosen is None:
             return None
         return self.order[chosen.node], ((chosen.gpu, Placement(chosen.start, wanted)),)
+
+    def _first_fit(self, node_id: int, wanted: Profile) -> Taken | None:
+        for gpu in sorted(self.sim.nodes[node_id].gpus, key=lambda g: g.index):
+            if gpu.mig_enabled and gpu.existing_count(wanted) < wanted.max_instances:
+                starts = free_starts(wanted, gpu.occupied)
+                if starts:
+                    return node_id, ((gpu.index, Placement(min(starts), wanted)),)
+        return None
 
     def place(self, choice: Taken) -> None:
         node_id, taken = choice
@@ -559,6 +580,44 @@ class CatalogCluster:
             self.sim.observe(
                 SimPod(profile.name, shape, 1, demand, wanted.compute_slices, now_ms / 1000, 0.0), now_ms / 1000
             )
+
+
+class FakeDraCluster(CatalogCluster):
+    """MIGBench's fake DRA inventory (:data:`~extender.model.migbench.MIGBENCH_H100`): placements on 7 slots
+    with no memory cap, as its slices let kube-scheduler's allocator place them (3g@0 + 1g@3 + 3g@4 on one
+    GPU), and the figures as its metric takes them, with the 80 GB sum (``internal/controlplane/metrics.go``):
+    a GPU whose profiles hold 80 GB has its free slots stranded."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeSpec],
+        profiles: tuple[SlotProfile, ...],
+        policy: SlotPolicy | PolicySpec,
+        seed: int,
+        *,
+        allocator_inside: bool = False,
+    ) -> None:
+        super().__init__(MIGBENCH_H100, nodes, profiles, policy, seed, allocator_inside=allocator_inside)
+        self.slot_profiles = ordered(profiles)
+
+    def free(self) -> tuple[int, float]:
+        slots = memory = 0
+        for gpu in self._gpus():
+            slots += SLOTS - gpu.slots.bit_count()
+            memory += gpu.free_memory_gb
+        return slots, float(memory)
+
+    def figures(self) -> list[GpuFigures]:
+        return [slot_figures(gpu, self.slot_profiles) for gpu in self._gpus()]
+
+    def _gpus(self) -> list[SlotGpu]:
+        out = []
+        for node_id in self.order:
+            for gpu in self.sim.nodes[node_id].gpus:
+                used = [i.profile for i in gpu.instances if i.used]
+                memory_gb = sum((p.memory_mib or 0) // 1024 for p in used)
+                out.append(SlotGpu(compute_mask(gpu), memory_gb))
+        return out
 
 
 def _no_score(*_: object) -> float:
@@ -821,23 +880,27 @@ def _asked(job: Job) -> str:
 
 SLOT_POLICIES = tuple(p.value for p in SlotPolicy)
 OURS = "mig-extender"
+OURS_NODE_ONLY = "mig-extender+allocator"
+"""The extender's policy choosing the node only, kube-scheduler's allocator the device inside it (first fit):
+what the extender can do in a real cluster, beside ``mig-extender`` choosing both (the dynamic-ideal world)."""
 
 
 def policy_names(text: str, geometry: Geometry, known: Mapping[str, PolicySpec]) -> list[str]:
-    """The policies of ``--policies`` for a MIGBench run: ``all`` is MIGBench's three, and ours on the catalog."""
+    """The policies of ``--policies`` for a MIGBench run: ``all`` is MIGBench's three, and ours (choosing node
+    and device, and choosing the node only) on the geometries the catalog's engine places on."""
     if text == "all":
-        return [*SLOT_POLICIES, *([OURS] if geometry is Geometry.CATALOG else [])]
+        return [*SLOT_POLICIES, *([OURS, OURS_NODE_ONLY] if geometry is not Geometry.MIGBENCH else [])]
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
         if name in SLOT_POLICIES:
             continue
-        if name not in known:
-            others = ", ".join(n for n in known if n not in SLOT_POLICIES)
+        if name not in known and name != OURS_NODE_ONLY:
+            others = ", ".join([*(n for n in known if n not in SLOT_POLICIES), OURS_NODE_ONLY])
             raise ValueError(f"unknown policy {name!r}; known: all, {', '.join(SLOT_POLICIES)}, {others}")
         if geometry is Geometry.MIGBENCH:
             raise ValueError(
-                f"policy {name} decides on the catalog's placements: use it with --geometry catalog "
-                f"(MIGBench's geometry takes {', '.join(SLOT_POLICIES)})"
+                f"policy {name} decides on the catalog's placements: use it with --geometry catalog or "
+                f"migbench-dra (MIGBench's geometry takes {', '.join(SLOT_POLICIES)})"
             )
     if not names:
         raise ValueError("no policy named")
@@ -871,14 +934,24 @@ def run_migbench(
         if geometry is Geometry.MIGBENCH:
             cluster = SlotCluster(nodes, profiles, SlotPolicy(name))
         else:
-            policy: SlotPolicy | PolicySpec = SlotPolicy(name) if name in SLOT_POLICIES else known[name]
-            cluster = CatalogCluster(model, nodes, profiles, policy, seed)
+            inside = name == OURS_NODE_ONLY
+            policy: SlotPolicy | PolicySpec = (
+                SlotPolicy(name) if name in SLOT_POLICIES else known[OURS if inside else name]
+            )
+            if geometry is Geometry.MIGBENCH_DRA:
+                cluster = FakeDraCluster(nodes, profiles, policy, seed, allocator_inside=inside)
+            else:
+                cluster = CatalogCluster(model, nodes, profiles, policy, seed, allocator_inside=inside)
         results.append(MigbenchRun(jobs, cluster, profiles, name, len(nodes)).run())
     gpus = sum(n.gpus for n in nodes)
     document = {
         **inputs,
         "geometry": str(geometry),
-        "gpu": model.name if geometry is Geometry.CATALOG else "MIGBench H100 (7 GPC slots, 80 GB summed)",
+        "gpu": {
+            Geometry.CATALOG: model.name,
+            Geometry.MIGBENCH: "MIGBench H100 (7 GPC slots, 80 GB summed)",
+            Geometry.MIGBENCH_DRA: "MIGBench's fake DRA H100 (7 GPC slots, no memory cap; figures with 80 GB summed)",
+        }[geometry],
         "nodes": len(nodes),
         "gpus": gpus,
         "pods": len(jobs),
@@ -913,15 +986,16 @@ def table(output: MigbenchOutput) -> str:
         f"{run.get('input', '')}: {run['nodes']} nodes x {run['gpus'] // max(1, run['nodes'])} GPUs, "
         f"geometry {run['geometry']}, {run['pods']} jobs"
     )
+    width = max([14, *(len(r.policy) + 2 for r in output.results)])
     columns = (
-        f"{'policy':<14}{'placed':>7}{'GPC':>8}{'mem':>8}{'phys':>8}{'stranded':>9}{'req-frag':>9}"
+        f"{'policy':<{width}}{'placed':>7}{'GPC':>8}{'mem':>8}{'phys':>8}{'stranded':>9}{'req-frag':>9}"
         f"{'wait':>10}{'p95':>10}{'p99':>10}{'makespan':>11}{'thr/h':>8}{'secs':>7}"
     )
     lines = [head, columns]
     for r in output.results:
         m = r.metrics
         lines.append(
-            f"{r.policy:<14}{r.pods_placed:>7}{_pct(m['gpc_utilization']):>8}{_pct(m['memory_utilization']):>8}"
+            f"{r.policy:<{width}}{r.pods_placed:>7}{_pct(m['gpc_utilization']):>8}{_pct(m['memory_utilization']):>8}"
             f"{_pct(m['physical_fragmentation']):>8}{_pct(m['stranded_capacity']):>9}"
             f"{m['request_fragmented_jobs']:>9}{_num(m['wait_mean_s'], '.1f'):>10}{_num(m['wait_p95_s'], '.1f'):>10}"
             f"{_num(m['wait_p99_s'], '.1f'):>10}{_num(m['makespan_s'], '.1f'):>11}"
