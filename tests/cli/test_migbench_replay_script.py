@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
 from extender.model.catalog import model_named
 from extender.simulate.migbench import Job
+from tests.support import load_script
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_replay() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("migbench_replay_script", REPO / "scripts" / "migbench_replay.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["migbench_replay_script"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-replay = load_replay()
+replay = load_script("migbench_replay")
 
 
 @pytest.mark.parametrize(

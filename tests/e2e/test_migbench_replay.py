@@ -3,30 +3,18 @@ traces whose placements and virtual times are known, in MIGBench's slice format 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from extender.simulate.migbench import Job
+from tests.support import load_script
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.dra
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("migbench_replay", REPO / "scripts" / "migbench_replay.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["migbench_replay"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-replay = _script()
+replay = load_script("migbench_replay")
 
 
 def job(name: str, arrival_ms: int, memory_gb: int, percent: int, run_s: int) -> Job:
