@@ -138,10 +138,15 @@ def gpu_uuid(node: str, minor: int) -> str:
 
 
 def _slice(node: str, index: int, generation: int, count: int, **spec: Any) -> dict[str, Any]:
+    return resource_slice(f"{index:05x}-{DRIVER}-{node}", node, generation, count, **spec)
+
+
+def resource_slice(name: str, node: str, generation: int, count: int, **spec: Any) -> dict[str, Any]:
+    """A ResourceSlice of this driver on ``node``, in the node's pool of ``count`` slices."""
     return {
         "apiVersion": RESOURCE_API,
         "kind": "ResourceSlice",
-        "metadata": {"name": f"{index:05x}-{DRIVER}-{node}"},
+        "metadata": {"name": name},
         "spec": {
             "driver": DRIVER,
             "nodeName": node,

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..migbench import MIGBENCH_H100
 from ..placement import Placement
-from .driver import DRIVER, RESOURCE_API
+from .driver import DRIVER, RESOURCE_API, resource_slice
 
 DEVICE_CLASS = "mig.nvidia.com"
 DEVICE_NAME = re.compile(r"^gpu(\d+)-mig-([0-9]+g[0-9a-z]+)-(\d+)$")
@@ -64,17 +64,7 @@ def _slots(start: int, size: int) -> dict[str, dict[str, str]]:
 
 
 def _slice(node: str, suffix: str, generation: int, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": RESOURCE_API,
-        "kind": "ResourceSlice",
-        "metadata": {"name": f"{_safe_name(node)}-h100-{suffix}"},
-        "spec": {
-            "driver": DRIVER,
-            "nodeName": node,
-            "pool": {"name": node, "generation": generation, "resourceSliceCount": 2},
-            **spec,
-        },
-    }
+    return resource_slice(f"{_safe_name(node)}-h100-{suffix}", node, generation, 2, **spec)
 
 
 def _device(gpu: int, placement: Placement) -> dict[str, Any]:
