@@ -103,15 +103,20 @@ def cluster() -> list[dict[str, Any]]:
     return items
 
 
-def service(*extra: dict[str, Any]) -> SchedulingService:
+def scheduling_of(items: list[dict[str, Any]]) -> SchedulingService:
+    """The scheduling service over a view loaded with ``items`` (a snapshot's List)."""
     clock = Clock()
     view = ClusterView(clock=clock)
-    load_snapshot_text(view, yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [*cluster(), *extra]}))
+    load_snapshot_text(view, yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
     return SchedulingService(view, Settings.of(host="127.0.0.1"), Metrics(view), clock=clock)
 
 
-def filter_(scheduling: SchedulingService, the_pod: dict[str, Any]) -> dict[str, Any]:
-    args = parse_extender_args(orjson.dumps({"Pod": the_pod, "NodeNames": list(NODES), "Nodes": None}))
+def service(*extra: dict[str, Any]) -> SchedulingService:
+    return scheduling_of([*cluster(), *extra])
+
+
+def filter_(scheduling: SchedulingService, the_pod: dict[str, Any], nodes: tuple[str, ...] = NODES) -> dict[str, Any]:
+    args = parse_extender_args(orjson.dumps({"Pod": the_pod, "NodeNames": list(nodes), "Nodes": None}))
     return scheduling.filter(args)
 
 

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-import yaml
-
-from extender.metrics import Metrics
 from extender.model.dra.driver import DRIVER
 from extender.model.dra.migbench_format import migbench_device_class, migbench_slices
 from extender.model.migbench import MIGBENCH_H100
 from extender.server.scheduling import SchedulingService
-from extender.server.wire import parse_extender_args
-from extender.settings import Settings
-from extender.view.snapshot import load_snapshot_text
-from extender.view.store import ClusterView
-from tests.server.test_dra_scheduling import claim, claim_pod, profile, request
-from tests.support import Clock
+from tests.server.test_dra_scheduling import (
+    claim,
+    claim_pod,
+    filter_,
+    prioritize,
+    profile,
+    request,
+    scheduling_of,
+)
 
 NODES = ("mb-a", "mb-b")
 AT_LEAST_15000MI = f"device.capacity['{DRIVER}'].memory.compareTo(quantity('15000Mi')) >= 0"
@@ -40,20 +39,7 @@ def cluster() -> list[dict[str, Any]]:
 
 
 def service(*extra: dict[str, Any]) -> SchedulingService:
-    clock = Clock()
-    view = ClusterView(clock=clock)
-    load_snapshot_text(view, yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [*cluster(), *extra]}))
-    return SchedulingService(view, Settings.of(host="127.0.0.1"), Metrics(view), clock=clock)
-
-
-def filter_(scheduling: SchedulingService, the_pod: dict[str, Any]) -> dict[str, Any]:
-    args = parse_extender_args(orjson.dumps({"Pod": the_pod, "NodeNames": list(NODES), "Nodes": None}))
-    return scheduling.filter(args)
-
-
-def prioritize(scheduling: SchedulingService, the_pod: dict[str, Any], names: list[str]) -> dict[str, int]:
-    args = parse_extender_args(orjson.dumps({"Pod": the_pod, "NodeNames": names, "Nodes": None}))
-    return {h["Host"]: h["Score"] for h in scheduling.prioritize(args)}
+    return scheduling_of([*cluster(), *extra])
 
 
 def test_migbench_nodes_are_modelled_as_migbench_gpus() -> None:
@@ -68,7 +54,7 @@ def test_migbench_nodes_are_modelled_as_migbench_gpus() -> None:
 def test_a_claim_fits_where_the_allocator_finds_free_counters_and_packs_onto_the_busy_gpu() -> None:
     scheduling = service(claim("mid", request("mig", AT_LEAST_15000MI)))
     mid = claim_pod("p-mid", claims={"mig": "mid"})
-    result = filter_(scheduling, mid)
+    result = filter_(scheduling, mid, NODES)
     assert result["NodeNames"] == list(NODES)
     scores = prioritize(scheduling, mid, result["NodeNames"])
     assert scores["mb-a"] > scores["mb-b"], "the idle GPU stays idle"
@@ -81,7 +67,7 @@ def test_a_claim_fits_where_the_allocator_finds_free_counters_and_packs_onto_the
 
 def test_a_7g_claim_fails_on_the_busy_node() -> None:
     scheduling = service(claim("whole", request("mig", profile("7g.80gb"))))
-    result = filter_(scheduling, claim_pod("p-whole", claims={"mig": "whole"}))
+    result = filter_(scheduling, claim_pod("p-whole", claims={"mig": "whole"}), NODES)
     assert result["NodeNames"] == ["mb-b"]
     assert "allocator finds no free devices" in result["FailedNodes"]["mb-a"]
 
@@ -89,7 +75,7 @@ def test_a_7g_claim_fails_on_the_busy_node() -> None:
 def test_a_3g_and_a_1g_fill_the_busy_gpu_without_a_memory_cap() -> None:
     scheduling = service(claim("fill", request("mig3", profile("3g.40gb")), request("mig1", profile("1g.10gb"))))
     fill = claim_pod("p-fill", claims={"mig": "fill"})
-    result = filter_(scheduling, fill)
+    result = filter_(scheduling, fill, NODES)
     assert result["NodeNames"] == list(NODES)
     prioritize(scheduling, fill, result["NodeNames"])
     assumed = scheduling.view.assumed_devices("uid-p-fill")
